@@ -1,0 +1,238 @@
+"""Profile, privacy, deletion and purge: what happens to an account after sign-up."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import delete, select, update
+
+from reelm.accounts import age
+from reelm.accounts.errors import NotFound, SettingLocked
+from reelm.accounts.models import Account, DirectoryEntry, LoginSession, PublicProfile
+from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate
+from reelm.accounts.service import CurrentUser, now
+from reelm.bootstrap import Platform
+from reelm.regions.cell import UserScope
+
+log = logging.getLogger("reelm.accounts")
+
+
+@dataclass(frozen=True)
+class Profile:
+    user_id: uuid.UUID
+    handle: str
+    display_name: str
+    bio: str
+    links: dict[str, str]
+    is_private: bool
+    home_region: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Me:
+    """Everything a user may see about their own account (decrypted in the home region)."""
+
+    profile: Profile
+    email: str
+    phone: str | None
+    birth_date: date
+    market: str
+    privacy: PrivacySettings
+    privacy_locked: bool
+    deletion_due: datetime | None
+
+
+def _profile(platform: Platform, user_id: uuid.UUID) -> Profile:
+    with platform.catalog.transaction() as s:
+        row = s.execute(
+            select(PublicProfile, DirectoryEntry.home_region)
+            .join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id)
+            .where(PublicProfile.user_id == user_id)
+        ).first()
+    if row is None:
+        raise NotFound("no such account")
+    p, home = row
+    return Profile(
+        p.user_id, p.handle, p.display_name, p.bio, dict(p.links), p.is_private, home, p.created_at
+    )
+
+
+def public_profile(platform: Platform, handle: str) -> Profile:
+    """A profile anyone may see; hidden while its deletion is pending."""
+    from reelm.accounts import handles
+
+    try:
+        key = handles.skeleton(handles.normalise(handle))
+    except Exception:
+        raise NotFound(f"no user @{handle[:30]}") from None
+    with platform.catalog.transaction() as s:
+        user_id = s.scalar(
+            select(PublicProfile.user_id)
+            .join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id)
+            .where(PublicProfile.handle_key == key, DirectoryEntry.state == "active")
+        )
+    if user_id is None:
+        raise NotFound(f"no user @{handle[:30]}")
+    return _profile(platform, user_id)
+
+
+def _scope(platform: Platform, user: CurrentUser) -> UserScope:
+    return platform.cell(user.home_region).for_user(user.user_id, user.home_region)
+
+
+def get_me(platform: Platform, user: CurrentUser, *, today: date | None = None) -> Me:
+    scope = _scope(platform, user)
+    cipher = scope.cipher()
+    with scope.cell.db.transaction() as s:
+        account = s.get(Account, user.user_id)
+    if account is None:
+        raise NotFound("no such account")
+    birth = date.fromisoformat(cipher.decrypt("birth_date", account.birth_date_ct))
+    rules = age.AgeRules(age.age_on(birth, today or date.today()))
+    return Me(
+        profile=_profile(platform, user.user_id),
+        email=cipher.decrypt("email", account.email_ct),
+        phone=cipher.decrypt_optional("phone", account.phone_ct),
+        birth_date=birth,
+        market=account.market,
+        privacy=PrivacySettings.model_validate_json(
+            cipher.decrypt("settings", account.settings_ct)
+        ),
+        privacy_locked=rules.privacy_locked,
+        deletion_due=account.purge_after,
+    )
+
+
+def update_profile(platform: Platform, user: CurrentUser, change: ProfileUpdate) -> Profile:
+    values: dict[str, object] = {}
+    if change.display_name is not None:
+        values["display_name"] = change.display_name
+    if change.bio is not None:
+        values["bio"] = change.bio
+    if change.links is not None:
+        values["links"] = change.links.normalised()
+    if values:
+        with platform.catalog.transaction() as s:
+            s.execute(
+                update(PublicProfile).where(PublicProfile.user_id == user.user_id).values(**values)
+            )
+    return _profile(platform, user.user_id)
+
+
+def update_privacy(
+    platform: Platform, user: CurrentUser, change: PrivacyUpdate, *, today: date | None = None
+) -> PrivacySettings:
+    """Apply a privacy change; 13-15 year olds keep a private account and no DMs."""
+    scope = _scope(platform, user)
+    cipher = scope.cipher()
+    with scope.cell.db.transaction() as s:
+        account = s.get(Account, user.user_id, with_for_update=True)
+        if account is None:
+            raise NotFound("no such account")
+        birth = date.fromisoformat(cipher.decrypt("birth_date", account.birth_date_ct))
+        rules = age.AgeRules(age.age_on(birth, today or date.today()))
+        current = PrivacySettings.model_validate_json(
+            cipher.decrypt("settings", account.settings_ct)
+        )
+        wanted = current.model_copy(update=change.model_dump(exclude_none=True))
+        if rules.privacy_locked and (
+            not wanted.private_account or wanted.direct_messages != "no_one"
+        ):
+            raise SettingLocked(
+                "accounts of people under 16 stay private, with direct messages off",
+                field="private_account" if not wanted.private_account else "direct_messages",
+            )
+        account.settings_ct = cipher.encrypt("settings", wanted.model_dump_json())
+        # Public by nature: whether the account is private decides who sees its videos.
+        with platform.catalog.transaction() as c:
+            c.execute(
+                update(PublicProfile)
+                .where(PublicProfile.user_id == user.user_id)
+                .values(is_private=wanted.private_account)
+            )
+    return wanted
+
+
+# ---- deletion ----------------------------------------------------------------------------
+
+
+def request_deletion(platform: Platform, user: CurrentUser) -> datetime:
+    """Start the grace period: the profile is hidden, sessions end, logging in cancels."""
+    scope = _scope(platform, user)
+    due = now() + timedelta(days=platform.settings.deletion_grace_days)
+    with scope.cell.db.transaction() as s:
+        s.execute(
+            update(Account)
+            .where(Account.user_id == user.user_id)
+            .values(deletion_requested_at=now(), purge_after=due)
+        )
+        s.execute(delete(LoginSession).where(LoginSession.user_id == user.user_id))
+    with platform.catalog.transaction() as c:
+        c.execute(
+            update(DirectoryEntry)
+            .where(DirectoryEntry.user_id == user.user_id)
+            .values(state="deleting")
+        )
+    return due
+
+
+def cancel_deletion(platform: Platform, scope: UserScope) -> None:
+    with scope.cell.db.transaction() as s:
+        s.execute(
+            update(Account)
+            .where(Account.user_id == scope.user_id)
+            .values(deletion_requested_at=None, purge_after=None)
+        )
+    with platform.catalog.transaction() as c:
+        c.execute(
+            update(DirectoryEntry)
+            .where(DirectoryEntry.user_id == scope.user_id, DirectoryEntry.state == "deleting")
+            .values(state="active")
+        )
+
+
+def purge_due(platform: Platform, *, at: datetime | None = None) -> list[uuid.UUID]:
+    """Purge accounts whose grace period is over. Idempotent: safe to rerun after a crash.
+
+    Order: destroy the data key first (every copy becomes unreadable at once), then delete
+    the region rows, then the catalog rows; a rerun finishes whatever a crash left.
+    """
+    moment = at or now()
+    purged: list[uuid.UUID] = []
+    for cell in platform.cells.values():
+        with cell.db.transaction() as s:
+            due = list(s.scalars(select(Account.user_id).where(Account.purge_after <= moment)))
+        for user_id in due:
+            cell.keys.destroy_data_key(user_id)
+            with cell.db.transaction() as s:
+                s.execute(delete(Account).where(Account.user_id == user_id))
+            purged.append(user_id)
+        # Finish catalog work a crash may have left: 'deleting' entries without an account.
+        with platform.catalog.transaction() as c:
+            pending = list(
+                c.scalars(
+                    select(DirectoryEntry.user_id).where(
+                        DirectoryEntry.home_region == cell.region,
+                        DirectoryEntry.state == "deleting",
+                    )
+                )
+            )
+        with cell.db.transaction() as s:
+            alive = set(s.scalars(select(Account.user_id).where(Account.user_id.in_(pending))))
+        for user_id in pending:
+            if user_id in alive:
+                continue
+            cell.keys.destroy_data_key(user_id)
+            with platform.catalog.transaction() as c:
+                c.execute(delete(PublicProfile).where(PublicProfile.user_id == user_id))
+                c.execute(
+                    update(DirectoryEntry)
+                    .where(DirectoryEntry.user_id == user_id)
+                    .values(state="deleted")
+                )
+            log.info("purged account %s in %s", user_id, cell.region)
+    return purged

@@ -1,0 +1,97 @@
+"""Account tables. Catalog tables hold public data only; region tables hold protected data.
+
+Every protected column is ciphertext (``*_ct``) or a keyed blind index (``*_bidx``). The one
+clear-text attribute in a region is ``market``: the residency policy is applied by it, and it
+never leaves the home region.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from reelm.storage.db import CatalogBase, RegionBase
+
+# ---- catalog (global, public only) -------------------------------------------------------
+
+
+class DirectoryEntry(CatalogBase):
+    """Random user id -> home region. The epoch fences writes during a region migration."""
+
+    __tablename__ = "directory"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    home_region: Mapped[str] = mapped_column(String(16))
+    epoch: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("state IN ('active', 'deleting', 'deleted')", name="state"),)
+
+
+class PublicProfile(CatalogBase):
+    """What a user chose to publish. Hidden while a deletion is pending."""
+
+    __tablename__ = "profiles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    handle: Mapped[str] = mapped_column(String(24))
+    # Canonical form (case, Unicode and confusables folded): one owner per canonical handle.
+    handle_key: Mapped[str] = mapped_column(String(24), unique=True)
+    display_name: Mapped[str] = mapped_column(String(50))
+    bio: Mapped[str] = mapped_column(Text, default="")
+    links: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    is_private: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+# ---- region (protected, home region only) -------------------------------------------------
+
+
+class Account(RegionBase):
+    __tablename__ = "accounts"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    market: Mapped[str] = mapped_column(String(2))
+    email_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    email_bidx: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    phone_bidx: Mapped[bytes | None] = mapped_column(LargeBinary, unique=True)
+    birth_date_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    password_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    settings_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deletion_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    purge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LoginSession(RegionBase):
+    """A signed-in device. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "sessions"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("accounts.user_id", ondelete="CASCADE"), index=True
+    )
+    user_agent_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

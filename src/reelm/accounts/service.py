@@ -1,0 +1,303 @@
+"""Sign-up, login and sessions. Services own their transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from reelm.accounts import age, handles
+from reelm.accounts.errors import (
+    BadCredentials,
+    EmailTaken,
+    HandleTaken,
+    InvalidInput,
+    NotAuthenticated,
+)
+from reelm.accounts.models import Account, DirectoryEntry, LoginSession, PublicProfile
+from reelm.accounts.schemas import PrivacySettings, SignUp, normalise_email, normalise_phone
+from reelm.bootstrap import Platform
+from reelm.regions.cell import Cell, UserScope
+
+TOKEN_BYTES = 32
+
+
+@dataclass(frozen=True)
+class SignedUp:
+    user_id: uuid.UUID
+    handle: str
+    home_region: str
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    """Who is signed in. market comes from the account in the home region."""
+
+    user_id: uuid.UUID
+    home_region: str
+    market: str
+    handle: str
+    token_hash: bytes
+
+
+def password_hasher(platform: Platform) -> PasswordHasher:
+    s = platform.settings
+    return PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---- sign-up -------------------------------------------------------------------------------
+
+
+def check_sign_up(
+    platform: Platform, data: SignUp, today: date
+) -> tuple[str, str, str | None, age.AgeRules]:
+    """Validate what pydantic cannot: market policy, age, email and phone formats."""
+    market = platform.policy.check_open(data.market)
+    rules = age.rules_for(data.birth_date, today)
+    try:
+        email = normalise_email(data.email)
+    except ValueError as exc:
+        raise InvalidInput(f"email: {exc}", field="email") from None
+    phone = None
+    if data.phone:
+        try:
+            phone = normalise_phone(data.phone, market)
+        except ValueError as exc:
+            raise InvalidInput(f"phone: {exc}", field="phone") from None
+    return market, email, phone, rules
+
+
+def find_by_email(platform: Platform, email: str) -> tuple[Cell, uuid.UUID] | None:
+    """Ask each cell, with its own blind-index key, whether it holds this email.
+
+    Each cell answers from its own database only; the address is never stored or logged
+    outside the home region.
+    """
+    for cell in platform.cells.values():
+        bidx = cell.blind_index("email", email)
+        with cell.db.transaction() as s:
+            found = s.scalar(select(Account.user_id).where(Account.email_bidx == bidx))
+        if found is not None:
+            return cell, found
+    return None
+
+
+def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> SignedUp:
+    market, email, phone, rules = check_sign_up(platform, data, today or date.today())
+    if find_by_email(platform, email) is not None:
+        raise EmailTaken("an account with this email already exists", field="email")
+    home = platform.policy.home_region(market)
+    cell = platform.cell(home)
+    user_id = uuid.uuid4()
+    password_hash = password_hasher(platform).hash(data.password)
+    privacy = PrivacySettings(
+        private_account=rules.private_by_default,
+        direct_messages="followers" if rules.direct_messages_allowed else "no_one",
+    )
+    # The catalog row is written first and held uncommitted: a racing sign-up for the same
+    # handle waits on the unique index and then loses cleanly.
+    with platform.catalog.sessions() as catalog:
+        catalog.begin()
+        catalog.add(DirectoryEntry(user_id=user_id, home_region=home))
+        catalog.flush()
+        catalog.add(
+            PublicProfile(
+                user_id=user_id,
+                handle=data.handle,
+                handle_key=handles.skeleton(data.handle),
+                display_name=data.display_name,
+                bio="",
+                links={},
+                is_private=privacy.private_account,
+            )
+        )
+        try:
+            catalog.flush()
+        except IntegrityError:
+            raise HandleTaken(f"@{data.handle} is taken", field="handle") from None
+        scope = cell.for_user(user_id, home)
+        _create_account(scope, market, email, phone, data.birth_date, password_hash, privacy)
+        try:
+            catalog.commit()
+        except Exception:
+            _undo_account(scope)
+            raise
+    return SignedUp(user_id, data.handle, home)
+
+
+def _create_account(
+    scope: UserScope,
+    market: str,
+    email: str,
+    phone: str | None,
+    birth_date: date,
+    password_hash: str,
+    privacy: PrivacySettings,
+) -> None:
+    cell = scope.cell
+    cipher = scope.cipher(create=True)
+    account = Account(
+        user_id=scope.user_id,
+        market=market,
+        email_ct=cipher.encrypt("email", email),
+        email_bidx=cell.blind_index("email", email),
+        phone_ct=cipher.encrypt_optional("phone", phone),
+        phone_bidx=cell.blind_index("phone", phone) if phone else None,
+        birth_date_ct=cipher.encrypt("birth_date", birth_date.isoformat()),
+        password_ct=cipher.encrypt("password", password_hash),
+        settings_ct=cipher.encrypt("settings", privacy.model_dump_json()),
+    )
+    try:
+        with cell.db.transaction() as s:
+            s.add(account)
+    except IntegrityError:
+        cell.keys.destroy_data_key(scope.user_id)
+        raise EmailTaken(
+            "an account with this email or phone already exists", field="email"
+        ) from None
+
+
+def _undo_account(scope: UserScope) -> None:
+    with scope.cell.db.transaction() as s:
+        s.execute(delete(Account).where(Account.user_id == scope.user_id))
+    scope.cell.keys.destroy_data_key(scope.user_id)
+
+
+# ---- login and sessions --------------------------------------------------------------------
+
+
+def _hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _directory(platform: Platform, user_id: uuid.UUID) -> DirectoryEntry | None:
+    with platform.catalog.transaction() as s:
+        return s.get(DirectoryEntry, user_id)
+
+
+def resolve_identifier(platform: Platform, identifier: str) -> tuple[Cell, uuid.UUID] | None:
+    identifier = identifier.strip()
+    if "@" in identifier.lstrip("@"):
+        try:
+            return find_by_email(platform, normalise_email(identifier))
+        except ValueError:
+            return None
+    try:
+        key = handles.skeleton(handles.normalise(identifier))
+    except InvalidInput:
+        return None
+    with platform.catalog.transaction() as s:
+        row = s.execute(
+            select(DirectoryEntry.user_id, DirectoryEntry.home_region)
+            .join(PublicProfile, PublicProfile.user_id == DirectoryEntry.user_id)
+            .where(PublicProfile.handle_key == key)
+        ).first()
+    if row is None:
+        return None
+    return platform.cell(row.home_region), row.user_id
+
+
+# A hash to verify against when the account does not exist, so that timing does not tell.
+_DUMMY_HASH: dict[tuple[int, int], str] = {}
+
+
+def log_in(
+    platform: Platform, identifier: str, password: str, *, user_agent: str = ""
+) -> tuple[str, CurrentUser]:
+    """Check the password and open a session; signing in cancels a pending deletion."""
+    hasher = password_hasher(platform)
+    found = resolve_identifier(platform, identifier)
+    if found is None:
+        dummy = _DUMMY_HASH.setdefault(
+            (hasher.time_cost, hasher.memory_cost), hasher.hash(secrets.token_hex(8))
+        )
+        with contextlib.suppress(VerificationError):
+            hasher.verify(dummy, password)
+        raise BadCredentials("wrong handle, email or password")
+    cell, user_id = found
+    entry = _directory(platform, user_id)
+    if entry is None or entry.state == "deleted":
+        raise BadCredentials("wrong handle, email or password")
+    scope = cell.for_user(user_id, entry.home_region)
+    cipher = scope.cipher()
+    with cell.db.transaction() as s:
+        account = s.get(Account, user_id)
+    if account is None:
+        raise BadCredentials("wrong handle, email or password")
+    stored = cipher.decrypt("password", account.password_ct)
+    try:
+        hasher.verify(stored, password)
+    except VerificationError:
+        raise BadCredentials("wrong handle, email or password") from None
+    if account.deletion_requested_at is not None:
+        from reelm.accounts.lifecycle import cancel_deletion
+
+        cancel_deletion(platform, scope)
+    token = f"{user_id.hex}.{secrets.token_urlsafe(TOKEN_BYTES)}"
+    token_hash = _hash_token(token)
+    with cell.db.transaction() as s:
+        if hasher.check_needs_rehash(stored):
+            row = s.get(Account, user_id, with_for_update=True)
+            if row is not None:
+                row.password_ct = cipher.encrypt("password", hasher.hash(password))
+        s.add(
+            LoginSession(
+                token_hash=token_hash,
+                user_id=user_id,
+                user_agent_ct=cipher.encrypt("user_agent", user_agent[:400]),
+                expires_at=now() + timedelta(days=platform.settings.session_days),
+            )
+        )
+    handle = public_handle(platform, user_id)
+    return token, CurrentUser(user_id, entry.home_region, account.market, handle, token_hash)
+
+
+def public_handle(platform: Platform, user_id: uuid.UUID) -> str:
+    with platform.catalog.transaction() as s:
+        return s.scalar(select(PublicProfile.handle).where(PublicProfile.user_id == user_id)) or ""
+
+
+def authenticate(platform: Platform, token: str) -> CurrentUser:
+    """The user behind a session token, or NotAuthenticated."""
+    user_hex, _, secret = token.partition(".")
+    try:
+        user_id = uuid.UUID(hex=user_hex)
+    except ValueError:
+        raise NotAuthenticated("not signed in") from None
+    if not secret or len(token) > 200:
+        raise NotAuthenticated("not signed in")
+    entry = _directory(platform, user_id)
+    if entry is None or entry.state != "active":
+        raise NotAuthenticated("not signed in")
+    scope = platform.cell(entry.home_region).for_user(user_id, entry.home_region)
+    token_hash = _hash_token(token)
+    with scope.cell.db.transaction() as s:
+        row = s.execute(
+            select(LoginSession.expires_at, Account.market)
+            .join(Account, Account.user_id == LoginSession.user_id)
+            .where(LoginSession.token_hash == token_hash, LoginSession.user_id == user_id)
+        ).first()
+    if row is None or row.expires_at <= now():
+        raise NotAuthenticated("your session has ended; sign in again")
+    return CurrentUser(
+        user_id, entry.home_region, row.market, public_handle(platform, user_id), token_hash
+    )
+
+
+def log_out(platform: Platform, user: CurrentUser) -> None:
+    cell = platform.cell(user.home_region)
+    cell.for_user(user.user_id, user.home_region)
+    with cell.db.transaction() as s:
+        s.execute(delete(LoginSession).where(LoginSession.token_hash == user.token_hash))

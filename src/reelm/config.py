@@ -1,0 +1,239 @@
+"""Settings: built-in defaults, then ``reelm.toml``, then ``REELM_*`` environment variables.
+
+Settings are data. Every field carries its help text, and ``tests/test_docs.py`` checks that
+each one is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "reelm.toml"
+
+RegionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+
+
+class ConfigError(Exception):
+    """A configuration file or variable is wrong; the message names the key and the source."""
+
+
+class RegionSettings(BaseModel):
+    """One region: a jurisdiction's database, blob store and key store."""
+
+    model_config = {"extra": "forbid"}
+
+    label: str = Field(description="Human name of the jurisdiction, shown in reports.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the region's database. Unset: provisioned for you.",
+    )
+    blob_dir: Path | None = Field(
+        default=None, description="Directory of the region's blob store. Unset: under data_dir."
+    )
+    key_dir: Path | None = Field(
+        default=None, description="Directory of the region's key store. Unset: under data_dir."
+    )
+
+
+class BlockedMarket(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    reason: str = Field(description="The legal reason shown with HTTP 451.")
+    authority: str = Field(description="Who imposed it (RFC 7725 'blocked-by' link).")
+
+
+def _default_regions() -> dict[str, RegionSettings]:
+    return {
+        "us": RegionSettings(label="United States"),
+        "ca": RegionSettings(label="Canada"),
+        "au": RegionSettings(label="Australia"),
+        "nz": RegionSettings(label="New Zealand"),
+        "sg": RegionSettings(label="Singapore (default for every other open market)"),
+    }
+
+
+def _default_blocked() -> dict[str, BlockedMarket]:
+    return {
+        "IN": BlockedMarket(
+            reason=(
+                "Blocked in India since June 2020 by order of the Ministry of Electronics and "
+                "Information Technology under section 69A of the Information Technology Act, "
+                "2000."
+            ),
+            authority="Ministry of Electronics and Information Technology, Government of India",
+        ),
+        "CN": BlockedMarket(
+            reason=(
+                "Not served in mainland China: only a separate domestic service operates there "
+                "under Chinese law."
+            ),
+            authority="Operator policy",
+        ),
+    }
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Nested keys in the environment use ``__``:
+    ``REELM_REGIONS__US__DATABASE_URL``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REELM_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    data_dir: Path = Field(
+        default=Path("reelm-data"),
+        description="Where the embedded database, blobs and key files live.",
+    )
+    admin_database_url: str | None = Field(
+        default=None,
+        description=(
+            "A superuser URL of a PostgreSQL server on which reelm creates one database and one "
+            "role per region plus the catalog. Unset and no per-region URLs: embedded PostgreSQL."
+        ),
+    )
+    database_prefix: str = Field(
+        default="reelm",
+        pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="Prefix of the databases and roles reelm provisions.",
+    )
+    catalog_database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the catalog database, when configured."
+    )
+    regions: dict[RegionName, RegionSettings] = Field(
+        default_factory=_default_regions, description="The regions, by name."
+    )
+    default_region: RegionName = Field(
+        default="sg", description="Home region of every open market not listed in markets."
+    )
+    markets: dict[CountryCode, RegionName] = Field(
+        default_factory=lambda: {"US": "us", "CA": "ca", "AU": "au", "NZ": "nz"},
+        description="Market (ISO 3166-1 alpha-2) to home region.",
+    )
+    blocked_markets: dict[CountryCode, BlockedMarket] = Field(
+        default_factory=_default_blocked,
+        description="Markets that get HTTP 451, with the legal reason.",
+    )
+    country_header: str = Field(
+        default="CF-IPCountry",
+        description="Request header, set by the operator's edge, giving an anonymous visitor's "
+        "market.",
+    )
+    market_picker: bool = Field(
+        default=False,
+        description="Let anonymous visitors pick their market (demo only: trusts the visitor).",
+    )
+    cookie_secure: bool = Field(default=True, description="Mark cookies Secure.")
+    session_days: int = Field(default=30, ge=1, le=365, description="Session lifetime in days.")
+    deletion_grace_days: int = Field(
+        default=30, ge=0, le=365, description="Days between a deletion request and the purge."
+    )
+    signup_rate: str = Field(
+        default="10/hour", description="Sign-ups allowed per client address ('limits' syntax)."
+    )
+    login_rate: str = Field(
+        default="10/minute",
+        description="Login attempts allowed per client address and per account.",
+    )
+    argon2_time_cost: int = Field(default=3, ge=1, le=20, description="argon2id passes.")
+    argon2_memory_kib: int = Field(
+        default=65536, ge=1024, le=4 * 1024 * 1024, description="argon2id memory in KiB."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest accepted form or JSON body."
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="File holding the key that signs CSRF tokens. Unset: under data_dir.",
+    )
+
+    @field_validator("markets", "blocked_markets", mode="before")
+    @classmethod
+    def _upper_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k).upper(): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.default_region not in self.regions:
+            raise ValueError(f"default_region {self.default_region!r} is not a region")
+        for market, region in self.markets.items():
+            if region not in self.regions:
+                raise ValueError(f"markets.{market} points to unknown region {region!r}")
+            if market in self.blocked_markets:
+                raise ValueError(f"market {market} is both served and blocked")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _CONFIG_FILE_IN_USE.get("path")
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # Paths derived from data_dir -----------------------------------------------------------
+    def blob_dir(self, region: str) -> Path:
+        return self.regions[region].blob_dir or self.data_dir / "blobs" / region
+
+    def key_dir(self, region: str) -> Path:
+        return self.regions[region].key_dir or self.data_dir / "keys" / region
+
+    def csrf_key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        configured = self.catalog_database_url and all(
+            r.database_url for r in self.regions.values()
+        )
+        return not configured and self.admin_database_url is None
+
+
+# The TOML source is chosen per call of load_settings; pydantic-settings reads it at init.
+_CONFIG_FILE_IN_USE: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings; a bad file or variable raises ConfigError naming the key and the source."""
+    path = config_file
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such configuration file")
+        try:
+            with path.open("rb") as f:
+                tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    _CONFIG_FILE_IN_USE["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        source = f"{path}" if path else "environment (REELM_*)"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from exc
+    finally:
+        _CONFIG_FILE_IN_USE["path"] = None

@@ -1,0 +1,53 @@
+"""Sample content for `reelm demo`: a few users in several markets. Idempotent."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from reelm.accounts.errors import EmailTaken, HandleTaken
+from reelm.accounts.lifecycle import update_profile
+from reelm.accounts.schemas import Links, ProfileUpdate, SignUp
+from reelm.accounts.service import log_in, log_out, sign_up
+from reelm.bootstrap import Platform
+
+DEMO_PASSWORD = "reelm-demo-2026"  # noqa: S105 - printed in the README; demo data only
+
+SAMPLE_USERS = [
+    ("maya.skates", "Maya ⛸️", "US", date(1998, 4, 12), "Ice dancing, mostly falling."),
+    ("tofu_chef", "Tofu Chef 豆腐", "CA", date(1990, 9, 3), "Plant-based recipes in 60 seconds."),
+    ("surf.with.jack", "Jack", "AU", date(1995, 1, 21), "Bondi mornings 🌊"),
+    ("kiwi.birds", "Aroha", "NZ", date(2001, 7, 30), "Native birds of Aotearoa."),
+    ("chloe.paris", "Chloé", "FR", date(1999, 11, 2), "Danse contemporaine."),
+    ("sakura.beats", "さくら", "JP", date(2008, 2, 14), "Lo-fi beats."),
+    ("samba.rafa", "Rafael", "BR", date(1987, 5, 5), "Samba lessons for beginners."),
+]
+
+
+def seed_demo(platform: Platform) -> int:
+    created = 0
+    for handle, name, market, birth, bio in SAMPLE_USERS:
+        try:
+            sign_up(
+                platform,
+                SignUp(
+                    handle=handle,
+                    display_name=name,
+                    email=f"{handle.replace('.', '_')}@example.com",
+                    password=DEMO_PASSWORD,
+                    birth_date=birth,
+                    market=market,
+                ),
+            )
+        except (HandleTaken, EmailTaken):
+            continue
+        created += 1
+        _token, user = log_in(platform, handle, DEMO_PASSWORD, user_agent="reelm demo seed")
+        update_profile(
+            platform,
+            user,
+            ProfileUpdate(
+                bio=bio, links=Links(website=f"https://{handle.replace('_', '-')}.example.org")
+            ),
+        )
+        log_out(platform, user)
+    return created

@@ -1,0 +1,70 @@
+"""A cell: the running code of one region, holding that region's stores and nothing else.
+
+``Cell.for_user`` is the residency guard: every read or write of a user's protected data goes
+through it, and it refuses a user whose home is another region.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from uuid import UUID
+
+from reelm.storage.blobs import BlobStore
+from reelm.storage.crypto import UserCipher, blind_index, cipher_for
+from reelm.storage.db import Database
+from reelm.storage.keys import KeyStore
+
+log = logging.getLogger("reelm.residency")
+
+
+class ResidencyViolation(RuntimeError):
+    """Protected data of a user was asked of a region that is not the user's home."""
+
+    def __init__(self, user_id: UUID, home_region: str, asked_region: str) -> None:
+        super().__init__(
+            f"user {user_id} lives in {home_region!r}; region {asked_region!r} refused access"
+        )
+        self.user_id = user_id
+        self.home_region = home_region
+        self.asked_region = asked_region
+
+
+@dataclass(frozen=True)
+class UserScope:
+    """Access to one user's protected data in their home cell."""
+
+    cell: Cell
+    user_id: UUID
+
+    def cipher(self, *, create: bool = False) -> UserCipher:
+        return cipher_for(self.cell.keys, self.user_id, create=create)
+
+
+@dataclass
+class Cell:
+    region: str
+    db: Database
+    keys: KeyStore
+    blobs: BlobStore
+
+    def for_user(self, user_id: UUID, home_region: str) -> UserScope:
+        """The guard. home_region comes from the directory, never from the request."""
+        if home_region != self.region:
+            # Ids are random: logging one reveals nothing about the person.
+            log.warning(
+                "residency violation refused: user=%s home=%s asked=%s",
+                user_id,
+                home_region,
+                self.region,
+            )
+            raise ResidencyViolation(user_id, home_region, self.region)
+        return UserScope(self, user_id)
+
+    @cached_property
+    def _index_key(self) -> bytes:
+        return self.keys.index_key()
+
+    def blind_index(self, field: str, normalised_value: str) -> bytes:
+        return blind_index(self._index_key, field, normalised_value)

@@ -1,0 +1,75 @@
+"""Databases: one per region plus the catalog, each reached with its own role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+CATALOG = "catalog"
+
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class CatalogBase(DeclarativeBase):
+    """Tables of the global, public-only catalog."""
+
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class RegionBase(DeclarativeBase):
+    """Tables of one region's database: the only place protected data may live."""
+
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept plain libpq URLs and point SQLAlchemy at psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact(url: str) -> str:
+    return make_url(sqlalchemy_url(url)).render_as_string(hide_password=True)
+
+
+@dataclass
+class Database:
+    """One database: its engine and a session factory. Services own the transactions."""
+
+    name: str
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @classmethod
+    def connect(cls, name: str, url: str, *, pool_size: int = 5) -> Database:
+        engine = create_engine(
+            sqlalchemy_url(url),
+            pool_size=pool_size,
+            max_overflow=10,
+            pool_pre_ping=True,
+            connect_args={"application_name": f"reelm-{name}"},
+        )
+        return cls(name, url, engine, sessionmaker(engine, expire_on_commit=False))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A unit of work: commits when the block ends normally, rolls back otherwise."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

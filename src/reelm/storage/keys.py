@@ -1,0 +1,161 @@
+"""Key stores: a region's master key and the per-user data keys it wraps.
+
+Wrapped data keys live in the key store, never in the database: a database dump or backup holds
+only ciphertext, so destroying a user's wrapped key (crypto-shredding) makes every copy of their
+protected data unreadable, backups included. The key store itself must not be backed up with
+the database and must delete for real (a KMS with scheduled key deletion does).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol
+from uuid import UUID
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+class KeyDestroyed(LookupError):
+    """The user's data key does not exist (never created, or crypto-shredded)."""
+
+
+class KeyStore(Protocol):
+    """What a region needs from its key management. A KMS-backed store implements the same."""
+
+    region: str
+
+    def create_data_key(self, subject: UUID) -> bytes: ...
+
+    def data_key(self, subject: UUID) -> bytes: ...
+
+    def has_data_key(self, subject: UUID) -> bool: ...
+
+    def destroy_data_key(self, subject: UUID) -> bool: ...
+
+    def index_key(self) -> bytes: ...
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only, atomically."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class LocalKeyStore:
+    """Master key in a 0600 file; each user's data key wrapped (AES-256-GCM) in its own file."""
+
+    def __init__(self, region: str, directory: Path, cache_size: int = 4096) -> None:
+        self.region = region
+        self.directory = directory
+        self._users = directory / "users"
+        self._users.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        self._master = AESGCM(self._load_or_create_master())
+        self._cache: OrderedDict[UUID, bytes] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def _load_or_create_master(self) -> bytes:
+        path = self.directory / "master.key"
+        if not path.exists():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it first; read theirs
+            else:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(secrets.token_bytes(KEY_BYTES))
+                    f.flush()
+                    os.fsync(f.fileno())
+        key = path.read_bytes()
+        if len(key) != KEY_BYTES:
+            raise RuntimeError(f"{path}: a master key must be {KEY_BYTES} bytes")
+        return key
+
+    def _path(self, subject: UUID) -> Path:
+        return self._users / f"{subject}.key"
+
+    def _aad(self, subject: UUID) -> bytes:
+        return f"reelm/data-key/{self.region}/{subject}".encode()
+
+    def create_data_key(self, subject: UUID) -> bytes:
+        path = self._path(subject)
+        if path.exists():
+            return self.data_key(subject)
+        key = secrets.token_bytes(KEY_BYTES)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        _write_private(path, nonce + self._master.encrypt(nonce, key, self._aad(subject)))
+        self._remember(subject, key)
+        return key
+
+    def data_key(self, subject: UUID) -> bytes:
+        with self._lock:
+            if subject in self._cache:
+                self._cache.move_to_end(subject)
+                return self._cache[subject]
+        try:
+            blob = self._path(subject).read_bytes()
+        except FileNotFoundError:
+            raise KeyDestroyed(str(subject)) from None
+        key = self._master.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], self._aad(subject))
+        self._remember(subject, key)
+        return key
+
+    def has_data_key(self, subject: UUID) -> bool:
+        return self._path(subject).exists()
+
+    def destroy_data_key(self, subject: UUID) -> bool:
+        """Overwrite, then unlink, the wrapped key. Returns False when it was already gone."""
+        with self._lock:
+            self._cache.pop(subject, None)
+        path = self._path(subject)
+        try:
+            size = path.stat().st_size
+            with path.open("r+b") as f:
+                f.write(secrets.token_bytes(size))
+                f.flush()
+                os.fsync(f.fileno())
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        dir_fd = os.open(self._users, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return True
+
+    def index_key(self) -> bytes:
+        """The region's blind-index key, derived from (and destroyed with) the master key."""
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(),
+            length=KEY_BYTES,
+            salt=None,
+            info=f"reelm/blind-index/{self.region}".encode(),
+        )
+        return hkdf.derive(self._master_bytes())
+
+    def _master_bytes(self) -> bytes:
+        return (self.directory / "master.key").read_bytes()
+
+    def _remember(self, subject: UUID, key: bytes) -> None:
+        with self._lock:
+            self._cache[subject] = key
+            self._cache.move_to_end(subject)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)

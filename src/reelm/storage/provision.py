@@ -1,0 +1,132 @@
+"""Create the databases and roles of a deployment on a PostgreSQL server we administer.
+
+One database and one login role per region plus the catalog. A region's role owns its own
+database, may connect to the catalog, and may connect to nothing else: CONNECT on every reelm
+database is revoked from PUBLIC and granted back only where the residency model allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from reelm.storage.db import CATALOG
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The URLs each part of the deployment must use: its own role on its own database."""
+
+    catalog_url: str
+    region_urls: dict[str, str]
+
+
+def role_name(prefix: str, part: str) -> str:
+    return f"{prefix}_{part}"
+
+
+def _load_passwords(path: Path) -> dict[str, str]:
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    return {}
+
+
+def _save_passwords(path: Path, passwords: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(passwords, f)
+    os.replace(tmp, path)
+
+
+def provision(
+    admin_url: str, prefix: str, regions: Iterable[str], secrets_file: Path
+) -> Provisioned:
+    """Idempotently create roles and databases; return the per-part URLs."""
+    parts = [CATALOG, *regions]
+    passwords = _load_passwords(secrets_file)
+    for part in parts:
+        passwords.setdefault(role_name(prefix, part), secrets.token_urlsafe(24))
+    _save_passwords(secrets_file, passwords)
+
+    admin = make_url(admin_url).set(drivername="postgresql")
+    conninfo = admin.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for part in parts:
+            role = role_name(prefix, part)
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                sql.SQL(
+                    verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+                ).format(sql.Identifier(role), sql.Literal(passwords[role]))
+            )
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (role,)).fetchone():
+                conn.execute(
+                    sql.SQL(
+                        "CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0"
+                    ).format(sql.Identifier(role), sql.Identifier(role))
+                )
+            conn.execute(
+                sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(role))
+            )
+        catalog_db = sql.Identifier(role_name(prefix, CATALOG))
+        for part in parts[1:]:
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    catalog_db, sql.Identifier(role_name(prefix, part))
+                )
+            )
+
+    def url_for(part: str) -> str:
+        role = role_name(prefix, part)
+        return admin.set(
+            drivername="postgresql+psycopg", username=role, password=passwords[role], database=role
+        ).render_as_string(hide_password=False)
+
+    return Provisioned(url_for(CATALOG), {r: url_for(r) for r in parts[1:]})
+
+
+def grant_catalog_tables(catalog_url: str, region_roles: Iterable[str]) -> None:
+    """Run as the catalog's owner after its migrations: regions read and write catalog rows."""
+    conninfo = (
+        make_url(catalog_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for role in region_roles:
+            ident = sql.Identifier(role)
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+            conn.execute(
+                sql.SQL(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}"
+                ).format(ident)
+            )
+            conn.execute(
+                sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(ident)
+            )
+
+
+def drop(admin_url: str, prefix: str, regions: Iterable[str]) -> None:
+    """Drop every database and role of a deployment (tests use it to clean up)."""
+    conninfo = (
+        make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for part in [CATALOG, *regions]:
+            role = role_name(prefix, part)
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(role))
+            )
+        for part in [CATALOG, *regions]:
+            conn.execute(
+                sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role_name(prefix, part)))
+            )

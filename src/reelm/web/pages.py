@@ -1,0 +1,342 @@
+"""Server-rendered pages: sign up, log in, profile, settings, the market picker, 451."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from reelm.accounts import lifecycle, service
+from reelm.accounts.errors import AccountError
+from reelm.accounts.schemas import Links, PrivacyUpdate, ProfileUpdate, SignUp
+from reelm.api.gate import MARKET_COOKIE, SESSION_COOKIE
+from reelm.api.problems import blocked_response, wants_html
+from reelm.bootstrap import Platform
+from reelm.regions.policy import (
+    MarketBlocked,
+    UnknownMarket,
+    country_codes,
+    country_name,
+    is_country,
+)
+from reelm.web.csrf import CSRF_COOKIE, CSRF_FIELD, Csrf, load_or_create_secret
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+class FormError(Exception):
+    def __init__(self, message: str, status: int = 422, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+def _markets(platform: Platform) -> list[tuple[str, str]]:
+    return sorted(((c, country_name(c)) for c in country_codes()), key=lambda item: item[1])
+
+
+def _pydantic_message(exc: ValidationError) -> tuple[str, str | None]:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return (f"{field.replace('_', ' ')}: {msg}" if field else msg), field
+
+
+class Pages:
+    def __init__(self, app: FastAPI, platform: Platform) -> None:
+        self.platform = platform
+        self.csrf = Csrf(load_or_create_secret(platform.settings.csrf_key_file()))
+        self.market_list = _markets(platform)
+
+    # ---- rendering -------------------------------------------------------------------
+    def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        cookie = request.cookies.get(CSRF_COOKIE) or Csrf.new_cookie_value()
+        market = getattr(request.state, "market", None)
+        context = {
+            "user": getattr(request.state, "user", None),
+            "market": market,
+            "market_name": country_name(market) if market else None,
+            "market_picker": self.platform.settings.market_picker,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": self.csrf.token_for(cookie),
+            **ctx,
+        }
+        response = templates.TemplateResponse(request, name, context, status_code=status)
+        if request.cookies.get(CSRF_COOKIE) != cookie:
+            self._cookie(response, CSRF_COOKIE, cookie, max_age=12 * 3600)
+        return response
+
+    def _cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            httponly=True,
+            samesite="lax",
+            secure=self.platform.settings.cookie_secure,
+            path="/",
+        )
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """The posted form, after the CSRF check."""
+        data = await request.form()
+        fields = {k: v for k, v in data.items() if isinstance(v, str)}
+        if not self.csrf.valid(request.cookies.get(CSRF_COOKIE), fields.get(CSRF_FIELD)):
+            raise FormError(
+                "this form has expired or did not come from reelm; reload the page and try again",
+                status=403,
+            )
+        return fields
+
+    def blocked(self, request: Request, exc: MarketBlocked) -> Response:
+        if not wants_html(request):
+            return blocked_response(exc)
+        response = self.render(
+            request, "blocked.html", status=451, exc=exc, country=country_name(exc.market)
+        )
+        response.headers["Link"] = '</problems/unavailable-for-legal-reasons>; rel="blocked-by"'
+        return response
+
+    def html_error(self, request: Request, problem: JSONResponse) -> Response:
+        import json
+
+        body = json.loads(bytes(problem.body))
+        response = self.render(
+            request,
+            "error.html",
+            status=problem.status_code,
+            title=body.get("title"),
+            detail=body.get("detail"),
+        )
+        if "retry-after" in problem.headers:
+            response.headers["Retry-After"] = problem.headers["retry-after"]
+        return response
+
+
+def install(app: FastAPI, platform: Platform) -> None:
+    pages = Pages(app, platform)
+    app.state.blocked_response = pages.blocked
+    app.state.html_error = pages.html_error
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def client(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(request: Request) -> Response:
+        return pages.render(request, "home.html")
+
+    @app.get("/signup", response_class=HTMLResponse, include_in_schema=False)
+    def signup_form(request: Request) -> Response:
+        return pages.render(request, "signup.html", markets=pages.market_list, values={})
+
+    @app.post("/signup", include_in_schema=False)
+    async def signup(request: Request) -> Response:
+        values: dict[str, str] = {}
+        try:
+            values = await pages.form(request)
+            platform.rate_limits.hit("signup", client(request))
+            data = SignUp(
+                handle=values.get("handle", ""),
+                display_name=values.get("display_name", ""),
+                email=values.get("email", ""),
+                password=values.get("password", ""),
+                birth_date=values.get("birth_date", ""),
+                market=values.get("market", ""),
+                phone=values.get("phone") or None,
+            )
+            await run_in_threadpool(service.sign_up, platform, data)
+            token, _user = await run_in_threadpool(
+                service.log_in,
+                platform,
+                data.handle,
+                data.password,
+                user_agent=request.headers.get("user-agent", ""),
+            )
+        except MarketBlocked as exc:
+            return pages.blocked(request, exc)
+        except (FormError, AccountError, ValidationError, UnknownMarket) as exc:
+            message, status = _message(exc)
+            values.pop("password", None)
+            return pages.render(
+                request,
+                "signup.html",
+                status=status,
+                error=message,
+                markets=pages.market_list,
+                values=values,
+            )
+        response = RedirectResponse(f"/@{data.handle}?welcome=1", status_code=303)
+        pages._cookie(response, SESSION_COOKIE, token, platform.settings.session_days * 86400)
+        return response
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request) -> Response:
+        return pages.render(request, "login.html", values={})
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        values: dict[str, str] = {}
+        try:
+            values = await pages.form(request)
+            identifier = values.get("identifier", "")[:254]
+            platform.rate_limits.hit("login", client(request), "id:" + identifier.casefold())
+            token, user = await run_in_threadpool(
+                service.log_in,
+                platform,
+                identifier,
+                values.get("password", "")[:256],
+                user_agent=request.headers.get("user-agent", ""),
+            )
+        except (FormError, AccountError) as exc:
+            message, status = _message(exc)
+            return pages.render(
+                request,
+                "login.html",
+                status=status,
+                error=message,
+                values={"identifier": values.get("identifier", "")[:254]},
+            )
+        response = RedirectResponse(f"/@{user.handle}", status_code=303)
+        pages._cookie(response, SESSION_COOKIE, token, platform.settings.session_days * 86400)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        try:
+            await pages.form(request)
+        except FormError as exc:
+            return pages.render(
+                request, "error.html", status=exc.status, title="Not logged out", detail=exc.message
+            )
+        user = getattr(request.state, "user", None)
+        if user is not None:
+            await run_in_threadpool(service.log_out, platform, user)
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/@{handle}", response_class=HTMLResponse, include_in_schema=False)
+    def profile(request: Request, handle: str) -> Response:
+        found = lifecycle.public_profile(platform, handle[:100])
+        user = getattr(request.state, "user", None)
+        return pages.render(
+            request,
+            "profile.html",
+            profile=found,
+            own=user is not None and user.user_id == found.user_id,
+            welcome=request.query_params.get("welcome") == "1",
+        )
+
+    @app.get("/settings", response_class=HTMLResponse, include_in_schema=False)
+    def settings_page(request: Request) -> Response:
+        user = getattr(request.state, "user", None)
+        if user is None:
+            return RedirectResponse("/login?next=/settings", status_code=303)
+        me = lifecycle.get_me(platform, user)
+        return pages.render(
+            request, "settings.html", me=me, saved=request.query_params.get("saved")
+        )
+
+    @app.post("/settings/{section}", include_in_schema=False)
+    async def settings_save(request: Request, section: str) -> Response:
+        user = getattr(request.state, "user", None)
+        if user is None:
+            return RedirectResponse("/login?next=/settings", status_code=303)
+        try:
+            values = await pages.form(request)
+            if section == "profile":
+                change = ProfileUpdate(
+                    display_name=values.get("display_name", ""),
+                    bio=values.get("bio", ""),
+                    links=Links(
+                        instagram=values.get("instagram", ""),
+                        youtube=values.get("youtube", ""),
+                        website=values.get("website", ""),
+                    ),
+                )
+                await run_in_threadpool(lifecycle.update_profile, platform, user, change)
+            elif section == "privacy":
+                privacy = PrivacyUpdate(
+                    private_account=values.get("private_account") == "on",
+                    direct_messages=values.get("direct_messages", "followers"),
+                    comments=values.get("comments", "everyone"),
+                    show_following_list=values.get("show_following_list") == "on",
+                    suggest_to_others=values.get("suggest_to_others") == "on",
+                )
+                await run_in_threadpool(lifecycle.update_privacy, platform, user, privacy)
+            elif section == "delete":
+                if values.get("confirm", "").strip().lstrip("@").casefold() != user.handle:
+                    raise FormError("type your handle to confirm", field="confirm")
+                due = await run_in_threadpool(lifecycle.request_deletion, platform, user)
+                response = pages.render(request, "deleted.html", due=due, user=None)
+                response.delete_cookie(SESSION_COOKIE, path="/")
+                return response
+            else:
+                raise FormError("no such settings section", status=404)
+        except (FormError, AccountError, ValidationError, ValueError) as exc:
+            message, status = _message(exc)
+            me = await run_in_threadpool(lifecycle.get_me, platform, user)
+            return pages.render(
+                request, "settings.html", status=status, me=me, error=message, section=section
+            )
+        return RedirectResponse(f"/settings?saved={section}", status_code=303)
+
+    @app.get("/market", response_class=HTMLResponse, include_in_schema=False)
+    def market_form(request: Request) -> Response:
+        if not platform.settings.market_picker:
+            return pages.render(
+                request,
+                "error.html",
+                status=404,
+                title="Not available",
+                detail="the market comes from your network in this deployment",
+            )
+        return pages.render(request, "market.html", markets=pages.market_list)
+
+    @app.post("/market", include_in_schema=False)
+    async def market_pick(request: Request) -> Response:
+        if not platform.settings.market_picker:
+            return pages.render(
+                request,
+                "error.html",
+                status=404,
+                title="Not available",
+                detail="the market comes from your network in this deployment",
+            )
+        try:
+            values = await pages.form(request)
+        except FormError as exc:
+            return pages.render(
+                request, "error.html", status=exc.status, title="Not saved", detail=exc.message
+            )
+        code = values.get("market", "").upper()
+        if not is_country(code):
+            return pages.render(
+                request,
+                "market.html",
+                status=422,
+                markets=pages.market_list,
+                error="pick a country from the list",
+            )
+        response = RedirectResponse("/", status_code=303)
+        pages._cookie(response, MARKET_COOKIE, code, 365 * 86400)
+        return response
+
+
+def _message(exc: Exception) -> tuple[str, int]:
+    if isinstance(exc, FormError):
+        return exc.message, exc.status
+    if isinstance(exc, AccountError):
+        return exc.detail, exc.status
+    if isinstance(exc, ValidationError):
+        return _pydantic_message(exc)[0], 422
+    return str(exc), 422

