@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -158,13 +161,24 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
             if created:
                 console.print(f"seeded {created} sample users")
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
-        Console().print(
-            f"\n[bold]reelm is running:[/bold] http://{shown}:{port}/   (Ctrl-C to stop)\n"
-            f"data: {settings.data_dir.resolve()}\n"
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(platform), host=host, port=port, log_level="warning")
         )
-        uvicorn.run(
-            create_app(platform), host=host, port=port, log_level="warning", proxy_headers=False
-        )
+
+        def announce() -> None:
+            # Print the address only once the socket is listening, so it works when opened.
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                Console().print(
+                    f"\n[bold]reelm is running:[/bold] http://{shown}:{port}/   (Ctrl-C to stop)"
+                    f"\ndata: {settings.data_dir.resolve()}\n"
+                )
+
+        threading.Thread(target=announce, daemon=True).start()
+        # uvicorn re-raises Ctrl-C after its graceful shutdown; that is our normal exit.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
     finally:
         platform.close()
         if platform.embedded_server is not None:

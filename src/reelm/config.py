@@ -164,6 +164,29 @@ class Settings(BaseSettings):
             return {str(k).upper(): v for k, v in value.items()}
         return value
 
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _merge_regions(cls, value: Any) -> Any:
+        """A file or variable names only the regions it changes or adds; defaults stay."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {k: v.model_dump() for k, v in _default_regions().items()}
+        for name, region in value.items():
+            if isinstance(region, dict) and name in merged:
+                merged[name] = {**merged[name], **region}
+            else:
+                merged[name] = region
+        return merged
+
+    @field_validator("blocked_markets", mode="before")
+    @classmethod
+    def _keep_default_blocks(cls, value: Any) -> Any:
+        """Adding a blocked market must never silently unblock the default ones."""
+        if not isinstance(value, dict):
+            return value
+        defaults: dict[str, Any] = {k: v.model_dump() for k, v in _default_blocked().items()}
+        return {**defaults, **{str(k).upper(): v for k, v in value.items()}}
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.default_region not in self.regions:

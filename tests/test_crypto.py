@@ -1,0 +1,84 @@
+"""Envelope encryption and the local key store (pure logic plus real files)."""
+
+from __future__ import annotations
+
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reelm.storage.crypto import DecryptionFailed, UserCipher, blind_index, cipher_for
+from reelm.storage.keys import KeyDestroyed, LocalKeyStore
+
+
+def test_round_trip_and_binding_to_user_and_field(tmp_path: Path) -> None:
+    keys = LocalKeyStore("us", tmp_path / "keys")
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    a = cipher_for(keys, alice, create=True)
+    b = cipher_for(keys, bob, create=True)
+    blob = a.encrypt("email", "alice@example.com")
+    assert b"alice" not in blob
+    assert a.decrypt("email", blob) == "alice@example.com"
+    assert a.encrypt("email", "x") != a.encrypt("email", "x")  # fresh nonce each time
+    with pytest.raises(DecryptionFailed):
+        a.decrypt("phone", blob)  # moved to another column
+    with pytest.raises(DecryptionFailed):
+        b.decrypt("email", blob)  # moved to another user's row
+    # Even with Alice's key, a copy bound to Bob's id does not open.
+    with pytest.raises(DecryptionFailed):
+        UserCipher(bob, keys.data_key(alice)).decrypt("email", blob)
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(DecryptionFailed):
+        a.decrypt("email", tampered)
+    with pytest.raises(DecryptionFailed):
+        a.decrypt("email", b"")
+
+
+def test_key_files_are_private_and_survive_restart(tmp_path: Path) -> None:
+    keys = LocalKeyStore("ca", tmp_path / "keys")
+    user = uuid.uuid4()
+    blob = cipher_for(keys, user, create=True).encrypt("email", "c@example.com")
+    master = tmp_path / "keys" / "master.key"
+    assert stat.S_IMODE(master.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+    wrapped = tmp_path / "keys" / "users" / f"{user}.key"
+    assert stat.S_IMODE(wrapped.stat().st_mode) == 0o600
+    assert keys.data_key(user) not in wrapped.read_bytes()  # stored wrapped, not in clear
+    reopened = LocalKeyStore("ca", tmp_path / "keys")
+    assert cipher_for(reopened, user).decrypt("email", blob) == "c@example.com"
+
+
+def test_destroying_the_key_makes_every_copy_unreadable(tmp_path: Path) -> None:
+    keys = LocalKeyStore("au", tmp_path / "keys")
+    user = uuid.uuid4()
+    copy_of_row = cipher_for(keys, user, create=True).encrypt("birth_date", "2000-01-01")
+    assert keys.destroy_data_key(user) is True
+    assert keys.destroy_data_key(user) is False  # idempotent
+    assert not keys.has_data_key(user)
+    for store in (keys, LocalKeyStore("au", tmp_path / "keys")):  # cache and disk both
+        with pytest.raises(KeyDestroyed):
+            cipher_for(store, user).decrypt("birth_date", copy_of_row)
+
+
+def test_a_wrapped_key_from_another_region_does_not_unwrap(tmp_path: Path) -> None:
+    us = LocalKeyStore("us", tmp_path / "us")
+    sg = LocalKeyStore("sg", tmp_path / "sg")
+    user = uuid.uuid4()
+    us.create_data_key(user)
+    (tmp_path / "sg" / "users").mkdir(exist_ok=True)
+    (tmp_path / "sg" / "users" / f"{user}.key").write_bytes(
+        (tmp_path / "us" / "users" / f"{user}.key").read_bytes()
+    )
+    from cryptography.exceptions import InvalidTag
+
+    with pytest.raises(InvalidTag):
+        sg.data_key(user)
+
+
+def test_blind_index_is_keyed_and_deterministic(tmp_path: Path) -> None:
+    us = LocalKeyStore("us", tmp_path / "us").index_key()
+    ca = LocalKeyStore("ca", tmp_path / "ca").index_key()
+    assert blind_index(us, "email", "a@example.com") == blind_index(us, "email", "a@example.com")
+    assert blind_index(us, "email", "a@example.com") != blind_index(ca, "email", "a@example.com")
+    assert blind_index(us, "email", "a@example.com") != blind_index(us, "phone", "a@example.com")
