@@ -255,3 +255,31 @@ def _drop_restored(platform: Platform) -> None:
 
 
 _ = text
+
+
+def test_logs_carry_no_personal_data(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    from datetime import UTC, datetime, timedelta
+
+    from reelm.accounts.lifecycle import purge_due, request_deletion
+    from reelm.accounts.service import log_in
+
+    caplog.set_level(logging.DEBUG)
+    user = new_user(
+        "CA",
+        platform_=fresh_platform,
+        email="quiet.person@example.com",
+        phone="+1 613 555 0142",
+        birth_date=date(1977, 7, 7),
+    )
+    with pytest.raises(ResidencyViolation):
+        fresh_platform.cell("us").for_user(user.user_id, "ca")
+    _token, current = log_in(fresh_platform, "quiet.person@example.com", "correct horse battery")
+    request_deletion(fresh_platform, current)
+    purge_due(fresh_platform, at=datetime.now(UTC) + timedelta(days=31))
+    text_logged = caplog.text.casefold()
+    assert str(user.user_id) in text_logged  # the events are logged, by random id
+    for secret in ["quiet.person", "6135550142", "613 555", "1977-07-07", _token.split(".")[1]]:
+        assert secret.casefold() not in text_logged
