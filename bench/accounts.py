@@ -89,8 +89,12 @@ def main() -> None:
         for db in [platform.catalog, *(c.db for c in platform.cells.values())]:
             url = make_url(db.url).set(drivername="postgresql")
             with psycopg.connect(url.render_as_string(hide_password=False)) as conn:
-                tables = [r[0] for r in conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+                tables = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    )
+                ]
                 for table in tables:
                     with conn.cursor().copy(f'COPY "{table}" TO STDOUT') as copy:
                         for block in copy:
@@ -100,15 +104,21 @@ def main() -> None:
 
         def line(name: str, ours: list[float], anchor: list[float]) -> None:
             o, a = statistics.median(ours), statistics.median(anchor)
-            print(f"{name:<8} ours p50 {o * 1000:7.1f} ms  anchor p50 {a * 1000:7.1f} ms  "
-                  f"ratio {o / a:5.2f}x  ({1 / o:6.1f}/s)")
+            print(
+                f"{name:<8} ours p50 {o * 1000:7.1f} ms  anchor p50 {a * 1000:7.1f} ms  "
+                f"ratio {o / a:5.2f}x  ({1 / o:6.1f}/s)"
+            )
 
-        print(f"argon2id t={settings.argon2_time_cost} m={settings.argon2_memory_kib} KiB, "
-              f"{n} users over {len(MARKETS)} markets")
+        print(
+            f"argon2id t={settings.argon2_time_cost} m={settings.argon2_memory_kib} KiB, "
+            f"{n} users over {len(MARKETS)} markets"
+        )
         line("sign-up", ours_signup, anchor_hash)
         line("log-in", ours_login, anchor_verify)
-        print(f"scan     ours {scan_s:.2f} s ({report.rows} rows, {report.users} users)  "
-              f"anchor COPY {copy_s:.2f} s ({copied} bytes)  ratio {scan_s / copy_s:.1f}x")
+        print(
+            f"scan     ours {scan_s:.2f} s ({report.rows} rows, {report.users} users)  "
+            f"anchor COPY {copy_s:.2f} s ({copied} bytes)  ratio {scan_s / copy_s:.1f}x"
+        )
     finally:
         platform.close()
         provision.drop(args.admin_url, settings.database_prefix, list(settings.regions))
