@@ -86,6 +86,7 @@ def build(settings: Settings, *, upgrade: bool = True) -> Platform:
             db=Database.connect(region, region_urls[region]),
             keys=LocalKeyStore(region, settings.key_dir(region)),
             blobs=LocalBlobStore(region, settings.blob_dir(region)),
+            origin=f"{settings.log_origin}/{region}",
         )
         for region in settings.regions
     }

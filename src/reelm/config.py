@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         default=False,
         description="Let anonymous visitors pick their market (demo only: trusts the visitor).",
     )
+    log_origin: str = Field(
+        default="reelm.localhost",
+        pattern=r"^[a-z0-9.-]+(/[a-z0-9._-]+)*$",
+        description="Public name of this deployment's transparency logs; a region's log is "
+        "'<log_origin>/<region>' (the C2SP checkpoint origin and key name).",
+    )
     cookie_secure: bool = Field(default=True, description="Mark cookies Secure.")
     session_days: int = Field(default=30, ge=1, le=365, description="Session lifetime in days.")
     deletion_grace_days: int = Field(

@@ -15,6 +15,7 @@ from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import UserCipher, blind_index, cipher_for
 from reelm.storage.db import Database
 from reelm.storage.keys import KeyStore
+from reelm.transparency.log import TransparencyLog
 
 log = logging.getLogger("reelm.residency")
 
@@ -49,6 +50,14 @@ class Cell:
     keys: KeyStore
     blobs: BlobStore
 
+    origin: str = ""
+
+    @cached_property
+    def log(self) -> TransparencyLog:
+        return TransparencyLog(
+            self.region, self.origin, self.db, self.keys.signing_seed("log-signing")
+        )
+
     def for_user(self, user_id: UUID, home_region: str) -> UserScope:
         """The guard. home_region comes from the directory, never from the request."""
         if home_region != self.region:
@@ -58,6 +67,11 @@ class Cell:
                 user_id,
                 home_region,
                 self.region,
+            )
+            self.log.append_now(
+                "residency.refused",
+                str(user_id),
+                {"home_region": home_region, "asked_region": self.region},
             )
             raise ResidencyViolation(user_id, home_region, self.region)
         return UserScope(self, user_id)

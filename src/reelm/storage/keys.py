@@ -43,6 +43,8 @@ class KeyStore(Protocol):
 
     def index_key(self) -> bytes: ...
 
+    def signing_seed(self, purpose: str) -> bytes: ...
+
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write a file readable by its owner only, atomically."""
@@ -149,6 +151,24 @@ class LocalKeyStore:
             info=f"reelm/blind-index/{self.region}".encode(),
         )
         return hkdf.derive(self._master_bytes())
+
+    def signing_seed(self, purpose: str) -> bytes:
+        """A 32-byte Ed25519 seed kept in its own 0600 file (e.g. the log's signing key).
+
+        Not derived from the master key: the log's key must outlive any key rotation, and
+        publishing its public half must reveal nothing about the master key."""
+        path = self.directory / f"{purpose}.seed"
+        if not path.exists():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(secrets.token_bytes(KEY_BYTES))
+                    f.flush()
+                    os.fsync(f.fileno())
+        return path.read_bytes()
 
     def _master_bytes(self) -> bytes:
         return (self.directory / "master.key").read_bytes()
