@@ -3,6 +3,7 @@ session with its own databases and roles, and helpers to create users."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -142,12 +143,11 @@ class LiveServer:
         self.platform = platform
 
 
-@pytest.fixture(scope="session")
-def live_server(platform_factory: Callable[..., Platform]) -> Iterator[LiveServer]:
-    """The app served by uvicorn on a real loopback port (market picker on, as in the demo)."""
+@contextlib.contextmanager
+def serving(platform: Platform) -> Iterator[str]:
+    """The app over ``platform``, served by uvicorn on a free loopback port."""
     import uvicorn
 
-    platform = platform_factory(market_picker=True)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
@@ -159,6 +159,16 @@ def live_server(platform_factory: Callable[..., Platform]) -> Iterator[LiveServe
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield LiveServer(f"http://localhost:{port}", platform)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://localhost:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(platform_factory: Callable[..., Platform]) -> Iterator[LiveServer]:
+    """The app served by uvicorn on a real loopback port (market picker on, as in the demo)."""
+    platform = platform_factory(market_picker=True)
+    with serving(platform) as url:
+        yield LiveServer(url, platform)

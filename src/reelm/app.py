@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
+from reelm.api import transparency as transparency_api
 from reelm.bootstrap import Platform
 
 # Pages use no inline script or style and load nothing from elsewhere.
@@ -54,6 +55,7 @@ def create_app(platform: Platform) -> FastAPI:
     _security_headers(app)
     app.add_middleware(gate.BodyLimit, limit=platform.settings.max_body_bytes)
     app.include_router(accounts_api.router)
+    app.include_router(transparency_api.router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, object]:

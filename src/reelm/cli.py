@@ -22,7 +22,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Databases.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="Independent checks of the transparency logs.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -144,6 +146,27 @@ def purge_due(config: ConfigOption = None, data_dir: DataDirOption = None) -> No
     finally:
         platform.close()
     Console().print(f"purged {len(purged)} account(s)")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    base_url: Annotated[str, typer.Argument(help="The deployment, e.g. https://reelm.example")],
+    state: Annotated[
+        Path, typer.Option(help="Where the last trusted checkpoints are kept.")
+    ] = Path("reelm-audit.json"),
+    entry: Annotated[
+        list[str] | None, typer.Option(help="Also check that REGION:INDEX is in the log.")
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option(help="Pin REGION=VERIFIER_KEY instead of trusting on first use."),
+    ] = None,
+) -> None:
+    """Verify every region's log: signature, consistency with the last trusted checkpoint,
+    and the inclusion of given entries. Fails loudly on a fork, a rollback or a bad proof."""
+    from reelm.transparency.auditor import run
+
+    raise typer.Exit(run(base_url, state, entry or [], key or []))
 
 
 def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:

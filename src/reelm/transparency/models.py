@@ -3,12 +3,24 @@ triggers in the database refuse UPDATE, DELETE and TRUNCATE (migration r0002).""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, LargeBinary, SmallInteger, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from reelm.storage.db import RegionBase
+from reelm.storage.db import CatalogBase, RegionBase
 
 
 class LogQueue(RegionBase):
@@ -55,3 +67,15 @@ class LogCheckpoint(RegionBase):
     root: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StaffMember(CatalogBase):
+    """Operator staff. A staff member reads protected data only through the access gateway."""
+
+    __tablename__ = "staff_members"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

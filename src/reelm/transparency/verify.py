@@ -201,7 +201,7 @@ class VerifierKey:
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
         try:
-            name, hex_id, b64 = text.strip().split("+")
+            name, hex_id, b64 = text.strip().split("+", 2)
             raw = base64.b64decode(b64, validate=True)
         except ValueError as exc:
             raise VerificationError(f"malformed verifier key: {exc}") from None

@@ -1,0 +1,162 @@
+"""Transparency log API: checkpoints, entries and proofs per region (see docs/transparency.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
+
+from reelm.accounts.errors import InvalidInput, NotFound
+from reelm.api.deps import PlatformDep
+from reelm.bootstrap import Platform
+from reelm.transparency.log import TransparencyLog
+from reelm.transparency.verify import EMPTY_ROOT, Checkpoint
+
+router = APIRouter(tags=["transparency"])
+MAX_ENTRIES = 1000
+PROBLEM: dict[str, object] = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {404: PROBLEM, 422: PROBLEM}
+
+
+def region_log(platform: Platform, region: str) -> TransparencyLog:
+    if region not in platform.cells:
+        raise NotFound(f"no region {region[:20]!r}")
+    return platform.cell(region).log
+
+
+def current_note(tlog: TransparencyLog) -> str:
+    latest = tlog.latest()
+    if latest is None:
+        return tlog.sign(Checkpoint(tlog.origin, 0, EMPTY_ROOT))
+    return latest.note
+
+
+class RegionLog(BaseModel):
+    region: str
+    origin: str
+    verifier_key: str
+    checkpoint_url: str
+
+
+class LogIndex(BaseModel):
+    regions: list[RegionLog]
+
+
+class EntryOut(BaseModel):
+    index: int
+    leaf_hash: str
+    entry: str  # base64 of the exact bytes that were hashed
+    event: dict[str, Any]  # the same, parsed, for people
+
+
+class EntriesOut(BaseModel):
+    entries: list[EntryOut]
+
+
+class ProofOut(BaseModel):
+    index: int | None = None
+    size: int | None = None
+    first: int | None = None
+    second: int | None = None
+    proof: list[str]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@router.get("/api/v1/transparency")
+def list_logs(platform: PlatformDep) -> LogIndex:
+    """Every region's log: its origin, its verifier key (C2SP note format) and checkpoint URL."""
+    return LogIndex(
+        regions=[
+            RegionLog(
+                region=r,
+                origin=c.log.origin,
+                verifier_key=str(c.log.verifier_key),
+                checkpoint_url=f"/transparency/{r}/checkpoint",
+            )
+            for r, c in platform.cells.items()
+        ]
+    )
+
+
+@router.get(
+    "/transparency/{region}/checkpoint",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}, **ERRORS},
+)
+def checkpoint(region: str, platform: PlatformDep) -> PlainTextResponse:
+    """The region's newest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+    note = current_note(region_log(platform, region))
+    return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/api/v1/transparency/{region}/entries", responses=ERRORS)
+def entries(
+    region: str,
+    platform: PlatformDep,
+    start: Annotated[int, Query(ge=0)] = 0,
+    end: Annotated[int | None, Query(ge=1)] = None,
+) -> EntriesOut:
+    """Entries [start, end), at most 1000 at a time."""
+    stop = min(end if end is not None else start + 100, start + MAX_ENTRIES)
+    rows = region_log(platform, region).entries(start, stop)
+    return EntriesOut(
+        entries=[
+            EntryOut(
+                index=e.idx,
+                leaf_hash=_b64(e.leaf_hash),
+                entry=_b64(e.entry),
+                event=json.loads(e.entry),
+            )
+            for e in rows
+        ]
+    )
+
+
+@router.get("/api/v1/transparency/{region}/proof/inclusion", responses=ERRORS)
+def inclusion(
+    region: str,
+    platform: PlatformDep,
+    index: Annotated[int | None, Query(ge=0)] = None,
+    leaf_hash: Annotated[str | None, Query(max_length=64)] = None,
+    size: Annotated[int | None, Query(ge=1)] = None,
+) -> ProofOut:
+    """Inclusion proof of an entry (by index, or by base64 leaf hash) in the tree of ``size``
+    (default: the newest checkpoint)."""
+    tlog = region_log(platform, region)
+    if index is None:
+        if leaf_hash is None:
+            raise InvalidInput("give index or leaf_hash", field="index")
+        try:
+            found = tlog.index_of(base64.b64decode(leaf_hash, validate=True))
+        except ValueError:
+            raise InvalidInput("leaf_hash is not base64", field="leaf_hash") from None
+        if found is None:
+            raise NotFound("no entry with this leaf hash")
+        index = found
+    try:
+        tree, proof = tlog.inclusion_proof(index, size)
+    except ValueError as exc:
+        raise NotFound(str(exc)) from None
+    return ProofOut(index=index, size=tree, proof=[_b64(p) for p in proof])
+
+
+@router.get("/api/v1/transparency/{region}/proof/consistency", responses=ERRORS)
+def consistency(
+    region: str,
+    platform: PlatformDep,
+    first: Annotated[int, Query(ge=0)],
+    second: Annotated[int, Query(ge=0)],
+) -> ProofOut:
+    """Consistency proof between two tree sizes (RFC 9162 2.1.4)."""
+    try:
+        proof = region_log(platform, region).consistency_proof(first, second)
+    except ValueError as exc:
+        raise NotFound(str(exc)) from None
+    return ProofOut(first=first, second=second, proof=[_b64(p) for p in proof])

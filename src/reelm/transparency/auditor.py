@@ -1,0 +1,232 @@
+"""An independent auditor of a reelm deployment's transparency logs.
+
+It needs nothing from the operator but the published checkpoints, entries and proofs, keeps the
+last checkpoint it trusted per region in a local state file, and fails loudly on a fork, a
+rollback, a bad signature or a proof that does not verify. Like ``verify``, it imports only the
+standard library, ``cryptography`` (through ``verify``) and ``verify`` itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reelm.transparency.verify import (
+    Checkpoint,
+    VerificationError,
+    VerifierKey,
+    leaf_hash,
+    open_note,
+    verify_consistency,
+    verify_inclusion,
+)
+
+TIMEOUT = 20
+
+
+class AuditFailure(Exception):
+    """The log broke a promise: the message says which, loudly."""
+
+
+@dataclass
+class RegionAudit:
+    region: str
+    checkpoint: Checkpoint
+    previous_size: int | None
+    entries_checked: list[int] = field(default_factory=list)
+
+    def describe(self) -> str:
+        root = base64.b64encode(self.checkpoint.root).decode()
+        if self.previous_size is None:
+            how = "first seen: trusted from now on"
+        elif self.previous_size == self.checkpoint.size:
+            how = "unchanged since last run"
+        else:
+            how = f"consistent with the trusted size {self.previous_size}"
+        extra = f"; entries {self.entries_checked} included" if self.entries_checked else ""
+        return f"{self.region}: size {self.checkpoint.size}, root {root}: {how}{extra}"
+
+
+class Client:
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url.rstrip("/") + "/"
+
+    def get(self, path: str, **query: Any) -> bytes:
+        url = urllib.parse.urljoin(self.base, path.lstrip("/"))
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        if not url.startswith(("http://", "https://")):
+            raise AuditFailure(f"not a web address: {url}")
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:  # noqa: S310 - checked above
+            data: bytes = response.read()
+        return data
+
+    def json(self, path: str, **query: Any) -> Any:
+        return json.loads(self.get(path, **query))
+
+
+def _b64(items: list[str]) -> list[bytes]:
+    return [base64.b64decode(x, validate=True) for x in items]
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"regions": {}}
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".audit-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(tmp, path)
+
+
+def audit(
+    base_url: str,
+    state_path: Path,
+    *,
+    pinned_keys: dict[str, str] | None = None,
+    entries: dict[str, list[int]] | None = None,
+) -> list[RegionAudit]:
+    """Check every region's newest checkpoint against the last trusted one; raise AuditFailure."""
+    client = Client(base_url)
+    state = load_state(state_path)
+    published = client.json("/api/v1/transparency")
+    results = []
+    for info in published["regions"]:
+        region = info["region"]
+        trusted = state["regions"].get(region, {})
+        key_text = (pinned_keys or {}).get(region) or trusted.get("key") or info["verifier_key"]
+        if trusted.get("key") and key_text != trusted["key"]:
+            raise AuditFailure(f"{region}: the log's key is not the one trusted before")
+        if info["verifier_key"] != key_text:
+            raise AuditFailure(f"{region}: the deployment now publishes another log key")
+        try:
+            key = VerifierKey.parse(key_text)
+            note = client.get(f"/transparency/{region}/checkpoint")
+            checkpoint = open_note(note, key)
+            previous = trusted.get("size")
+            if previous is not None:
+                _check_extends(client, region, int(previous), trusted["root"], checkpoint)
+            result = RegionAudit(region, checkpoint, previous)
+            for index in (entries or {}).get(region, []):
+                _check_entry(client, region, index, checkpoint)
+                result.entries_checked.append(index)
+        except VerificationError as exc:
+            raise AuditFailure(f"{region}: {exc}") from exc
+        state["regions"][region] = {
+            "key": key_text,
+            "size": checkpoint.size,
+            "root": base64.b64encode(checkpoint.root).decode(),
+            "checkpoint": note.decode(),
+        }
+        results.append(result)
+    save_state(state_path, state)
+    return results
+
+
+def _check_extends(
+    client: Client, region: str, size: int, root_b64: str, checkpoint: Checkpoint
+) -> None:
+    root = base64.b64decode(root_b64)
+    if checkpoint.size < size:
+        raise AuditFailure(
+            f"{region}: ROLLBACK: the log shows size {checkpoint.size}, "
+            f"but size {size} was trusted before"
+        )
+    if checkpoint.size == size:
+        if checkpoint.root != root:
+            raise AuditFailure(f"{region}: FORK: two different trees of size {size}")
+        return
+    if size == 0:
+        return
+    proof = client.json(
+        f"/api/v1/transparency/{region}/proof/consistency", first=size, second=checkpoint.size
+    )["proof"]
+    try:
+        verify_consistency(size, checkpoint.size, root, checkpoint.root, _b64(proof))
+    except VerificationError as exc:
+        raise AuditFailure(
+            f"{region}: FORK: the new checkpoint does not extend the trusted one ({exc})"
+        ) from exc
+
+
+def _check_entry(client: Client, region: str, index: int, checkpoint: Checkpoint) -> None:
+    got = client.json(f"/api/v1/transparency/{region}/entries", start=index, end=index + 1)
+    if not got["entries"] or got["entries"][0]["index"] != index:
+        raise AuditFailure(f"{region}: entry {index} is not published")
+    raw = base64.b64decode(got["entries"][0]["entry"], validate=True)
+    proof = client.json(
+        f"/api/v1/transparency/{region}/proof/inclusion", index=index, size=checkpoint.size
+    )["proof"]
+    verify_inclusion(index, checkpoint.size, leaf_hash(raw), _b64(proof), checkpoint.root)
+
+
+def _parse_entries(specs: list[str]) -> dict[str, list[int]]:
+    wanted: dict[str, list[int]] = {}
+    for spec in specs:
+        region, _, index = spec.partition(":")
+        if not region or not index.isdigit():
+            raise AuditFailure(f"--entry wants REGION:INDEX, not {spec!r}")
+        wanted.setdefault(region, []).append(int(index))
+    return wanted
+
+
+def _parse_keys(specs: list[str]) -> dict[str, str]:
+    keys = {}
+    for spec in specs:
+        region, _, key = spec.partition("=")
+        if not region or not key:
+            raise AuditFailure(f"--key wants REGION=VERIFIER_KEY, not {spec!r}")
+        keys[region] = key
+    return keys
+
+
+def run(base_url: str, state: Path, entry_specs: list[str], key_specs: list[str]) -> int:
+    """Print one line per region; return 0 when every check passed, 1 otherwise."""
+    import sys
+
+    try:
+        results = audit(
+            base_url,
+            state,
+            pinned_keys=_parse_keys(key_specs),
+            entries=_parse_entries(entry_specs),
+        )
+    except AuditFailure as exc:
+        print(f"AUDIT FAILED: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"AUDIT FAILED: could not read the logs at {base_url}: {exc}", file=sys.stderr)
+        return 1
+    for result in results:
+        print(f"ok  {result.describe()}")
+    return 0
+
+
+def main() -> None:
+    """``python -m reelm.transparency.auditor URL``: the verifier without the rest of reelm."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("base_url")
+    parser.add_argument("--state", type=Path, default=Path("reelm-audit.json"))
+    parser.add_argument("--entry", action="append", default=[], help="REGION:INDEX")
+    parser.add_argument("--key", action="append", default=[], help="REGION=VERIFIER_KEY")
+    args = parser.parse_args()
+    sys.exit(run(args.base_url, args.state, args.entry, args.key))
+
+
+if __name__ == "__main__":
+    main()

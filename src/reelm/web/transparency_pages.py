@@ -1,0 +1,36 @@
+"""Pages of the transparency logs: the public report per region, and a user's own events."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from reelm.accounts.errors import NotFound
+from reelm.bootstrap import Platform
+from reelm.transparency.report import region_report
+from reelm.transparency.views import events_about
+from reelm.web.pages import Pages
+
+
+def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
+    @app.get("/transparency", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request) -> Response:
+        reports = [region_report(c.log) for c in platform.cells.values()]
+        return pages.render(request, "transparency_index.html", reports=reports)
+
+    @app.get("/transparency/{region}", response_class=HTMLResponse, include_in_schema=False)
+    def report(request: Request, region: str) -> Response:
+        if region not in platform.cells:
+            raise NotFound(f"no region {region[:20]!r}")
+        found = region_report(platform.cell(region).log)
+        return pages.render(request, "transparency_report.html", report=found,
+                            label=platform.settings.regions[region].label)
+
+    @app.get("/settings/transparency", response_class=HTMLResponse, include_in_schema=False)
+    def mine(request: Request) -> Response:
+        user = getattr(request.state, "user", None)
+        if user is None:
+            return RedirectResponse("/login?next=/settings/transparency", status_code=303)
+        events = events_about(platform, user.user_id)
+        return pages.render(request, "my_transparency.html", events=events,
+                            base_url=str(request.base_url).rstrip("/"))
