@@ -69,8 +69,12 @@ def make_settings(data_dir: Path, admin_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-@pytest.fixture(scope="session")
-def platform_factory(
+def _discard(platform: Platform, admin_url: str) -> None:
+    platform.close()
+    provision.drop(admin_url, platform.settings.database_prefix, list(platform.cells))
+
+
+def _factory(
     admin_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., Platform]]:
     made: list[Platform] = []
@@ -83,20 +87,38 @@ def platform_factory(
 
     yield factory
     for platform in made:
-        platform.close()
-        provision.drop(admin_url, platform.settings.database_prefix, list(platform.cells))
+        _discard(platform, admin_url)
 
 
 @pytest.fixture(scope="session")
-def platform(platform_factory: Callable[..., Platform]) -> Platform:
-    """One platform shared by tests that only add their own users."""
-    return platform_factory()
+def session_platform_factory(
+    admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Platform]]:
+    """Platforms that live for the whole run (the shared one, the live server's)."""
+    yield from _factory(admin_url, tmp_path_factory)
 
 
 @pytest.fixture
-def fresh_platform(platform_factory: Callable[..., Platform]) -> Platform:
-    """A platform of its own, for tests that scan or damage a whole deployment."""
-    return platform_factory()
+def platform_factory(
+    admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Platform]]:
+    """Platforms with settings of a test's choosing, dropped when the test ends."""
+    yield from _factory(admin_url, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def platform(session_platform_factory: Callable[..., Platform]) -> Platform:
+    """One platform shared by tests that only add their own users."""
+    return session_platform_factory()
+
+
+@pytest.fixture
+def fresh_platform(admin_url: str, tmp_path: Path) -> Iterator[Platform]:
+    """A platform of its own, for tests that scan or damage a whole deployment. Its databases
+    are dropped after the test, so a long run never holds more than a few connection pools."""
+    platform = build(make_settings(tmp_path, admin_url))
+    yield platform
+    _discard(platform, admin_url)
 
 
 _counter = itertools.count()
@@ -167,8 +189,8 @@ def serving(platform: Platform) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def live_server(platform_factory: Callable[..., Platform]) -> Iterator[LiveServer]:
+def live_server(session_platform_factory: Callable[..., Platform]) -> Iterator[LiveServer]:
     """The app served by uvicorn on a real loopback port (market picker on, as in the demo)."""
-    platform = platform_factory(market_picker=True)
+    platform = session_platform_factory(market_picker=True)
     with serving(platform) as url:
         yield LiveServer(url, platform)

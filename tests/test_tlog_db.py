@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -71,9 +70,7 @@ def test_the_database_refuses_to_change_the_log(fresh_platform: Platform, statem
         conn.execute(text(statement))
 
 
-def test_log_survives_restart(
-    fresh_platform: Platform, platform_factory: Callable[..., Platform]
-) -> None:
+def test_log_survives_restart(fresh_platform: Platform) -> None:
     tlog = fresh_platform.cell("ca").log
     for i in range(5):
         tlog.append_now("test.event", None, {"n": i})

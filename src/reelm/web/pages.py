@@ -43,11 +43,33 @@ def _markets(platform: Platform) -> list[tuple[str, str]]:
     return sorted(((c, country_name(c)) for c in country_codes()), key=lambda item: item[1])
 
 
+# Plainer words than pydantic's for what people most often get wrong in the forms.
+_FRIENDLY = {
+    "market": "country: choose your country from the list",
+    "birth_date": "birth date: enter your birth date (year, month and day)",
+}
+
+
 def _pydantic_message(exc: ValidationError) -> tuple[str, str | None]:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or None
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return (f"{field.replace('_', ' ')}: {msg}" if field else msg), field
+    if field in _FRIENDLY:
+        return _FRIENDLY[field], field
+    if not field:
+        return msg, None
+    label = field.replace("_", " ")
+    # Some validators already name their field ("website: not a web address").
+    return (msg if msg.startswith(f"{label}:") else f"{label}: {msg}"), field
+
+
+def _safe_next(target: str | None) -> str | None:
+    """A path on this site to go back to after logging in, or None (no open redirects)."""
+    if not target or len(target) > 200 or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return None
+    return target
 
 
 class Pages:
@@ -180,7 +202,8 @@ def install(app: FastAPI, platform: Platform) -> None:
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(request: Request) -> Response:
-        return pages.render(request, "login.html", values={})
+        values = {"next": _safe_next(request.query_params.get("next")) or ""}
+        return pages.render(request, "login.html", values=values)
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
@@ -203,9 +226,13 @@ def install(app: FastAPI, platform: Platform) -> None:
                 "login.html",
                 status=status,
                 error=message,
-                values={"identifier": values.get("identifier", "")[:254]},
+                values={
+                    "identifier": values.get("identifier", "")[:254],
+                    "next": _safe_next(values.get("next")) or "",
+                },
             )
-        response = RedirectResponse(f"/@{user.handle}", status_code=303)
+        target = _safe_next(values.get("next")) or f"/@{user.handle}"
+        response = RedirectResponse(target, status_code=303)
         pages._cookie(response, SESSION_COOKIE, token, platform.settings.session_days * 86400)
         return response
 
@@ -243,7 +270,11 @@ def install(app: FastAPI, platform: Platform) -> None:
             return RedirectResponse("/login?next=/settings", status_code=303)
         me = lifecycle.get_me(platform, user)
         return pages.render(
-            request, "settings.html", me=me, saved=request.query_params.get("saved")
+            request,
+            "settings.html",
+            me=me,
+            profile_form=_profile_form(me),
+            saved=request.query_params.get("saved"),
         )
 
     @app.post("/settings/{section}", include_in_schema=False)
@@ -251,6 +282,7 @@ def install(app: FastAPI, platform: Platform) -> None:
         user = getattr(request.state, "user", None)
         if user is None:
             return RedirectResponse("/login?next=/settings", status_code=303)
+        values: dict[str, str] = {}
         try:
             values = await pages.form(request)
             if section == "profile":
@@ -285,8 +317,17 @@ def install(app: FastAPI, platform: Platform) -> None:
         except (FormError, AccountError, ValidationError, ValueError) as exc:
             message, status = _message(exc)
             me = await run_in_threadpool(lifecycle.get_me, platform, user)
+            form = _profile_form(me)
+            if section == "profile" and values:  # keep what was typed, to correct it
+                form.update({k: values.get(k, "") for k in form})
             return pages.render(
-                request, "settings.html", status=status, me=me, error=message, section=section
+                request,
+                "settings.html",
+                status=status,
+                me=me,
+                profile_form=form,
+                error=message,
+                section=section,
             )
         return RedirectResponse(f"/settings?saved={section}", status_code=303)
 
@@ -330,6 +371,17 @@ def install(app: FastAPI, platform: Platform) -> None:
         response = RedirectResponse("/", status_code=303)
         pages._cookie(response, MARKET_COOKIE, code, 365 * 86400)
         return response
+
+
+def _profile_form(me: lifecycle.Me) -> dict[str, str]:
+    links = me.profile.links
+    return {
+        "display_name": me.profile.display_name,
+        "bio": me.profile.bio,
+        "instagram": links.get("instagram", ""),
+        "youtube": links.get("youtube", ""),
+        "website": links.get("website", ""),
+    }
 
 
 def _message(exc: Exception) -> tuple[str, int]:
