@@ -32,6 +32,12 @@ class EmailTaken(AccountError):
     title = "Email already registered"
 
 
+class PhoneTaken(AccountError):
+    slug = "phone-taken"
+    status = 409
+    title = "Phone number already registered"
+
+
 class AgeRestricted(AccountError):
     slug = "age-restricted"
     status = 403

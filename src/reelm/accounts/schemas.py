@@ -6,7 +6,7 @@ import re
 import unicodedata
 from datetime import date
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -14,17 +14,28 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from reelm.accounts import handles
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+# Zero-width joiners (U+200C, U+200D) are kept: emoji sequences and several scripts need them.
+_CONTROL = re.compile(r"[\x01-\x08\x0b-\x1f\x7f\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def clean_text(value: str) -> str:
-    """NFC, no control or bidi-override characters, no surrounding space."""
+    """NFC, no control or bidi-override characters, no surrounding space.
+
+    NUL is refused rather than dropped: no client sends it by accident, and PostgreSQL cannot
+    store it in text."""
+    if "\x00" in value:
+        raise ValueError("text cannot contain NUL characters")
     return _CONTROL.sub("", unicodedata.normalize("NFC", value)).strip()
+
+
+def _visible(value: str) -> bool:
+    """At least one character that is not a space, a control or a format character."""
+    return any(unicodedata.category(ch)[0] not in "CZ" for ch in value)
 
 
 def _display_name(value: str) -> str:
     value = clean_text(value)
-    if not value:
+    if not _visible(value):
         raise ValueError("a display name cannot be empty")
     if len(value) > 50:
         raise ValueError("a display name has at most 50 characters")
@@ -62,28 +73,62 @@ def normalise_phone(value: str, market: str) -> str:
 
 DisplayName = Annotated[str, Field(max_length=200), AfterValidator(_display_name)]
 Handle = Annotated[str, Field(max_length=96), AfterValidator(_handle)]
-Password = Annotated[str, Field(min_length=8, max_length=256)]
+
+
+def _password(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a password cannot contain NUL characters")
+    return value
+
+
+Password = Annotated[str, Field(min_length=8, max_length=256), AfterValidator(_password)]
 Bio = Annotated[str, Field(max_length=400), AfterValidator(_bio)]
+
+
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_URL_SAFE = "/%@:!$&'()*+,;=-._~?"
+
+
+def _web_host(host: str) -> str | None:
+    """The host as an ASCII DNS name (IDNA), or None when it is not one (IP literals too)."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    labels = ascii_host.split(".")
+    if len(ascii_host) > 253 or len(labels) < 2:
+        return None
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return None
+    tld = labels[-1]
+    return ascii_host if tld.isalpha() or tld.startswith("xn--") else None
 
 
 def _link(value: str, hosts: tuple[str, ...], path: re.Pattern[str] | None, label: str) -> str:
     value = value.strip()
     if not value:
         return ""
+    # Spaces, controls (NUL included) and invisible format characters have no place in a link.
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+        raise ValueError(f"{label}: not a web address")
     if "://" not in value:
         value = "https://" + value
-    parts = urlsplit(value)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host or "." not in host:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{label}: not a web address") from None
+    host = _web_host(parts.hostname or "")
+    if parts.scheme.lower() not in ("http", "https") or host is None:
         raise ValueError(f"{label}: not a web address")
-    if parts.username or parts.password or parts.port not in (None, 80, 443):
+    if parts.username is not None or parts.password is not None or port not in (None, 80, 443):
         raise ValueError(f"{label}: user names, passwords and ports are not allowed")
     if hosts and host not in hosts:
         raise ValueError(f"{label}: must be an address on {hosts[0]}")
     if path is not None and not path.fullmatch(parts.path.rstrip("/")):
         raise ValueError(f"{label}: not a profile address")
-    clean = f"https://{host}{parts.path.rstrip('/')}"
-    return clean + (f"?{parts.query}" if parts.query and not hosts else "")
+    clean = f"https://{host}{quote(parts.path.rstrip('/'), safe=_URL_SAFE)}"
+    return clean + (f"?{quote(parts.query, safe=_URL_SAFE)}" if parts.query and not hosts else "")
 
 
 _INSTAGRAM_HOSTS = ("instagram.com", "www.instagram.com")

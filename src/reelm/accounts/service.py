@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
 
 from reelm.accounts import age, handles
@@ -21,6 +21,7 @@ from reelm.accounts.errors import (
     HandleTaken,
     InvalidInput,
     NotAuthenticated,
+    PhoneTaken,
 )
 from reelm.accounts.models import Account, DirectoryEntry, LoginSession, PublicProfile
 from reelm.accounts.schemas import PrivacySettings, SignUp, normalise_email, normalise_phone
@@ -94,6 +95,15 @@ def find_by_email(platform: Platform, email: str) -> tuple[Cell, uuid.UUID] | No
     return None
 
 
+_EMAIL_LOCK_SPACE = 0x7265  # first key of the advisory lock: "re"
+
+
+def _email_lock_bucket(email: str) -> int:
+    """16 bits of the address's hash: enough to keep unrelated sign-ups apart, far too few to
+    tell anything about the address (the lock lives in the catalog, outside the home region)."""
+    return int.from_bytes(hashlib.sha256(email.encode()).digest()[:2], "big")
+
+
 def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> SignedUp:
     market, email, phone, rules = check_sign_up(platform, data, today or date.today())
     if find_by_email(platform, email) is not None:
@@ -110,6 +120,15 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
     # handle waits on the unique index and then loses cleanly.
     with platform.catalog.sessions() as catalog:
         catalog.begin()
+        # Each region's unique index only sees its own accounts, so two sign-ups with one email
+        # in two regions would both pass it. They queue on a catalog lock (held until this
+        # transaction ends) and the loser finds the winner's account when it checks again.
+        catalog.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :bucket)"),
+            {"space": _EMAIL_LOCK_SPACE, "bucket": _email_lock_bucket(email)},
+        )
+        if find_by_email(platform, email) is not None:
+            raise EmailTaken("an account with this email already exists", field="email")
         catalog.add(DirectoryEntry(user_id=user_id, home_region=home))
         catalog.flush()
         catalog.add(
@@ -148,25 +167,32 @@ def _create_account(
 ) -> None:
     cell = scope.cell
     cipher = scope.cipher(create=True)
-    account = Account(
-        user_id=scope.user_id,
-        market=market,
-        email_ct=cipher.encrypt("email", email),
-        email_bidx=cell.blind_index("email", email),
-        phone_ct=cipher.encrypt_optional("phone", phone),
-        phone_bidx=cell.blind_index("phone", phone) if phone else None,
-        birth_date_ct=cipher.encrypt("birth_date", birth_date.isoformat()),
-        password_ct=cipher.encrypt("password", password_hash),
-        settings_ct=cipher.encrypt("settings", privacy.model_dump_json()),
-    )
+    # From here on, any failure must not leave the new data key behind.
     try:
+        account = Account(
+            user_id=scope.user_id,
+            market=market,
+            email_ct=cipher.encrypt("email", email),
+            email_bidx=cell.blind_index("email", email),
+            phone_ct=cipher.encrypt_optional("phone", phone),
+            phone_bidx=cell.blind_index("phone", phone) if phone else None,
+            birth_date_ct=cipher.encrypt("birth_date", birth_date.isoformat()),
+            password_ct=cipher.encrypt("password", password_hash),
+            settings_ct=cipher.encrypt("settings", privacy.model_dump_json()),
+        )
         with cell.db.transaction() as s:
             s.add(account)
-    except IntegrityError:
+    except IntegrityError as exc:
         cell.keys.destroy_data_key(scope.user_id)
-        raise EmailTaken(
-            "an account with this email or phone already exists", field="email"
-        ) from None
+        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or ""
+        if "phone" in constraint:
+            raise PhoneTaken(
+                "an account with this phone number already exists", field="phone"
+            ) from None
+        raise EmailTaken("an account with this email already exists", field="email") from None
+    except Exception:
+        cell.keys.destroy_data_key(scope.user_id)
+        raise
 
 
 def _undo_account(scope: UserScope) -> None:

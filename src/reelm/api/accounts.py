@@ -7,22 +7,19 @@ from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from reelm.accounts import lifecycle, service
 from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate, SignUp
 from reelm.api.deps import ClientAddress, CurrentUserDep, PlatformDep
+from reelm.api.problems import blocked_response, problem_responses
+from reelm.regions.policy import MarketBlocked
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
-PROBLEM: dict[str, object] = {
-    "content": {"application/problem+json": {}},
-    "description": "Problem details (RFC 9457)",
-}
-ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys(
-    (401, 403, 409, 413, 422, 429, 451), PROBLEM
-)
+# Every route can meet the market gate (451); routes with a body, the body checks.
+BODY = (413, 415, 422)
 
 
 class AccountCreated(BaseModel):
@@ -31,11 +28,17 @@ class AccountCreated(BaseModel):
     home_region: str
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("cannot contain NUL characters")
+    return value
+
+
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    identifier: Annotated[str, Field(min_length=1, max_length=254)]
-    password: Annotated[str, Field(min_length=1, max_length=256)]
+    identifier: Annotated[str, Field(min_length=1, max_length=254), AfterValidator(_no_nul)]
+    password: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)]
 
 
 class SessionOut(BaseModel):
@@ -101,15 +104,31 @@ def _me_out(me: lifecycle.Me) -> MeOut:
     )
 
 
-@router.post("/accounts", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-def create_account(body: SignUp, platform: PlatformDep, client: ClientAddress) -> AccountCreated:
+@router.post(
+    "/accounts",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AccountCreated,
+    responses=problem_responses(403, 409, *BODY, 429, 451),
+)
+def create_account(
+    body: SignUp, platform: PlatformDep, client: ClientAddress
+) -> AccountCreated | Response:
     """Sign up. Protected fields are stored encrypted in the market's home region only."""
     platform.rate_limits.hit("signup", client)
-    done = service.sign_up(platform, body)
+    try:
+        done = service.sign_up(platform, body)
+    except MarketBlocked as exc:
+        # Answered here: MarketBlocked is a frozen dataclass, and the framework's exception
+        # plumbing fails (FrozenInstanceError, a 500) when it sets the __traceback__.
+        return blocked_response(exc)
     return AccountCreated(id=done.user_id, handle=done.handle, home_region=done.home_region)
 
 
-@router.post("/session", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post(
+    "/session",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(401, *BODY, 429, 451),
+)
 def create_session(body: LoginIn, platform: PlatformDep, client: ClientAddress) -> SessionOut:
     """Log in with a handle or an email; returns a bearer token."""
     platform.rate_limits.hit("login", client, "id:" + body.identifier.strip().casefold())
@@ -120,19 +139,23 @@ def create_session(body: LoginIn, platform: PlatformDep, client: ClientAddress) 
     )
 
 
-@router.delete("/session", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+@router.delete(
+    "/session",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 451),
+)
 def delete_session(user: CurrentUserDep, platform: PlatformDep) -> Response:
     service.log_out(platform, user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", responses=ERRORS)
+@router.get("/me", responses=problem_responses(401, 451))
 def read_me(user: CurrentUserDep, platform: PlatformDep) -> MeOut:
     """Your account, decrypted in your home region."""
     return _me_out(lifecycle.get_me(platform, user))
 
 
-@router.patch("/me", responses=ERRORS)
+@router.patch("/me", responses=problem_responses(401, 403, *BODY, 451))
 def update_me(body: MeUpdate, user: CurrentUserDep, platform: PlatformDep) -> MeOut:
     """Change profile fields and privacy settings; omitted fields stay as they are."""
     if body.privacy is not None:
@@ -141,7 +164,11 @@ def update_me(body: MeUpdate, user: CurrentUserDep, platform: PlatformDep) -> Me
     return _me_out(lifecycle.get_me(platform, user))
 
 
-@router.delete("/me", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
+@router.delete(
+    "/me",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(401, 451),
+)
 def delete_me(user: CurrentUserDep, platform: PlatformDep) -> DeletionOut:
     """Schedule deletion. Logging in within the grace period cancels it."""
     due = lifecycle.request_deletion(platform, user)
@@ -151,7 +178,7 @@ def delete_me(user: CurrentUserDep, platform: PlatformDep) -> DeletionOut:
     )
 
 
-@router.get("/users/{handle}", responses=ERRORS)
+@router.get("/users/{handle}", responses=problem_responses(404, 422, 451))
 async def read_user(
     handle: Annotated[str, Field(max_length=100)], platform: PlatformDep
 ) -> ProfileOut:

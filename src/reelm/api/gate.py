@@ -11,10 +11,14 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser, authenticate
-from reelm.api.problems import problem
+from reelm.api.problems import blocked_response, problem
 from reelm.bootstrap import Platform
 from reelm.regions.policy import MarketBlocked, is_country
 
@@ -22,6 +26,7 @@ SESSION_COOKIE = "reelm_session"
 MARKET_COOKIE = "reelm_market"
 # Operators' health checks and the assets of the 451 page itself stay reachable.
 UNGATED_PREFIXES = ("/healthz", "/static/", "/problems/")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def session_token(request: Request) -> str | None:
@@ -71,46 +76,80 @@ def install(app: FastAPI, platform: Platform) -> None:
                 raise_451 = getattr(app.state, "blocked_response", None)
                 if raise_451 is not None:
                     return raise_451(request, exc)  # type: ignore[no-any-return]
+                return blocked_response(exc)
+        if not json_body_acceptable(request):
+            return problem("unsupported-media-type", "send the request body as application/json")
         return await call_next(request)
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def json_body_acceptable(request: Request) -> bool:
+    """The API reads JSON only: a body of another declared type gets 415, not a confusing 422
+    (a body without a Content-Type is read as JSON)."""
+    if not request.url.path.startswith("/api/") or request.method not in BODY_METHODS:
+        return True
+    content_type = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    return not has_body or content_type is None or _is_json(content_type)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    length = Headers(scope=scope).get("content-length")
+    return int(length) if length is not None and length.isdigit() else None
+
+
+def _too_large(exc: BaseException) -> bool:
+    return isinstance(exc, StarletteHTTPException) and exc.status_code == 413
+
+
+def _is_body_limit_error(exc: BaseException) -> bool:
+    """A 413 raised while reading the body, possibly inside the ExceptionGroup of a
+    BaseHTTPMiddleware's task group."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(_too_large)
+        return matched is not None and rest is None
+    return _too_large(exc)
 
 
 class BodyLimit:
-    """Counts body bytes as they arrive, so a chunked upload without Content-Length is capped
-    too. Streaming upload routes (later) raise their own, larger limit."""
+    """Caps body bytes as they arrive, so a chunked upload without Content-Length is capped
+    too. Streaming upload routes (later) raise their own, larger limit.
 
-    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+    Starlette's RequestBodyLimitMiddleware does the counting: FastAPI knows its error and turns
+    it into an HTTPException(413) even out of the ExceptionGroup a BaseHTTPMiddleware wraps it in
+    (any other error while reading the body becomes a 400), and the problem handler answers.
+    A declared Content-Length over the limit is refused by the Gate before anything is read."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.limited = RequestBodyLimitMiddleware(app, limit)
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
-        if scope["type"] != "http":
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (_declared_length(scope) or 0) > self.limit:
             await self.app(scope, receive, send)
             return
-        seen = 0
         started = False
 
-        async def counting_receive() -> dict:  # type: ignore[type-arg]
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _BodyTooLarge
-            return message  # type: ignore[no-any-return]
-
-        async def tracking_send(message: dict) -> None:  # type: ignore[type-arg]
+        async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if started:
+            await self.limited(scope, receive, tracking_send)
+        except Exception as exc:
+            # A body read outside FastAPI's body parsing (a page's form) ends up here.
+            if started or not _is_body_limit_error(exc):
                 raise
             response = problem(
                 "body-too-large", f"request bodies are limited to {self.limit} bytes"

@@ -7,7 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.routing import Match
 
 from reelm.accounts.errors import AccountError, RateLimited
 from reelm.regions.cell import ResidencyViolation
@@ -20,6 +23,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-input": (422, "Invalid input"),
     "handle-taken": (409, "Handle already taken"),
     "email-taken": (409, "Email already registered"),
+    "phone-taken": (409, "Phone number already registered"),
     "age-restricted": (403, "Not allowed at this age"),
     "setting-locked": (403, "Setting locked for this account"),
     "bad-credentials": (401, "Wrong handle, email or password"),
@@ -33,7 +37,35 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "residency-guard": (421, "Request reached the wrong region"),
     "http-error": (400, "HTTP error"),
+    "server-error": (500, "Internal server error"),
 }
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every API error is answered."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["/problems/invalid-input"])
+    title: str
+    status: int
+    detail: str
+    field: str | None = Field(default=None, description="The input field at fault, if any.")
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problems a route can answer."""
+    # Inline: a "model" entry would be documented as application/json.
+    schema = Problem.model_json_schema()
+    return {
+        code: {
+            "content": {PROBLEM_JSON: {"schema": schema}},
+            "description": " or ".join(
+                title for _slug, (status, title) in PROBLEM_TYPES.items() if status == code
+            ),
+        }
+        for code in codes
+    }
 
 
 def type_uri(slug: str) -> str:
@@ -67,12 +99,31 @@ def blocked_response(exc: MarketBlocked) -> JSONResponse:
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     errors = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            # loc holds the character offset, not a field.
+            reason = str((err.get("ctx") or {}).get("error", "JSON decode error"))[:100]
+            errors.append({"field": None, "message": f"the body is not valid JSON: {reason}"})
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         # Never echo the rejected input back: it may be a password or megabytes of garbage.
-        errors.append({"field": ".".join(loc) or None, "message": str(err.get("msg"))[:200]})
+        message = str(err.get("msg")).removeprefix("Value error, ")[:200]
+        errors.append({"field": ".".join(loc) or None, "message": message})
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
     where = f"{first['field']}: " if first["field"] else ""
     return f"{where}{first['message']}", errors[:20]
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods some route answers at this request's path."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 def wants_html(request: Request) -> bool:
@@ -91,7 +142,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AccountError)
     async def account_error(request: Request, exc: AccountError) -> Response:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="reelm"'  # RFC 9110 15.5.2
         extra = {"field": exc.field} if exc.field else {}
         return respond(
             request, problem(exc.slug, exc.detail, status=exc.status, headers=headers, **extra)
@@ -117,9 +172,23 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         slug = {
+            400: "invalid-input",  # a body FastAPI could not parse (e.g. JSON nested too deep)
             404: "not-found",
             405: "method-not-allowed",
             413: "body-too-large",
             415: "unsupported-media-type",
         }.get(exc.status_code, "http-error")
-        return respond(request, problem(slug, str(exc.detail), status=exc.status_code))
+        headers = dict(exc.headers or {})
+        detail = str(exc.detail)
+        limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+        if exc.status_code == 413 and limit is not None:
+            detail = f"request bodies are limited to {limit} bytes"
+        if exc.status_code == 405:
+            # RFC 9110: a 405 lists the methods the resource has, not just the first route's.
+            headers["Allow"] = allowed_methods(request)
+        return respond(request, problem(slug, detail, status=exc.status_code, headers=headers))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Starlette still logs the exception; the client learns nothing about the internals.
+        return respond(request, problem("server-error", "something went wrong on our side"))
