@@ -508,10 +508,6 @@ def test_picking_india_answers_451_on_every_page(
     assert find_by_email(live_server.platform, f"{handle}@example.com") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/gate.py gates /market too: a demo visitor who picked India cannot pick again",
-)
 def test_a_visitor_who_picked_india_can_pick_again(page: Page, live_server: LiveServer) -> None:
     page.goto(live_server.url + "/market")
     page.select_option("select[name=market]", "IN")

@@ -13,8 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from reelm.accounts import lifecycle, service
 from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate, SignUp
 from reelm.api.deps import ClientAddress, CurrentUserDep, PlatformDep
-from reelm.api.problems import blocked_response, problem_responses
-from reelm.regions.policy import MarketBlocked
+from reelm.api.problems import problem_responses
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -115,12 +114,7 @@ def create_account(
 ) -> AccountCreated | Response:
     """Sign up. Protected fields are stored encrypted in the market's home region only."""
     platform.rate_limits.hit("signup", client)
-    try:
-        done = service.sign_up(platform, body)
-    except MarketBlocked as exc:
-        # Answered here: MarketBlocked is a frozen dataclass, and the framework's exception
-        # plumbing fails (FrozenInstanceError, a 500) when it sets the __traceback__.
-        return blocked_response(exc)
+    done = service.sign_up(platform, body)
     return AccountCreated(id=done.user_id, handle=done.handle, home_region=done.home_region)
 
 

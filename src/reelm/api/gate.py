@@ -68,7 +68,7 @@ def install(app: FastAPI, platform: Platform) -> None:
                 user = None
         request.state.user = user
         request.state.market = visitor_market(platform, request, user)
-        if request.state.market and not request.url.path.startswith(UNGATED_PREFIXES):
+        if request.state.market and not _ungated(platform, request, user):
             try:
                 platform.policy.check_open(request.state.market)
             except MarketBlocked as exc:
@@ -80,6 +80,18 @@ def install(app: FastAPI, platform: Platform) -> None:
         if not json_body_acceptable(request):
             return problem("unsupported-media-type", "send the request body as application/json")
         return await call_next(request)
+
+
+def _ungated(platform: Platform, request: Request, user: CurrentUser | None) -> bool:
+    if request.url.path.startswith(UNGATED_PREFIXES):
+        return True
+    # In the demo, a visitor who picked a blocked market must be able to pick again.
+    return (
+        platform.settings.market_picker
+        and user is None
+        and request.url.path == "/market"
+        and not is_country(request.headers.get(platform.settings.country_header, "").upper())
+    )
 
 
 def _is_json(content_type: str) -> bool:

@@ -14,13 +14,16 @@ _TERRITORIES = Locale("en").territories
 _NOT_COUNTRIES = frozenset({"ZZ", "QO", "EU", "EZ", "UN", "XA", "XB"})
 
 
-@dataclass(frozen=True)
 class MarketBlocked(Exception):
-    """The market is not served; answered with HTTP 451 and the legal reason."""
+    """The market is not served; answered with HTTP 451 and the legal reason.
 
-    market: str
-    reason: str
-    authority: str
+    A plain exception, not a frozen dataclass: exception plumbing sets ``__traceback__``."""
+
+    def __init__(self, market: str, reason: str, authority: str) -> None:
+        super().__init__(market, reason, authority)
+        self.market = market
+        self.reason = reason
+        self.authority = authority
 
     def __str__(self) -> str:
         return f"market {self.market} is blocked: {self.reason}"

@@ -23,8 +23,12 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
         if region not in platform.cells:
             raise NotFound(f"no region {region[:20]!r}")
         found = region_report(platform.cell(region).log)
-        return pages.render(request, "transparency_report.html", report=found,
-                            label=platform.settings.regions[region].label)
+        return pages.render(
+            request,
+            "transparency_report.html",
+            report=found,
+            label=platform.settings.regions[region].label,
+        )
 
     @app.get("/settings/transparency", response_class=HTMLResponse, include_in_schema=False)
     def mine(request: Request) -> Response:
@@ -32,5 +36,9 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
         if user is None:
             return RedirectResponse("/login?next=/settings/transparency", status_code=303)
         events = events_about(platform, user.user_id)
-        return pages.render(request, "my_transparency.html", events=events,
-                            base_url=str(request.base_url).rstrip("/"))
+        return pages.render(
+            request,
+            "my_transparency.html",
+            events=events,
+            base_url=str(request.base_url).rstrip("/"),
+        )
