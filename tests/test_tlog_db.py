@@ -125,8 +125,14 @@ def test_concurrent_appends_from_processes_give_one_order(fresh_platform: Platfo
     procs = [
         subprocess.Popen([sys.executable, "-c", APPENDER, url, f"w{w}", "60"]) for w in range(4)
     ] + [subprocess.Popen([sys.executable, "-c", INTEGRATOR, settings_json]) for _ in range(2)]
-    for proc in procs:
-        assert proc.wait(timeout=120) == 0
+    try:
+        codes = [proc.wait(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert codes == [0] * len(procs)
     cell.log.integrate_all()
     latest = cell.log.latest()
     assert latest is not None

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
+from reelm.api import staff as staff_api
 from reelm.api import transparency as transparency_api
 from reelm.bootstrap import Platform
 
@@ -56,6 +57,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.add_middleware(gate.BodyLimit, limit=platform.settings.max_body_bytes)
     app.include_router(accounts_api.router)
     app.include_router(transparency_api.router)
+    app.include_router(staff_api.router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, object]:
@@ -80,7 +82,8 @@ def create_app(platform: Platform) -> FastAPI:
             status_code=200 if slug in problems.PROBLEM_TYPES else 404,
         )
 
-    from reelm.web import pages
+    from reelm.web import pages, transparency_pages
 
     pages.install(app, platform)
+    transparency_pages.install(app, platform, app.state.pages)
     return app

@@ -25,6 +25,10 @@ app.add_typer(db_app, name="db")
 audit_app = typer.Typer(help="Independent checks of the transparency logs.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(audit_app, name="audit")
+staff_app = typer.Typer(help="Staff access (every read is logged).", no_args_is_help=True)
+legal_app = typer.Typer(help="Legal requests, recorded in the public logs.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
+app.add_typer(legal_app, name="legal")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -169,6 +173,102 @@ def audit_verify(
     raise typer.Exit(run(base_url, state, entry or [], key or []))
 
 
+def _user_id(platform, handle: str):  # type: ignore[no-untyped-def]
+    from reelm.accounts.lifecycle import public_profile
+
+    return public_profile(platform, handle).user_id
+
+
+@staff_app.command("grant")
+def staff_grant(
+    handle: Annotated[str, typer.Argument(help="The staff member's reelm handle.")],
+    role: Annotated[str, typer.Option(help="support, moderator or admin.")] = "support",
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Make a user staff. Staff read protected data only through the logged access gateway."""
+    from reelm.transparency import gateway
+
+    if role not in ("support", "moderator", "admin"):
+        console.print("[red]role must be support, moderator or admin[/red]")
+        raise typer.Exit(2)
+    platform = _platform(_settings(config, data_dir=data_dir))
+    try:
+        gateway.grant(platform, _user_id(platform, handle), role)  # type: ignore[arg-type]
+        _integrate(platform)
+    finally:
+        platform.close()
+    Console().print(f"@{handle.lstrip('@')} is now {role} staff (logged)")
+
+
+@staff_app.command("revoke")
+def staff_revoke(
+    handle: Annotated[str, typer.Argument(help="The staff member's reelm handle.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Take staff access away."""
+    from reelm.transparency import gateway
+
+    platform = _platform(_settings(config, data_dir=data_dir))
+    try:
+        done = gateway.revoke(platform, _user_id(platform, handle))
+        _integrate(platform)
+    finally:
+        platform.close()
+    Console().print("revoked (logged)" if done else "was not staff")
+
+
+@legal_app.command("record")
+def legal_record(
+    authority: Annotated[
+        str, typer.Option(help="Who sent it, e.g. 'US District Court, N.D. Cal.'")
+    ],
+    kind: Annotated[str, typer.Option(help="court_order, subpoena, government_request, ...")],
+    reference: Annotated[str, typer.Option(help="The authority's case number.")],
+    outcome: Annotated[
+        str, typer.Option(help="pending, disclosed, partially_disclosed, rejected")
+    ] = "pending",
+    user: Annotated[
+        str | None, typer.Option(help="Handle of the account concerned, if any.")
+    ] = None,
+    region: Annotated[
+        str, typer.Option(help="Region whose log records it (without --user).")
+    ] = "sg",
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Record a legal request in the public transparency log (no personal data)."""
+    from pydantic import ValidationError
+
+    from reelm.transparency import gateway
+
+    try:
+        request = gateway.LegalRequest(
+            authority=authority,
+            kind=kind,
+            reference=reference,
+            outcome=outcome,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        console.print(f"[red]invalid legal request:[/red] {first['loc'][0]}: {first['msg']}")
+        raise typer.Exit(2) from None
+    platform = _platform(_settings(config, data_dir=data_dir))
+    try:
+        subject = _user_id(platform, user) if user else None
+        where = gateway.record_legal_request(platform, request, region=region, subject=subject)
+        _integrate(platform)
+    finally:
+        platform.close()
+    Console().print(f"recorded in the {where} log")
+
+
+def _integrate(platform) -> None:  # type: ignore[no-untyped-def]
+    for cell in platform.cells.values():
+        cell.log.integrate_all()
+
+
 def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
     import uvicorn
 
@@ -199,9 +299,13 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
                 )
 
         threading.Thread(target=announce, daemon=True).start()
+        from reelm.transparency.log import Integrator
+
+        integrator = Integrator(c.log for c in platform.cells.values()).start()
         # uvicorn re-raises Ctrl-C after its graceful shutdown; that is our normal exit.
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
+        integrator.stop()
     finally:
         platform.close()
         if platform.embedded_server is not None:

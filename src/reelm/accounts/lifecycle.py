@@ -85,16 +85,20 @@ def _scope(platform: Platform, user: CurrentUser) -> UserScope:
 
 
 def get_me(platform: Platform, user: CurrentUser, *, today: date | None = None) -> Me:
-    scope = _scope(platform, user)
+    return read_protected(platform, _scope(platform, user), today=today)
+
+
+def read_protected(platform: Platform, scope: UserScope, *, today: date | None = None) -> Me:
+    """Decrypt one user's account in their home cell (the scope comes from the guard)."""
     cipher = scope.cipher()
     with scope.cell.db.transaction() as s:
-        account = s.get(Account, user.user_id)
+        account = s.get(Account, scope.user_id)
     if account is None:
         raise NotFound("no such account")
     birth = date.fromisoformat(cipher.decrypt("birth_date", account.birth_date_ct))
     rules = age.AgeRules(age.age_on(birth, today or date.today()))
     return Me(
-        profile=_profile(platform, user.user_id),
+        profile=_profile(platform, scope.user_id),
         email=cipher.decrypt("email", account.email_ct),
         phone=cipher.decrypt_optional("phone", account.phone_ct),
         birth_date=birth,
@@ -171,6 +175,9 @@ def request_deletion(platform: Platform, user: CurrentUser) -> datetime:
             .values(deletion_requested_at=now(), purge_after=due)
         )
         s.execute(delete(LoginSession).where(LoginSession.user_id == user.user_id))
+        scope.cell.log.append(
+            s, "account.deletion_requested", str(user.user_id), {"purge_after": due.isoformat()}
+        )
     with platform.catalog.transaction() as c:
         c.execute(
             update(DirectoryEntry)
@@ -187,6 +194,7 @@ def cancel_deletion(platform: Platform, scope: UserScope) -> None:
             .where(Account.user_id == scope.user_id)
             .values(deletion_requested_at=None, purge_after=None)
         )
+        scope.cell.log.append(s, "account.deletion_cancelled", str(scope.user_id), {})
     with platform.catalog.transaction() as c:
         c.execute(
             update(DirectoryEntry)
@@ -209,7 +217,10 @@ def purge_due(platform: Platform, *, at: datetime | None = None) -> list[uuid.UU
         for user_id in due:
             cell.keys.destroy_data_key(user_id)
             with cell.db.transaction() as s:
+                # Logged with the deletion of the rows, so a rerun after a crash logs it once.
                 s.execute(delete(Account).where(Account.user_id == user_id))
+                cell.log.append(s, "key.destroyed", str(user_id), {})
+                cell.log.append(s, "account.purged", str(user_id), {})
             purged.append(user_id)
         # Finish catalog work a crash may have left: 'deleting' entries without an account.
         with platform.catalog.transaction() as c:

@@ -182,6 +182,8 @@ def _create_account(
         )
         with cell.db.transaction() as s:
             s.add(account)
+            # The residency event commits with the account, or not at all.
+            cell.log.append(s, "account.created", str(scope.user_id), {"market": market})
     except IntegrityError as exc:
         cell.keys.destroy_data_key(scope.user_id)
         constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or ""
@@ -196,9 +198,11 @@ def _create_account(
 
 
 def _undo_account(scope: UserScope) -> None:
+    """The catalog refused the sign-up after the region committed: take the account back."""
+    scope.cell.keys.destroy_data_key(scope.user_id)
     with scope.cell.db.transaction() as s:
         s.execute(delete(Account).where(Account.user_id == scope.user_id))
-    scope.cell.keys.destroy_data_key(scope.user_id)
+        scope.cell.log.append(s, "account.creation_undone", str(scope.user_id), {})
 
 
 # ---- login and sessions --------------------------------------------------------------------

@@ -21,6 +21,8 @@ PROBLEM_JSON = "application/problem+json"
 # slug -> (status, title). The slug is the stable part of the type URI.
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-input": (422, "Invalid input"),
+    "not-staff": (403, "Staff only"),
+    "justification-required": (422, "A justification is required"),
     "handle-taken": (409, "Handle already taken"),
     "email-taken": (409, "Email already registered"),
     "phone-taken": (409, "Phone number already registered"),

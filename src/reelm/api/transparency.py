@@ -12,14 +12,14 @@ from pydantic import BaseModel
 
 from reelm.accounts.errors import InvalidInput, NotFound
 from reelm.api.deps import PlatformDep
+from reelm.api.problems import problem_responses
 from reelm.bootstrap import Platform
 from reelm.transparency.log import TransparencyLog
 from reelm.transparency.verify import EMPTY_ROOT, Checkpoint
 
 router = APIRouter(tags=["transparency"])
 MAX_ENTRIES = 1000
-PROBLEM: dict[str, object] = {"content": {"application/problem+json": {}}}
-ERRORS: dict[int | str, dict[str, Any]] = {404: PROBLEM, 422: PROBLEM}
+ERRORS = problem_responses(404, 422, 451)
 
 
 def region_log(platform: Platform, region: str) -> TransparencyLog:

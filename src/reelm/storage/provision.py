@@ -20,6 +20,8 @@ from sqlalchemy.engine import make_url
 
 from reelm.storage.db import CATALOG
 
+PROVISION_LOCK = 0x7265656C6D  # "reelm"
+
 
 @dataclass(frozen=True)
 class Provisioned:
@@ -61,6 +63,9 @@ def provision(
     admin = make_url(admin_url).set(drivername="postgresql")
     conninfo = admin.render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        # Processes starting together (web, workers) would otherwise race on the same roles
+        # ("tuple concurrently updated"); the lock ends with the connection.
+        conn.execute("SELECT pg_advisory_lock(%s)", (PROVISION_LOCK,))
         for part in parts:
             role = role_name(prefix, part)
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()

@@ -11,6 +11,7 @@ KINDS: dict[str, str] = {
     "account.created": "Accounts created in this region",
     "account.deletion_requested": "Account deletions requested",
     "account.deletion_cancelled": "Account deletions cancelled by the user",
+    "account.creation_undone": "Sign-ups taken back after a failure",
     "account.purged": "Accounts purged",
     "key.destroyed": "Data keys destroyed (crypto-shredding)",
     "residency.refused": "Cross-region access refused by the residency guard",

@@ -145,6 +145,7 @@ class Pages:
 
 def install(app: FastAPI, platform: Platform) -> None:
     pages = Pages(app, platform)
+    app.state.pages = pages
     app.state.blocked_response = pages.blocked
     app.state.html_error = pages.html_error
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
