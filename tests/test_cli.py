@@ -132,6 +132,21 @@ def test_demo_runs_on_embedded_postgres_and_reuses_its_data() -> None:
                 assert "Ice dancing" in page.text
                 blocked = httpx.get(url, headers={"CF-IPCountry": "IN"}, timeout=10)
                 assert blocked.status_code == 451
+                audit = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "reelm.transparency.auditor",
+                        url,
+                        "--state",
+                        str(data_dir / "audit.json"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                assert audit.returncode == 0, audit.stderr  # second run: consistent with first
+                assert "us: size" in audit.stdout
             finally:
                 proc.send_signal(signal.SIGINT)
                 out, _ = proc.communicate(timeout=60)

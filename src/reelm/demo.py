@@ -20,7 +20,9 @@ SAMPLE_USERS = [
     ("chloe.paris", "Chloé", "FR", date(1999, 11, 2), "Danse contemporaine."),
     ("sakura.beats", "さくら", "JP", date(2008, 2, 14), "Lo-fi beats."),
     ("samba.rafa", "Rafael", "BR", date(1987, 5, 5), "Samba lessons for beginners."),
+    ("reelm.support", "reelm support", "US", date(1990, 1, 1), "Support staff (demo)."),
 ]
+STAFF_HANDLE = "reelm.support"
 
 
 def seed_demo(platform: Platform) -> int:
@@ -50,4 +52,21 @@ def seed_demo(platform: Platform) -> int:
             ),
         )
         log_out(platform, user)
+    if created:
+        _staff_example(platform)
     return created
+
+
+def _staff_example(platform: Platform) -> None:
+    """One justified staff read, so that Maya's 'Who touched your data' page shows one."""
+    from reelm.accounts.lifecycle import public_profile
+    from reelm.transparency import gateway
+
+    staff = public_profile(platform, STAFF_HANDLE).user_id
+    gateway.grant(platform, staff, "support")
+    gateway.staff_read(
+        platform,
+        staff,
+        public_profile(platform, "maya.skates").user_id,
+        gateway.Justification(ticket="SUP-1001", reason_code="user_request"),
+    )
