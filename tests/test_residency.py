@@ -283,3 +283,32 @@ def test_logs_carry_no_personal_data(
     assert str(user.user_id) in text_logged  # the events are logged, by random id
     for secret in ["quiet.person", "6135550142", "613 555", "1977-07-07", _token.split(".")[1]]:
         assert secret.casefold() not in text_logged
+
+
+def test_configured_database_urls_are_used_as_given(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp], tmp_path: Path
+) -> None:
+    """An operator's own servers: no provisioning, each part reached with the URL it was given."""
+    from reelm.bootstrap import build
+    from reelm.config import Settings
+
+    regions = {
+        name: {"label": name, "database_url": cell.db.url}
+        for name, cell in fresh_platform.cells.items()
+    }
+    settings = Settings(
+        data_dir=fresh_platform.settings.data_dir,
+        catalog_database_url=fresh_platform.catalog.url,
+        regions=regions,
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+    )
+    assert not settings.uses_embedded_database
+    configured = build(settings)
+    try:
+        assert configured.embedded_server is None
+        assert configured.cell("au").db.url == fresh_platform.cell("au").db.url
+        user = new_user("AU", platform_=configured)
+        assert _regions_holding(fresh_platform, user.user_id) == {"au"}
+    finally:
+        configured.close()
