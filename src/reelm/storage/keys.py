@@ -58,6 +58,32 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def read_or_create_secret(path: Path, size: int = KEY_BYTES) -> bytes:
+    """The secret in ``path`` (mode 0600), created with random bytes if absent.
+
+    Written to a temporary file and then linked into place, so processes starting together
+    agree on one secret and none ever reads a half-written file."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(size))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won; use theirs
+        finally:
+            tmp.unlink()
+    secret = path.read_bytes()
+    if len(secret) != size:
+        raise RuntimeError(f"{path}: a secret of {size} bytes was expected")
+    return secret
+
+
 class LocalKeyStore:
     """Master key in a 0600 file; each user's data key wrapped (AES-256-GCM) in its own file."""
 
@@ -73,21 +99,7 @@ class LocalKeyStore:
         self._lock = threading.Lock()
 
     def _load_or_create_master(self) -> bytes:
-        path = self.directory / "master.key"
-        if not path.exists():
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first; read theirs
-            else:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(secrets.token_bytes(KEY_BYTES))
-                    f.flush()
-                    os.fsync(f.fileno())
-        key = path.read_bytes()
-        if len(key) != KEY_BYTES:
-            raise RuntimeError(f"{path}: a master key must be {KEY_BYTES} bytes")
-        return key
+        return read_or_create_secret(self.directory / "master.key")
 
     def _path(self, subject: UUID) -> Path:
         return self._users / f"{subject}.key"
@@ -157,18 +169,7 @@ class LocalKeyStore:
 
         Not derived from the master key: the log's key must outlive any key rotation, and
         publishing its public half must reveal nothing about the master key."""
-        path = self.directory / f"{purpose}.seed"
-        if not path.exists():
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(secrets.token_bytes(KEY_BYTES))
-                    f.flush()
-                    os.fsync(f.fileno())
-        return path.read_bytes()
+        return read_or_create_secret(self.directory / f"{purpose}.seed")
 
     def _master_bytes(self) -> bytes:
         return (self.directory / "master.key").read_bytes()

@@ -7,11 +7,12 @@ produce the matching signed token (double submit, signed with the server's secre
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from reelm.storage.keys import read_or_create_secret
 
 CSRF_COOKIE = "reelm_csrf"
 CSRF_FIELD = "csrf_token"
@@ -19,16 +20,7 @@ MAX_AGE = 12 * 3600
 
 
 def load_or_create_secret(path: Path) -> bytes:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    return read_or_create_secret(path)
 
 
 class Csrf:
