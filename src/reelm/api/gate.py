@@ -61,7 +61,8 @@ def install(app: FastAPI, platform: Platform) -> None:
             return problem("body-too-large", f"request bodies are limited to {limit} bytes")
         user: CurrentUser | None = None
         token = session_token(request)
-        if token:
+        # Static assets need no session: spare them two database round trips.
+        if token and not request.url.path.startswith("/static/"):
             try:
                 user = await run_in_threadpool(authenticate, platform, token)
             except NotAuthenticated:
