@@ -152,6 +152,39 @@ def purge_due(config: ConfigOption = None, data_dir: DataDirOption = None) -> No
     Console().print(f"purged {len(purged)} account(s)")
 
 
+@app.command()
+def worker(
+    region: Annotated[str, typer.Option(help="The region whose jobs this worker runs.")],
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Jobs at a time.")] = 1,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run one region's jobs (and integrate its transparency log) until Ctrl-C."""
+    import asyncio
+
+    from reelm.jobs import queue_of
+    from reelm.transparency.log import Integrator
+
+    settings = _settings(config, data_dir=data_dir)
+    if region not in settings.regions:
+        console.print(f"[red]no region {region!r}[/red]; regions: {', '.join(settings.regions)}")
+        raise typer.Exit(2)
+    platform = _platform(settings)
+    integrator = Integrator([platform.cell(region).log]).start()
+    console.print(f"worker for region [bold]{region}[/bold] running (Ctrl-C to stop)")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                queue_of(platform, region).work(
+                    platform, concurrency=concurrency, install_signal_handlers=True
+                )
+            )
+    finally:
+        integrator.stop()
+        platform.close()
+        console.print("worker stopped")
+
+
 @audit_app.command("verify")
 def audit_verify(
     base_url: Annotated[str, typer.Argument(help="The deployment, e.g. https://reelm.example")],
@@ -302,10 +335,16 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
         from reelm.transparency.log import Integrator
 
         integrator = Integrator(c.log for c in platform.cells.values()).start()
+        from reelm.jobs import WorkerThread
+
+        # The demo runs every region's jobs in-process; production runs `reelm worker`.
+        workers = WorkerThread(platform, list(platform.cells)).start() if seed else None
         # uvicorn re-raises Ctrl-C after its graceful shutdown; that is our normal exit.
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         integrator.stop()
+        if workers is not None:
+            workers.stop()
     finally:
         platform.close()
         if platform.embedded_server is not None:

@@ -203,7 +203,9 @@ def cancel_deletion(platform: Platform, scope: UserScope) -> None:
         )
 
 
-def purge_due(platform: Platform, *, at: datetime | None = None) -> list[uuid.UUID]:
+def purge_due(
+    platform: Platform, *, at: datetime | None = None, regions: list[str] | None = None
+) -> list[uuid.UUID]:
     """Purge accounts whose grace period is over. Idempotent: safe to rerun after a crash.
 
     Order: destroy the data key first (every copy becomes unreadable at once), then delete
@@ -212,6 +214,8 @@ def purge_due(platform: Platform, *, at: datetime | None = None) -> list[uuid.UU
     moment = at or now()
     purged: list[uuid.UUID] = []
     for cell in platform.cells.values():
+        if regions is not None and cell.region not in regions:
+            continue
         with cell.db.transaction() as s:
             due = list(s.scalars(select(Account.user_id).where(Account.purge_after <= moment)))
         for user_id in due:

@@ -1,0 +1,149 @@
+"""Job queues: one procrastinate queue per region, in that region's own database.
+
+A job's payload carries ids only (random user or video ids), never personal data, and it runs
+on a worker of the job's region (`reelm worker --region X`), which holds that region's stores
+and nothing else. The web process only defers jobs; `reelm demo` runs a worker in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import procrastinate
+from procrastinate.schema import SchemaManager
+from sqlalchemy.engine import make_url
+
+from reelm.bootstrap import Platform
+
+log = logging.getLogger("reelm.jobs")
+
+MAINTENANCE = "maintenance"
+
+
+def schema_sql() -> str:
+    """procrastinate's tables, applied to each region by an Alembic migration."""
+    return SchemaManager.get_schema()
+
+
+def _conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _context(context: procrastinate.JobContext) -> tuple[Platform, str]:
+    extra = context.additional_context or {}
+    return extra["platform"], extra["region"]
+
+
+def purge_due_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Hourly, per region: purge the accounts whose deletion grace period is over."""
+    from reelm.accounts.lifecycle import purge_due
+
+    platform, region = _context(context)
+    purged = purge_due(platform, regions=[region])
+    if purged:
+        log.info("purged %d account(s) in %s", len(purged), region)
+    return len(purged)
+
+
+def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
+    """An app over one region's database with every reelm task registered.
+
+    Each region gets its own app and its own task objects: procrastinate binds a task to one
+    app (one database), and a region's jobs must stay in that region's database."""
+    app = procrastinate.App(connector=connector)
+    purge = app.task(name="accounts.purge_due", queue=MAINTENANCE, pass_context=True)(
+        purge_due_task
+    )
+    app.periodic(cron="7 * * * *", periodic_id="purge-due")(purge)
+    return app
+
+
+@dataclass
+class RegionQueue:
+    """The procrastinate app of one region: defer from anywhere, work in the region."""
+
+    region: str
+    url: str
+    _app: procrastinate.App | None = field(default=None, repr=False)
+
+    @property
+    def app(self) -> procrastinate.App:
+        """A synchronous app for deferring and inspecting jobs (web and CLI processes)."""
+        if self._app is None:
+            app = _new_app(procrastinate.SyncPsycopgConnector(conninfo=_conninfo(self.url)))
+            app.open()
+            self._app = app
+        return self._app
+
+    def defer(self, task_name: str, **payload: Any) -> int:
+        job_id: int = self.app.configure_task(task_name).defer(**payload)
+        return job_id
+
+    def jobs(self, status: str | None = None) -> list[Any]:
+        return list(self.app.job_manager.list_jobs(status=status))
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    async def work(
+        self,
+        platform: Platform,
+        *,
+        wait: bool = True,
+        concurrency: int = 1,
+        install_signal_handlers: bool = False,
+    ) -> None:
+        """Run a worker for this region's queues until cancelled (or, wait=False, until idle)."""
+        app = _new_app(procrastinate.PsycopgConnector(conninfo=_conninfo(self.url)))
+        async with app.open_async():
+            await app.run_worker_async(
+                wait=wait,
+                concurrency=concurrency,
+                install_signal_handlers=install_signal_handlers,
+                additional_context={"platform": platform, "region": self.region},
+                listen_notify=wait,
+            )
+
+
+class WorkerThread:
+    """Workers for some regions in a background thread (the demo runs one in-process)."""
+
+    def __init__(self, platform: Platform, regions: list[str]) -> None:
+        self.platform = platform
+        self.regions = regions
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="reelm-worker", daemon=True)
+        self._main: asyncio.Task[Any] | None = None
+
+    def start(self) -> WorkerThread:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def everything() -> None:
+            await asyncio.gather(
+                *(queue_of(self.platform, r).work(self.platform) for r in self.regions)
+            )
+
+        self._main = self._loop.create_task(everything())
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._main)
+        self._loop.close()
+
+    def stop(self) -> None:
+        if self._main is not None:
+            self._loop.call_soon_threadsafe(self._main.cancel)
+        self._thread.join(timeout=30)
+
+
+def queue_of(platform: Platform, region: str) -> RegionQueue:
+    return RegionQueue(region, platform.cell(region).db.url)
