@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import uuid
 from pathlib import Path
@@ -82,3 +83,70 @@ def test_blind_index_is_keyed_and_deterministic(tmp_path: Path) -> None:
     assert blind_index(us, "email", "a@example.com") == blind_index(us, "email", "a@example.com")
     assert blind_index(us, "email", "a@example.com") != blind_index(ca, "email", "a@example.com")
     assert blind_index(us, "email", "a@example.com") != blind_index(us, "phone", "a@example.com")
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 123])
+def test_chunked_blob_encryption_round_trip_and_ranges(size: int) -> None:
+    import io
+    import random
+
+    from reelm.storage.crypto import (
+        decrypt_blob,
+        decrypt_blob_range,
+        encrypt_blob,
+        encrypted_size,
+        plain_size,
+    )
+
+    key, user = os.urandom(32), uuid.uuid4()
+    plain = os.urandom(size)
+    sealed = io.BytesIO()
+    assert encrypt_blob(key, user, "originals/v1", io.BytesIO(plain), sealed) == size
+    data = sealed.getvalue()
+    assert len(data) == encrypted_size(size)
+    assert plain_size(len(data)) == size
+    out = io.BytesIO()
+    decrypt_blob(key, user, "originals/v1", io.BytesIO(data), len(data), out)
+    assert out.getvalue() == plain
+    rng = random.Random(size)
+    for _ in range(20):
+        a = rng.randrange(0, size + 1)
+        b = rng.randrange(a, size + 2)
+        got = decrypt_blob_range(key, user, "originals/v1", io.BytesIO(data), len(data), a, b)
+        assert got == plain[a:b]
+
+
+def test_chunked_blob_refuses_tampering() -> None:
+    import io
+
+    from reelm.storage.crypto import BLOB_CHUNK, decrypt_blob, encrypt_blob
+
+    key, user = os.urandom(32), uuid.uuid4()
+    plain = os.urandom(3 * BLOB_CHUNK)
+    sealed = io.BytesIO()
+    encrypt_blob(key, user, "originals/v1", io.BytesIO(plain), sealed)
+    data = sealed.getvalue()
+
+    def opens(blob: bytes, name: str = "originals/v1", who: uuid.UUID = user) -> bool:
+        try:
+            decrypt_blob(key, who, name, io.BytesIO(blob), len(blob), io.BytesIO())
+        except DecryptionFailed:
+            return False
+        return True
+
+    assert opens(data)
+    assert not opens(data, name="originals/v2")  # moved to another blob
+    assert not opens(data, who=uuid.uuid4())  # moved to another user
+    flipped = bytearray(data)
+    flipped[100] ^= 1
+    assert not opens(bytes(flipped))
+    chunk = BLOB_CHUNK + 16
+    truncated = data[: 13 + 2 * chunk]  # the last chunk dropped
+    assert not opens(truncated)
+    swapped = (
+        data[:13]
+        + data[13 + chunk : 13 + 2 * chunk]
+        + data[13 : 13 + chunk]
+        + data[13 + 2 * chunk :]
+    )
+    assert not opens(swapped)
