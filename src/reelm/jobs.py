@@ -8,7 +8,6 @@ and nothing else. The web process only defers jobs; `reelm demo` runs a worker i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -118,30 +117,36 @@ class WorkerThread:
     def __init__(self, platform: Platform, regions: list[str]) -> None:
         self.platform = platform
         self.regions = regions
-        self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="reelm-worker", daemon=True)
-        self._main: asyncio.Task[Any] | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
     def start(self) -> WorkerThread:
         self._thread.start()
+        self._ready.wait(timeout=10)
         return self
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        # asyncio.run cancels and awaits every leftover task (connection pools included).
+        asyncio.run(self._main())
 
-        async def everything() -> None:
-            await asyncio.gather(
-                *(queue_of(self.platform, r).work(self.platform) for r in self.regions)
-            )
-
-        self._main = self._loop.create_task(everything())
-        with contextlib.suppress(asyncio.CancelledError):
-            self._loop.run_until_complete(self._main)
-        self._loop.close()
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        workers = [
+            asyncio.create_task(queue_of(self.platform, r).work(self.platform))
+            for r in self.regions
+        ]
+        await self._stop.wait()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
 
     def stop(self) -> None:
-        if self._main is not None:
-            self._loop.call_soon_threadsafe(self._main.cancel)
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
 
 
