@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(
         default=65536, ge=1024, le=4 * 1024 * 1024, description="argon2id memory in KiB."
     )
+    max_upload_bytes: int = Field(
+        default=500_000_000, ge=1_000, description="Largest video upload, in bytes."
+    )
+    max_video_seconds: float = Field(
+        default=600, gt=0, le=3600, description="Longest video accepted, in seconds."
+    )
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest accepted form or JSON body."
     )
@@ -225,6 +231,10 @@ class Settings(BaseSettings):
 
     def key_dir(self, region: str) -> Path:
         return self.regions[region].key_dir or self.data_dir / "keys" / region
+
+    def staging_dir(self, region: str) -> Path:
+        """Where uploads in progress wait, inside the region (removed once processed)."""
+        return self.data_dir / "staging" / region
 
     def csrf_key_file(self) -> Path:
         return self.secret_key_file or self.data_dir / "secret.key"
