@@ -11,7 +11,7 @@ from reelm.ratelimit import RateLimits
 from reelm.regions.cell import Cell
 from reelm.regions.policy import ResidencyPolicy
 from reelm.storage import migrate, provision
-from reelm.storage.blobs import LocalBlobStore
+from reelm.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from reelm.storage.db import CATALOG, Database
 from reelm.storage.keys import LocalKeyStore
 
@@ -78,6 +78,26 @@ def database_urls(settings: Settings) -> tuple[str, dict[str, str], Any]:
     return done.catalog_url, done.region_urls, server
 
 
+def blob_store(settings: Settings, region: str) -> BlobStore:
+    """The region's S3 bucket when it has a ``blob_url``, else its directory."""
+    config = settings.regions[region]
+    s3 = config.s3_location()
+    if s3 is not None:
+        bucket, prefix = s3
+        return S3BlobStore(
+            region,
+            bucket,
+            prefix,
+            endpoint_url=config.s3_endpoint_url,
+            region_name=config.s3_region,
+            profile=config.s3_profile,
+        )
+    # The key that signs the local store's URLs lives with the region's other secrets.
+    return LocalBlobStore(
+        region, settings.blob_dir(region), url_key_file=settings.key_dir(region) / "blob-url.key"
+    )
+
+
 def build(settings: Settings, *, upgrade: bool = True) -> Platform:
     catalog_url, region_urls, server = database_urls(settings)
     cells = {
@@ -85,7 +105,7 @@ def build(settings: Settings, *, upgrade: bool = True) -> Platform:
             region=region,
             db=Database.connect(region, region_urls[region]),
             keys=LocalKeyStore(region, settings.key_dir(region)),
-            blobs=LocalBlobStore(region, settings.blob_dir(region)),
+            blobs=blob_store(settings, region),
             origin=f"{settings.log_origin}/{region}",
         )
         for region in settings.regions

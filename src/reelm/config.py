@@ -6,9 +6,11 @@ each one is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -22,6 +24,10 @@ DEFAULT_CONFIG_FILE = "reelm.toml"
 
 RegionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+_S3_URL = re.compile(
+    r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])"
+    r"(?P<prefix>(/[a-z0-9][a-z0-9_.-]*)*)/?"
+)
 
 
 class ConfigError(Exception):
@@ -44,6 +50,63 @@ class RegionSettings(BaseModel):
     key_dir: Path | None = Field(
         default=None, description="Directory of the region's key store. Unset: under data_dir."
     )
+    blob_url: str | None = Field(
+        default=None,
+        description="S3 bucket (and optional prefix) of the region's blob store, "
+        "'s3://bucket/prefix'. Unset: a directory (blob_dir). Credentials come from the "
+        "standard AWS chain, never from this file.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible service (MinIO, Ceph, ...), path-style "
+        "addressing. Unset: AWS S3.",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="Region name the S3 requests and presigned URLs are signed for "
+        "(e.g. 'ca-central-1'). Unset: from the AWS configuration.",
+    )
+    s3_profile: str | None = Field(
+        default=None,
+        description="Named profile of the AWS shared config and credentials files holding "
+        "this region's credentials. Unset: the default AWS credential chain.",
+    )
+
+    @field_validator("blob_url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_URL.fullmatch(value):
+            raise ValueError(
+                "blob_url must be s3://bucket or s3://bucket/prefix (lowercase bucket name; "
+                "prefix segments of a-z 0-9 _ . -; no credentials in the URL)"
+            )
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("s3_endpoint_url must be an http:// or https:// URL")
+            if parts.username or parts.password:
+                raise ValueError("s3_endpoint_url must not carry credentials")
+        return value
+
+    @model_validator(mode="after")
+    def _one_blob_store(self) -> RegionSettings:
+        if self.blob_url and self.blob_dir:
+            raise ValueError("set blob_dir or blob_url, not both")
+        return self
+
+    def s3_location(self) -> tuple[str, str] | None:
+        """(bucket, prefix) when the region's blobs live in S3, else None."""
+        if self.blob_url is None:
+            return None
+        match = _S3_URL.fullmatch(self.blob_url)
+        if match is None:  # the validator refuses it; reached only if the field was reassigned
+            raise ValueError(f"blob_url {self.blob_url!r} is not s3://bucket[/prefix]")
+        return match["bucket"], (match["prefix"] or "").strip("/")
 
 
 class BlockedMarket(BaseModel):

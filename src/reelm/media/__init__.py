@@ -1,0 +1,1 @@
+"""Media: probing uploads (probe), then transcoding, posters and the upload pipeline."""

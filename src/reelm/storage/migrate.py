@@ -16,7 +16,7 @@ _HERE = Path(__file__).parent / "migrations"
 def target_metadata(kind: str) -> MetaData:
     # Importing the model modules registers their tables on the bases.
     import reelm.accounts.models
-    import reelm.media.models  # noqa: F401
+    import reelm.media.models
     import reelm.transparency.models  # noqa: F401
 
     return CatalogBase.metadata if kind == CATALOG else RegionBase.metadata
