@@ -204,7 +204,7 @@ BAD_SIGN_UPS: dict[str, dict[str, Any]] = {
     "month 13": {"birth_date": "2001-13-01"},
     "year 0001": {"birth_date": "0001-01-01"},
     "year 9999": {"birth_date": "9999-12-31"},
-    "tomorrow": {"birth_date": (date.today() + timedelta(days=1)).isoformat()},
+    "next_year": {"birth_date": (date.today() + timedelta(days=400)).isoformat()},
     "year 0": {"birth_date": "0000-01-01"},
     # phone, email, market
     "invalid phone": {"phone": "12345"},
