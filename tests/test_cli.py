@@ -148,12 +148,15 @@ def test_demo_runs_on_embedded_postgres_and_reuses_its_data() -> None:
                 assert audit.returncode == 0, audit.stderr  # second run: consistent with first
                 assert "us: size" in audit.stdout
             finally:
-                proc.send_signal(signal.SIGINT)
+                # Ctrl-C the first time, a service manager's SIGTERM the second.
+                proc.send_signal(signal.SIGINT if run == 0 else signal.SIGTERM)
                 out, _ = proc.communicate(timeout=60)
             assert proc.returncode == 0, out
             assert "stopped" in out
             if run == 1:
                 assert "seeded" not in out  # the second run reuses the first run's data
         assert (data_dir / "postgres" / "PG_VERSION").exists()
+        # Both ways of stopping stopped the embedded PostgreSQL as well.
+        assert not (data_dir / "postgres" / "postmaster.pid").exists()
     finally:
         subprocess.run(["rm", "-rf", str(data_dir)], check=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
@@ -302,6 +303,10 @@ def _integrate(platform) -> None:  # type: ignore[no-untyped-def]
         cell.log.integrate_all()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
     import uvicorn
 
@@ -339,7 +344,10 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
 
         # The demo runs every region's jobs in-process; production runs `reelm worker`.
         workers = WorkerThread(platform, list(platform.cells)).start() if seed else None
-        # uvicorn re-raises Ctrl-C after its graceful shutdown; that is our normal exit.
+        # uvicorn shuts down gracefully on SIGINT or SIGTERM, then re-raises the signal with the
+        # handler it found: make SIGTERM end like Ctrl-C, so the embedded PostgreSQL is
+        # stopped too instead of outliving us.
+        signal.signal(signal.SIGTERM, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         integrator.stop()
