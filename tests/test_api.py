@@ -446,10 +446,11 @@ def test_public_profile(client: TestClient, signed_up: Callable[..., ApiUser]) -
         assert r.status_code == 200, r.text
         public = r.json()
         assert public["handle"] == account.handle and public["display_name"] == "Tofu Chef"
-        assert public["home_region"] == "ca" and public["id"] == str(account.id)
-    # Nothing protected in a public profile.
+        assert public["home_region"] == "ca"
+    # Nothing protected in a public profile, and not the account id: it is the subject of the
+    # user's transparency-log entries, and must not be linkable to the handle by anyone.
+    assert str(account.id) not in r.text
     assert set(public) == {
-        "id",
         "handle",
         "display_name",
         "bio",

@@ -150,3 +150,22 @@ def test_chunked_blob_refuses_tampering() -> None:
         + data[13 + 2 * chunk :]
     )
     assert not opens(swapped)
+
+
+def test_truncated_or_empty_swapped_blobs_do_not_open() -> None:
+    import io
+
+    from reelm.storage.crypto import decrypt_blob, encrypt_blob
+
+    key, user = os.urandom(32), uuid.uuid4()
+    sealed = io.BytesIO()
+    encrypt_blob(key, user, "originals/v1", io.BytesIO(os.urandom(140_000)), sealed)
+    data = sealed.getvalue()
+    for cut in (0, 13, 23, 28, 29, 13 + 65552):
+        with pytest.raises(DecryptionFailed):
+            decrypt_blob(key, user, "originals/v1", io.BytesIO(data[:cut]), cut, io.BytesIO())
+    empty = io.BytesIO()
+    encrypt_blob(key, uuid.uuid4(), "originals/other", io.BytesIO(b""), empty)
+    swapped = empty.getvalue()
+    with pytest.raises(DecryptionFailed):
+        decrypt_blob(key, user, "originals/v1", io.BytesIO(swapped), len(swapped), io.BytesIO())

@@ -271,3 +271,19 @@ def test_signed_note_round_trip_and_forgeries() -> None:
         open_note(wrong_origin, key)
     with pytest.raises(VerificationError):
         VerifierKey.parse(str(key).replace("+", "+0", 1))
+
+
+@pytest.mark.parametrize("size", ["١٢", "²", "012", "-1", "1e3", "12 "])
+def test_checkpoint_size_must_be_plain_ascii_digits(size: str) -> None:
+    from reelm.transparency.verify import parse_checkpoint_body
+
+    body = f"reelm.example/us\n{size}\n{'A' * 43}=\n".encode()
+    with pytest.raises(VerificationError):
+        parse_checkpoint_body(body)
+
+
+def test_login_rate_limit_key_ignores_spelling() -> None:
+    from reelm.accounts.service import identity_key
+
+    assert len({identity_key(x) for x in ["alice", "ALICE", "@alice", "ａｌｉｃｅ", "a1ice"]}) == 1
+    assert identity_key("Alice@Example.com") == identity_key("alice@example.com")

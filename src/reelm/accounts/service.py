@@ -183,7 +183,7 @@ def _create_account(
         with cell.db.transaction() as s:
             s.add(account)
             # The residency event commits with the account, or not at all.
-            cell.log.append(s, "account.created", str(scope.user_id), {"market": market})
+            cell.log.append(s, "account.created", str(scope.user_id), {})
     except IntegrityError as exc:
         cell.keys.destroy_data_key(scope.user_id)
         constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or ""
@@ -215,6 +215,18 @@ def _hash_token(token: str) -> bytes:
 def _directory(platform: Platform, user_id: uuid.UUID) -> DirectoryEntry | None:
     with platform.catalog.transaction() as s:
         return s.get(DirectoryEntry, user_id)
+
+
+def identity_key(identifier: str) -> str:
+    """One rate-limit key per account, however its handle or email is spelled
+    (case, full-width letters, confusables, a leading '@')."""
+    identifier = identifier.strip()[:254]
+    try:
+        if "@" in identifier.lstrip("@"):
+            return "email:" + normalise_email(identifier)
+        return "handle:" + handles.skeleton(handles.normalise(identifier))
+    except (ValueError, InvalidInput):
+        return "other:" + identifier.casefold()
 
 
 def resolve_identifier(platform: Platform, identifier: str) -> tuple[Cell, uuid.UUID] | None:

@@ -46,8 +46,10 @@ class SessionOut(BaseModel):
     user: AccountCreated
 
 
-class ProfileOut(BaseModel):
-    id: uuid.UUID
+class PublicProfileOut(BaseModel):
+    """What anyone may see. No internal id: it is the subject of the user's log entries, and
+    publishing it beside the handle would link the handle to them."""
+
     handle: str
     display_name: str
     bio: str
@@ -57,9 +59,8 @@ class ProfileOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, p: lifecycle.Profile) -> ProfileOut:
+    def of(cls, p: lifecycle.Profile) -> PublicProfileOut:
         return cls(
-            id=p.user_id,
             handle=p.handle,
             display_name=p.display_name,
             bio=p.bio,
@@ -68,6 +69,16 @@ class ProfileOut(BaseModel):
             home_region=p.home_region,
             created_at=p.created_at,
         )
+
+
+class ProfileOut(PublicProfileOut):
+    """The owner's own view, with the account id."""
+
+    id: uuid.UUID
+
+    @classmethod
+    def of(cls, p: lifecycle.Profile) -> ProfileOut:
+        return cls(id=p.user_id, **PublicProfileOut.of(p).model_dump())
 
 
 class MeOut(BaseModel):
@@ -125,7 +136,7 @@ def create_account(
 )
 def create_session(body: LoginIn, platform: PlatformDep, client: ClientAddress) -> SessionOut:
     """Log in with a handle or an email; returns a bearer token."""
-    platform.rate_limits.hit("login", client, "id:" + body.identifier.strip().casefold())
+    platform.rate_limits.hit("login", client, service.identity_key(body.identifier))
     token, user = service.log_in(platform, body.identifier, body.password, user_agent="api")
     return SessionOut(
         token=token,
@@ -175,6 +186,6 @@ def delete_me(user: CurrentUserDep, platform: PlatformDep) -> DeletionOut:
 @router.get("/users/{handle}", responses=problem_responses(404, 422, 451))
 async def read_user(
     handle: Annotated[str, Field(max_length=100)], platform: PlatformDep
-) -> ProfileOut:
+) -> PublicProfileOut:
     """A public profile."""
-    return ProfileOut.of(await run_in_threadpool(lifecycle.public_profile, platform, handle))
+    return PublicProfileOut.of(await run_in_threadpool(lifecycle.public_profile, platform, handle))

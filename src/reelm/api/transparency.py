@@ -100,8 +100,8 @@ def checkpoint(region: str, platform: PlatformDep) -> PlainTextResponse:
 def entries(
     region: str,
     platform: PlatformDep,
-    start: Annotated[int, Query(ge=0)] = 0,
-    end: Annotated[int | None, Query(ge=1)] = None,
+    start: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    end: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> EntriesOut:
     """Entries [start, end), at most 1000 at a time."""
     stop = min(end if end is not None else start + 100, start + MAX_ENTRIES)

@@ -124,16 +124,32 @@ def decrypt_blob_range(
     data_key: bytes, subject: UUID, name: str, blob: BinaryIO, total: int, start: int, end: int
 ) -> bytes:
     """Plaintext bytes [start, end) of an encrypted blob of ``total`` encrypted bytes."""
+    if total < BLOB_HEADER + _TAG or plain_size(total) < 0:
+        raise DecryptionFailed(f"{name}: not a complete encrypted blob")
     blob.seek(0)
     header = blob.read(BLOB_HEADER)
     if header[: len(BLOB_MAGIC)] != BLOB_MAGIC:
         raise DecryptionFailed("not an encrypted reelm blob")
     prefix = header[len(BLOB_MAGIC) :]
     size = plain_size(total)
+    last_index = max(0, -(-size // BLOB_CHUNK) - 1)
     end = min(end, size)
     if start >= end:
+        # Nothing to return, but a truncated or swapped blob must still fail: open the last
+        # chunk, whose associated data says it is the last.
+        start, end = last_index * BLOB_CHUNK, size
+        if size == 0:
+            aead = AESGCM(data_key)
+            blob.seek(BLOB_HEADER)
+            try:
+                aead.decrypt(
+                    _blob_nonce(prefix, 0), blob.read(_TAG), _blob_aad(subject, name, 0, True)
+                )
+            except InvalidTag as exc:
+                raise DecryptionFailed(f"{name}: the blob does not open") from exc
+            return b""
+        decrypt_blob_range(data_key, subject, name, blob, total, start, end)
         return b""
-    last_index = max(0, -(-size // BLOB_CHUNK) - 1)
     aead = AESGCM(data_key)
     out = bytearray()
     for index in range(start // BLOB_CHUNK, (end - 1) // BLOB_CHUNK + 1):

@@ -119,9 +119,11 @@ class LocalKeyStore:
 
     def data_key(self, subject: UUID) -> bytes:
         with self._lock:
-            if subject in self._cache:
+            # Another process (a purge job) may have destroyed the key: the file decides.
+            if subject in self._cache and self._path(subject).exists():
                 self._cache.move_to_end(subject)
                 return self._cache[subject]
+            self._cache.pop(subject, None)
         try:
             blob = self._path(subject).read_bytes()
         except FileNotFoundError:

@@ -118,6 +118,14 @@ def grant_catalog_tables(catalog_url: str, region_roles: Iterable[str]) -> None:
             conn.execute(
                 sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(ident)
             )
+            # Staff membership decides who may read anyone's protected data: no region's
+            # credentials may grant it (only the catalog's owner, through the logged gateway).
+            conn.execute(
+                sql.SQL(
+                    "DO $$ BEGIN IF to_regclass('public.staff_members') IS NOT NULL THEN "
+                    "EXECUTE format('REVOKE ALL ON staff_members FROM %I', {}); END IF; END $$"
+                ).format(sql.Literal(role))
+            )
 
 
 def drop(admin_url: str, prefix: str, regions: Iterable[str]) -> None:

@@ -102,6 +102,11 @@ def audit(
     client = Client(base_url)
     state = load_state(state_path)
     published = client.json("/api/v1/transparency")
+    missing = set(state["regions"]) - {info["region"] for info in published["regions"]}
+    if missing:
+        raise AuditFailure(
+            f"{', '.join(sorted(missing))}: trusted before, no longer published by the deployment"
+        )
     results = []
     for info in published["regions"]:
         region = info["region"]
@@ -109,6 +114,8 @@ def audit(
         key_text = (pinned_keys or {}).get(region) or trusted.get("key") or info["verifier_key"]
         if trusted.get("key") and key_text != trusted["key"]:
             raise AuditFailure(f"{region}: the log's key is not the one trusted before")
+        if not info["verifier_key"].startswith(info["origin"] + "+"):
+            raise AuditFailure(f"{region}: the log's key name is not its origin")
         if info["verifier_key"] != key_text:
             raise AuditFailure(f"{region}: the deployment now publishes another log key")
         try:

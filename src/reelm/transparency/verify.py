@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -231,8 +232,10 @@ def parse_checkpoint_body(body: bytes) -> Checkpoint:
     if len(lines) < 3:
         raise VerificationError("checkpoint needs origin, size and root")
     origin, size_text, root_b64 = lines[0], lines[1], lines[2]
-    if not origin or not size_text.isdigit() or (size_text != "0" and size_text[0] == "0"):
+    if not origin or not re.fullmatch(r"0|[1-9][0-9]{0,19}", size_text, re.ASCII):
         raise VerificationError("malformed checkpoint origin or size")
+    if any(not line for line in lines[3:]) or any(ord(ch) < 0x20 for line in lines for ch in line):
+        raise VerificationError("checkpoint has an empty extension line or a control character")
     try:
         root = base64.b64decode(root_b64, validate=True)
     except ValueError:

@@ -212,7 +212,7 @@ def install(app: FastAPI, platform: Platform) -> None:
         try:
             values = await pages.form(request)
             identifier = values.get("identifier", "")[:254]
-            platform.rate_limits.hit("login", client(request), "id:" + identifier.casefold())
+            platform.rate_limits.hit("login", client(request), service.identity_key(identifier))
             token, user = await run_in_threadpool(
                 service.log_in,
                 platform,
