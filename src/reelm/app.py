@@ -11,6 +11,7 @@ from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
 from reelm.api import staff as staff_api
 from reelm.api import transparency as transparency_api
+from reelm.api import videos as videos_api
 from reelm.bootstrap import Platform
 
 # Pages use no inline script or style and load nothing from elsewhere.
@@ -58,6 +59,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(accounts_api.router)
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)
+    app.include_router(videos_api.router)
+    app.include_router(videos_api.media)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, object]:

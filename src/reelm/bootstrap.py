@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from reelm.config import Settings
+from reelm.config import BlobStoreSettings, Settings
 from reelm.ratelimit import RateLimits
 from reelm.regions.cell import Cell
 from reelm.regions.policy import ResidencyPolicy
@@ -25,6 +26,8 @@ class Platform:
     catalog: Database
     cells: dict[str, Cell]
     rate_limits: RateLimits
+    # Renditions and posters of public videos: anyone may read them, so no region holds them.
+    public_blobs: BlobStore
     embedded_server: Any = field(default=None, repr=False)
 
     def cell(self, region: str) -> Cell:
@@ -78,23 +81,38 @@ def database_urls(settings: Settings) -> tuple[str, dict[str, str], Any]:
     return done.catalog_url, done.region_urls, server
 
 
-def blob_store(settings: Settings, region: str) -> BlobStore:
-    """The region's S3 bucket when it has a ``blob_url``, else its directory."""
-    config = settings.regions[region]
+def _store(name: str, config: BlobStoreSettings, directory: Path, url_key_file: Path) -> BlobStore:
     s3 = config.s3_location()
     if s3 is not None:
         bucket, prefix = s3
         return S3BlobStore(
-            region,
+            name,
             bucket,
             prefix,
             endpoint_url=config.s3_endpoint_url,
             region_name=config.s3_region,
             profile=config.s3_profile,
         )
+    return LocalBlobStore(name, directory, url_key_file=url_key_file)
+
+
+def blob_store(settings: Settings, region: str) -> BlobStore:
+    """The region's S3 bucket when it has a ``blob_url``, else its directory."""
     # The key that signs the local store's URLs lives with the region's other secrets.
-    return LocalBlobStore(
-        region, settings.blob_dir(region), url_key_file=settings.key_dir(region) / "blob-url.key"
+    return _store(
+        region,
+        settings.regions[region],
+        settings.blob_dir(region),
+        settings.key_dir(region) / "blob-url.key",
+    )
+
+
+def public_blob_store(settings: Settings) -> BlobStore:
+    return _store(
+        "public",
+        settings.public_store,
+        settings.public_blob_dir(),
+        settings.data_dir / "secrets" / "public-blob-url.key",
     )
 
 
@@ -116,6 +134,7 @@ def build(settings: Settings, *, upgrade: bool = True) -> Platform:
         catalog=Database.connect(CATALOG, catalog_url),
         cells=cells,
         rate_limits=RateLimits({"signup": settings.signup_rate, "login": settings.login_rate}),
+        public_blobs=public_blob_store(settings),
         embedded_server=server,
     )
     if upgrade:

@@ -34,25 +34,17 @@ class ConfigError(Exception):
     """A configuration file or variable is wrong; the message names the key and the source."""
 
 
-class RegionSettings(BaseModel):
-    """One region: a jurisdiction's database, blob store and key store."""
+class BlobStoreSettings(BaseModel):
+    """Where a blob store lives: a directory (default) or an S3 bucket."""
 
     model_config = {"extra": "forbid"}
 
-    label: str = Field(description="Human name of the jurisdiction, shown in reports.")
-    database_url: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL of the region's database. Unset: provisioned for you.",
-    )
     blob_dir: Path | None = Field(
-        default=None, description="Directory of the region's blob store. Unset: under data_dir."
-    )
-    key_dir: Path | None = Field(
-        default=None, description="Directory of the region's key store. Unset: under data_dir."
+        default=None, description="Directory of the blob store. Unset: under data_dir."
     )
     blob_url: str | None = Field(
         default=None,
-        description="S3 bucket (and optional prefix) of the region's blob store, "
+        description="S3 bucket (and optional prefix) of the blob store, "
         "'s3://bucket/prefix'. Unset: a directory (blob_dir). Credentials come from the "
         "standard AWS chain, never from this file.",
     )
@@ -69,7 +61,7 @@ class RegionSettings(BaseModel):
     s3_profile: str | None = Field(
         default=None,
         description="Named profile of the AWS shared config and credentials files holding "
-        "this region's credentials. Unset: the default AWS credential chain.",
+        "this store's credentials. Unset: the default AWS credential chain.",
     )
 
     @field_validator("blob_url")
@@ -94,19 +86,32 @@ class RegionSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_blob_store(self) -> RegionSettings:
+    def _one_blob_store(self) -> BlobStoreSettings:
         if self.blob_url and self.blob_dir:
             raise ValueError("set blob_dir or blob_url, not both")
         return self
 
     def s3_location(self) -> tuple[str, str] | None:
-        """(bucket, prefix) when the region's blobs live in S3, else None."""
+        """(bucket, prefix) when the blobs live in S3, else None."""
         if self.blob_url is None:
             return None
         match = _S3_URL.fullmatch(self.blob_url)
         if match is None:  # the validator refuses it; reached only if the field was reassigned
             raise ValueError(f"blob_url {self.blob_url!r} is not s3://bucket[/prefix]")
         return match["bucket"], (match["prefix"] or "").strip("/")
+
+
+class RegionSettings(BlobStoreSettings):
+    """One region: a jurisdiction's database, blob store and key store."""
+
+    label: str = Field(description="Human name of the jurisdiction, shown in reports.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the region's database. Unset: provisioned for you.",
+    )
+    key_dir: Path | None = Field(
+        default=None, description="Directory of the region's key store. Unset: under data_dir."
+    )
 
 
 class BlockedMarket(BaseModel):
@@ -187,6 +192,12 @@ class Settings(BaseSettings):
         default_factory=_default_blocked,
         description="Markets that get HTTP 451, with the legal reason.",
     )
+    public_store: BlobStoreSettings = Field(
+        default_factory=BlobStoreSettings,
+        description="The public blob store: renditions and posters of public videos, which "
+        "anyone may watch (put a CDN in front of it in production). Protected media never "
+        "goes there.",
+    )
     country_header: str = Field(
         default="CF-IPCountry",
         description="Request header, set by the operator's edge, giving an anonymous visitor's "
@@ -226,6 +237,13 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest accepted form or JSON body."
+    )
+    job_stall_seconds: float = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="A job whose worker has not signalled life for this long (a killed worker, "
+        "a lost machine) is run again by another worker.",
     )
     secret_key_file: Path | None = Field(
         default=None,
@@ -291,6 +309,9 @@ class Settings(BaseSettings):
     # Paths derived from data_dir -----------------------------------------------------------
     def blob_dir(self, region: str) -> Path:
         return self.regions[region].blob_dir or self.data_dir / "blobs" / region
+
+    def public_blob_dir(self) -> Path:
+        return self.public_store.blob_dir or self.data_dir / "public-blobs"
 
     def key_dir(self, region: str) -> Path:
         return self.regions[region].key_dir or self.data_dir / "keys" / region

@@ -8,8 +8,10 @@ and nothing else. The web process only defers jobs; `reelm demo` runs a worker i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,27 @@ def purge_due_task(context: procrastinate.JobContext, timestamp: int) -> int:
     return len(purged)
 
 
+def process_video_task(context: procrastinate.JobContext, video_id: str) -> str:
+    """Transcode one uploaded video (see reelm.media.videos)."""
+    from reelm.media.videos import MAX_ATTEMPTS, process_video
+
+    platform, region = _context(context)
+    previous = context.job.attempts
+    return process_video(
+        platform,
+        region,
+        uuid.UUID(video_id),
+        attempt=previous + 1,
+        final_attempt=previous + 1 >= MAX_ATTEMPTS,
+        echo=_echo_progress,
+    )
+
+
+def _echo_progress(video_id: uuid.UUID, percent: int) -> None:
+    if percent % 10 == 0:
+        log.info("video %s: %d%%", video_id, percent)
+
+
 def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
     """An app over one region's database with every reelm task registered.
 
@@ -59,6 +82,15 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         purge_due_task
     )
     app.periodic(cron="7 * * * *", periodic_id="purge-due")(purge)
+    from reelm.media.videos import MAX_ATTEMPTS, MEDIA_QUEUE, PROCESS_TASK
+
+    app.task(
+        name=PROCESS_TASK,
+        queue=MEDIA_QUEUE,
+        pass_context=True,
+        # procrastinate counts earlier attempts: MAX_ATTEMPTS runs in all, 3 s then 9 s apart.
+        retry=procrastinate.RetryStrategy(max_attempts=MAX_ATTEMPTS - 1, exponential_wait=3),
+    )(process_video_task)
     return app
 
 
@@ -79,8 +111,11 @@ class RegionQueue:
             self._app = app
         return self._app
 
-    def defer(self, task_name: str, **payload: Any) -> int:
-        job_id: int = self.app.configure_task(task_name).defer(**payload)
+    def defer(self, task_name: str, *, queueing_lock: str | None = None, **payload: Any) -> int:
+        """Defer a job; with a ``queueing_lock``, raises procrastinate's ``AlreadyEnqueued``
+        when a job holding the same lock still waits."""
+        configured = self.app.configure_task(task_name, queueing_lock=queueing_lock)
+        job_id: int = configured.defer(**payload)
         return job_id
 
     def jobs(self, status: str | None = None) -> list[Any]:
@@ -101,14 +136,44 @@ class RegionQueue:
     ) -> None:
         """Run a worker for this region's queues until cancelled (or, wait=False, until idle)."""
         app = _new_app(procrastinate.PsycopgConnector(conninfo=_conninfo(self.url)))
+        stall = platform.settings.job_stall_seconds
         async with app.open_async():
-            await app.run_worker_async(
-                wait=wait,
-                concurrency=concurrency,
-                install_signal_handlers=install_signal_handlers,
-                additional_context={"platform": platform, "region": self.region},
-                listen_notify=wait,
-            )
+            await retry_stalled(app, stall)
+            watchdog = asyncio.create_task(_watch_stalled(app, stall)) if wait else None
+            try:
+                await app.run_worker_async(
+                    wait=wait,
+                    concurrency=concurrency,
+                    install_signal_handlers=install_signal_handlers,
+                    additional_context={"platform": platform, "region": self.region},
+                    listen_notify=wait,
+                    update_heartbeat_interval=stall / 3,
+                    stalled_worker_timeout=stall,
+                )
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watchdog
+
+
+async def retry_stalled(app: procrastinate.App, stall_seconds: float) -> int:
+    """Put back in the queue the jobs of workers that stopped beating (killed, or their
+    machine lost): the job runs again, from the start, on a live worker."""
+    stalled = list(await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stall_seconds))
+    for job in stalled:
+        log.warning("job %s (%s) lost its worker: retrying it", job.id, job.task_name)
+        await app.job_manager.retry_job(job)
+    return len(stalled)
+
+
+async def _watch_stalled(app: procrastinate.App, stall_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(stall_seconds / 2)
+        try:
+            await retry_stalled(app, stall_seconds)
+        except Exception:  # a database hiccup must not stop the worker; try again later
+            log.exception("looking for stalled jobs failed")
 
 
 class WorkerThread:

@@ -211,6 +211,8 @@ def purge_due(
     Order: destroy the data key first (every copy becomes unreadable at once), then delete
     the region rows, then the catalog rows; a rerun finishes whatever a crash left.
     """
+    from reelm.media.videos import remove_all_videos
+
     moment = at or now()
     purged: list[uuid.UUID] = []
     for cell in platform.cells.values():
@@ -219,6 +221,9 @@ def purge_due(
         with cell.db.transaction() as s:
             due = list(s.scalars(select(Account.user_id).where(Account.purge_after <= moment)))
         for user_id in due:
+            # Videos first (they need the key to find nothing more: their blobs go by key
+            # name), then the key, then the account.
+            remove_all_videos(platform, cell, user_id)
             cell.keys.destroy_data_key(user_id)
             with cell.db.transaction() as s:
                 # Logged with the deletion of the rows, so a rerun after a crash logs it once.

@@ -27,6 +27,13 @@ MARKET_COOKIE = "reelm_market"
 # Operators' health checks and the assets of the 451 page itself stay reachable.
 UNGATED_PREFIXES = ("/healthz", "/static/", "/problems/")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# tus PATCH requests stream video bytes to disk: they have their own limit (the upload's
+# declared length, itself capped by max_upload_bytes) and their own content type.
+STREAMING_PREFIX = "/api/v1/uploads/"
+
+
+def streams_body(method: str, path: str) -> bool:
+    return method == "PATCH" and path.startswith(STREAMING_PREFIX)
 
 
 def session_token(request: Request) -> str | None:
@@ -57,8 +64,13 @@ def install(app: FastAPI, platform: Platform) -> None:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return problem("body-too-large", f"request bodies are limited to {limit} bytes")
+        most = (
+            platform.settings.max_upload_bytes
+            if streams_body(request.method, request.url.path)
+            else limit
+        )
+        if length is not None and (not length.isdigit() or int(length) > most):
+            return problem("body-too-large", f"request bodies are limited to {most} bytes")
         user: CurrentUser | None = None
         token = session_token(request)
         # Static assets need no session: spare them two database round trips.
@@ -107,6 +119,8 @@ def json_body_acceptable(request: Request) -> bool:
     (a body without a Content-Type is read as JSON)."""
     if not request.url.path.startswith("/api/") or request.method not in BODY_METHODS:
         return True
+    if streams_body(request.method, request.url.path):
+        return True  # the route checks for application/offset+octet-stream
     content_type = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers
@@ -147,7 +161,11 @@ class BodyLimit:
         self.limited = RequestBodyLimitMiddleware(app, limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (_declared_length(scope) or 0) > self.limit:
+        if (
+            scope["type"] != "http"
+            or (_declared_length(scope) or 0) > self.limit
+            or streams_body(scope["method"], scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         started = False

@@ -13,6 +13,8 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.routing import Match
 
 from reelm.accounts.errors import AccountError, RateLimited
+from reelm.media.errors import PROBLEM_TYPES as MEDIA_PROBLEMS
+from reelm.media.errors import MediaRejected
 from reelm.regions.cell import ResidencyViolation
 from reelm.regions.policy import MarketBlocked, UnknownMarket
 
@@ -38,6 +40,13 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "unsupported-media-type": (415, "Unsupported media type"),
     "method-not-allowed": (405, "Method not allowed"),
     "residency-guard": (421, "Request reached the wrong region"),
+    "upload-offset-mismatch": (409, "Upload offset does not match"),
+    "upload-too-large": (413, "Upload too large"),
+    "too-many-uploads": (429, "Too many uploads in progress"),
+    "tus-version": (412, "Unsupported tus version"),
+    "video-not-retryable": (409, "The video cannot be retried now"),
+    "link-expired": (403, "Link expired"),
+    **MEDIA_PROBLEMS,
     "http-error": (400, "HTTP error"),
     "server-error": (500, "Internal server error"),
 }
@@ -153,6 +162,10 @@ def install(app: FastAPI) -> None:
         return respond(
             request, problem(exc.slug, exc.detail, status=exc.status, headers=headers, **extra)
         )
+
+    @app.exception_handler(MediaRejected)
+    async def media_rejected(request: Request, exc: MediaRejected) -> Response:
+        return respond(request, problem(exc.slug, exc.detail, status=exc.status, field=exc.field))
 
     @app.exception_handler(MarketBlocked)
     async def market_blocked(request: Request, exc: MarketBlocked) -> Response:

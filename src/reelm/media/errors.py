@@ -115,8 +115,7 @@ REJECTIONS: tuple[type[MediaRejected], ...] = (
     VideoTooDemanding,
 )
 
-# slug -> (status, title), in the shape of reelm.api.problems.PROBLEM_TYPES, to merge there
-# when uploads are wired to the API.
+# slug -> (status, title), merged into reelm.api.problems.PROBLEM_TYPES.
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     cls.slug: (cls.status, cls.title) for cls in REJECTIONS
 }

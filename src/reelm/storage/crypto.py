@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -81,6 +81,14 @@ _PREFIX = 8
 BLOB_HEADER = len(BLOB_MAGIC) + _PREFIX
 
 
+class Readable(Protocol):
+    """What decryption needs of an encrypted blob: a file, or a blob store read by ranges."""
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def _blob_nonce(prefix: bytes, index: int) -> bytes:
     return prefix + index.to_bytes(4, "big")
 
@@ -121,7 +129,7 @@ def plain_size(encrypted: int) -> int:
 
 
 def decrypt_blob_range(
-    data_key: bytes, subject: UUID, name: str, blob: BinaryIO, total: int, start: int, end: int
+    data_key: bytes, subject: UUID, name: str, blob: Readable, total: int, start: int, end: int
 ) -> bytes:
     """Plaintext bytes [start, end) of an encrypted blob of ``total`` encrypted bytes."""
     if total < BLOB_HEADER + _TAG or plain_size(total) < 0:
@@ -166,7 +174,7 @@ def decrypt_blob_range(
 
 
 def decrypt_blob(
-    data_key: bytes, subject: UUID, name: str, blob: BinaryIO, total: int, sink: BinaryIO
+    data_key: bytes, subject: UUID, name: str, blob: Readable, total: int, sink: BinaryIO
 ) -> None:
     """Decrypt a whole blob into ``sink``, chunk by chunk (constant memory)."""
     size = plain_size(total)

@@ -1,0 +1,482 @@
+"""The video pipeline: a finished upload becomes a playable video, in the uploader's home region.
+
+1. ``finish_upload`` (in the request that delivers the last byte): probe the staged file in a
+   sandboxed child; a rejected file is removed at once and the client gets the reason. An
+   accepted one is encrypted under the owner's data key into the home region's blob store
+   (``originals/<owner>/<video>``: it carries GPS and device tags), a ``videos`` row is written
+   (status ``queued``) and a ``media.process`` job is deferred on the home region's queue.
+   The video id is the upload id, which makes every step safe to repeat.
+2. ``process_video`` (the job, on a worker of the home region): transcode into renditions and a
+   poster, all metadata stripped. A public video's files go to the public store in the clear
+   (``v/<video>/...``) and its public record to the catalog; a followers-only or private
+   video's files stay in the home region, encrypted like the original
+   (``private/<owner>/<video>/...``), served only through short-lived signed URLs.
+3. ``delete_video``: catalog record, then every blob, then the rows. A job still running for a
+   deleted video notices when it finishes and removes what it wrote.
+
+Payloads and log lines carry random ids only, never a caption or a file name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.service import CurrentUser
+from reelm.bootstrap import Platform
+from reelm.media.captions import parse_caption
+from reelm.media.errors import MediaRejected
+from reelm.media.models import PublicVideo, Upload, Video
+from reelm.media.probe import MediaLimits, ProbeResult, probe_isolated
+from reelm.media.serving import BlobFile
+from reelm.media.transcode import Rendition, TranscodeFailed, plan_renditions, transcode
+from reelm.media.uploads import UploadMeta, discard, staging_path
+from reelm.regions.cell import Cell, UserScope
+from reelm.storage.crypto import decrypt_blob, encrypt_blob
+
+log = logging.getLogger("reelm.media")
+
+MEDIA_QUEUE = "media"
+PROCESS_TASK = "media.process"
+MAX_ATTEMPTS = 3
+ORIGINAL = "original"
+
+FAILED_GENERIC = (
+    "We could not process this video. Try again, or export the video again from your "
+    "camera or editing app and upload the new file."
+)
+
+
+class VideoNotReady(AccountError):
+    slug = "video-not-retryable"
+    status = 409
+    title = "The video cannot be retried now"
+
+
+# ---- where things live ---------------------------------------------------------------------
+
+
+def original_key(owner: uuid.UUID, video: uuid.UUID) -> str:
+    return f"originals/{owner}/{video}"
+
+
+def private_prefix(owner: uuid.UUID, video: uuid.UUID) -> str:
+    return f"private/{owner}/{video}/"
+
+
+def public_prefix(video: uuid.UUID) -> str:
+    return f"v/{video}/"
+
+
+def source_path(platform: Platform, region: str, video: uuid.UUID) -> Path:
+    """The plaintext source a job transcodes: the staged upload, renamed; removed when done."""
+    return staging_path(platform, region, video).with_suffix(".src")
+
+
+def work_dir(platform: Platform, region: str, video: uuid.UUID) -> Path:
+    return staging_path(platform, region, video).with_suffix(".work")
+
+
+def limits(platform: Platform) -> MediaLimits:
+    return MediaLimits(
+        max_bytes=platform.settings.max_upload_bytes,
+        max_seconds=platform.settings.max_video_seconds,
+    )
+
+
+def is_public(video: Video) -> bool:
+    return video.visibility == "public"
+
+
+def _scope(platform: Platform, user: CurrentUser) -> UserScope:
+    return platform.cell(user.home_region).for_user(user.user_id, user.home_region)
+
+
+# ---- encrypted blobs ------------------------------------------------------------------------
+
+
+def put_encrypted(
+    cell: Cell, owner: uuid.UUID, key: str, name: str, source: Path, scratch: Path
+) -> int:
+    """Encrypt ``source`` under the owner's data key and store it at ``key``; returns the
+    plaintext size. ``scratch`` is a temporary file in the region's staging area."""
+    data_key = cell.keys.data_key(owner)
+    try:
+        with source.open("rb") as plain, scratch.open("wb") as sealed:
+            size = encrypt_blob(data_key, owner, name, plain, sealed)
+        cell.blobs.put_file(key, scratch)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return size
+
+
+def get_encrypted(cell: Cell, owner: uuid.UUID, key: str, name: str, target: Path) -> None:
+    """Decrypt the blob at ``key`` into ``target`` (written atomically)."""
+    data_key = cell.keys.data_key(owner)
+    partial = target.with_name(f".{target.name}.partial")
+    sealed = BlobFile(cell.blobs, key)
+    with partial.open("wb") as plain:
+        decrypt_blob(data_key, owner, name, sealed, sealed.size, plain)
+    partial.rename(target)
+
+
+# ---- 1. finishing an upload ------------------------------------------------------------------
+
+
+def finish_upload(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -> uuid.UUID:
+    """Turn a complete upload into a queued video; raise :class:`MediaRejected` (the upload
+    and its bytes gone) when the file is not a video we take. Safe to call again."""
+    scope = _scope(platform, user)
+    cell, region = scope.cell, user.home_region
+    video_id = upload_id
+    with cell.db.transaction() as s:
+        upload = s.get(Upload, upload_id)
+        existing = s.get(Video, video_id)
+    if existing is not None:
+        return video_id
+    if upload is None or upload.owner_id != user.user_id or upload.offset != upload.length:
+        raise NotFound("no such complete upload")
+    staged = staging_path(platform, region, upload_id)
+    source = source_path(platform, region, video_id)
+    if staged.exists():
+        try:
+            info = probe_isolated(staged, limits(platform))
+        except MediaRejected:
+            discard(platform, region, upload_id)
+            raise
+        staged.rename(source)
+    elif source.exists():  # a previous attempt got this far
+        info = probe_isolated(source, limits(platform))
+    else:
+        raise NotFound("no such complete upload")
+    cipher = scope.cipher()
+    meta = UploadMeta.model_validate_json(cipher.decrypt("upload_meta", upload.metadata_ct))
+    key = original_key(user.user_id, video_id)
+    size = put_encrypted(cell, user.user_id, key, ORIGINAL, source, source.with_suffix(".enc"))
+    with cell.db.transaction() as s:
+        s.execute(
+            insert(Video)
+            .values(
+                id=video_id,
+                owner_id=user.user_id,
+                status="queued",
+                progress=0,
+                visibility=meta.visibility,
+                allow_comments=meta.allow_comments,
+                caption_ct=cipher.encrypt("caption", meta.caption),
+                original_key=key,
+                original_bytes=size,
+                duration=info.duration,
+                width=info.video.display_width,
+                height=info.video.display_height,
+                renditions=[],
+                attempts=0,
+            )
+            .on_conflict_do_nothing()
+        )
+        s.execute(update(Upload).where(Upload.id == upload_id).values(video_id=video_id))
+    enqueue(platform, region, video_id)
+    return video_id
+
+
+def enqueue(platform: Platform, region: str, video_id: uuid.UUID) -> None:
+    """Defer the processing job; at most one waits per video (procrastinate's queueing lock)."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    from reelm.jobs import queue_of
+
+    with contextlib.suppress(AlreadyEnqueued):
+        queue_of(platform, region).defer(
+            PROCESS_TASK, queueing_lock=str(video_id), video_id=str(video_id)
+        )
+
+
+# ---- 2. the job ------------------------------------------------------------------------------
+
+
+@dataclass
+class ProgressWriter:
+    """Writes a job's progress to the video row, at most twice a second and per whole percent."""
+
+    cell: Cell
+    video_id: uuid.UUID
+    echo: Callable[[uuid.UUID, int], None] | None = None
+    _last: int = -1
+    _at: float = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        percent = max(0, min(99, int(fraction * 100)))
+        moment = time.monotonic()
+        if percent == self._last or (moment - self._at < 0.5 and percent - self._last < 10):
+            return
+        self._last, self._at = percent, moment
+        with self.cell.db.transaction() as s:
+            found = s.execute(
+                update(Video)
+                .where(Video.id == self.video_id, Video.status == "processing")
+                .values(progress=percent)
+                .returning(Video.id)
+            ).first()
+        if not found:
+            raise VideoGone(self.video_id)
+        if self.echo is not None:
+            self.echo(self.video_id, percent)
+
+
+class VideoGone(Exception):
+    """The video was deleted while a job worked on it."""
+
+
+def process_video(
+    platform: Platform,
+    region: str,
+    video_id: uuid.UUID,
+    *,
+    attempt: int = 1,
+    final_attempt: bool = True,
+    echo: Callable[[uuid.UUID, int], None] | None = None,
+) -> str:
+    """Make the renditions of one video. Returns the final status. Raises on a failure worth
+    retrying unless this is the final attempt (the video is then marked failed)."""
+    cell = platform.cell(region)
+    with cell.db.transaction() as s:
+        video = s.get(Video, video_id, with_for_update=True)
+        if video is None or video.status in ("ready", "failed"):
+            return "gone" if video is None else video.status
+        video.status, video.progress, video.attempts = "processing", 0, attempt
+        video.failure = None
+        owner = video.owner_id
+    work = work_dir(platform, region, video_id)
+    try:
+        source = _source(platform, cell, owner, video_id)
+        info = probe_isolated(source, limits(platform))
+        renditions = _transcode(info, source, work, ProgressWriter(cell, video_id, echo))
+        stored = _store(platform, cell, owner, video_id, renditions)
+        status = _publish(platform, cell, video_id, stored)
+    except VideoGone:
+        status = "gone"
+    except MediaRejected as exc:
+        status = _fail(cell, video_id, exc.detail)
+    except Exception as exc:
+        if not final_attempt:
+            log.warning("video %s attempt %d failed, will retry: %r", video_id, attempt, exc)
+            with cell.db.transaction() as s:
+                s.execute(
+                    update(Video)
+                    .where(Video.id == video_id, Video.status == "processing")
+                    .values(status="queued", progress=0)
+                )
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        log.exception("video %s failed after %d attempts", video_id, attempt)
+        status = _fail(cell, video_id, FAILED_GENERIC)
+    shutil.rmtree(work, ignore_errors=True)
+    if status != "queued":
+        source_path(platform, region, video_id).unlink(missing_ok=True)
+    if status == "gone":
+        _remove_blobs(platform, cell, owner, video_id)
+    return status
+
+
+def _source(platform: Platform, cell: Cell, owner: uuid.UUID, video_id: uuid.UUID) -> Path:
+    source = source_path(platform, cell.region, video_id)
+    if not source.exists():  # another worker's disk, or a retry after cleanup: from the original
+        get_encrypted(cell, owner, original_key(owner, video_id), ORIGINAL, source)
+    return source
+
+
+def _transcode(
+    info: ProbeResult, source: Path, work: Path, progress: ProgressWriter
+) -> list[Rendition]:
+    shutil.rmtree(work, ignore_errors=True)
+    plan = plan_renditions(
+        info.video.display_width,
+        info.video.display_height,
+        info.audio is not None,
+        info.video.average_fps,
+    )
+    try:
+        return transcode(source, work, plan, on_progress=progress)
+    except TranscodeFailed as exc:
+        # The tail of FFmpeg's output goes to the operator's log only (it names no path).
+        log.warning("transcode failed: %s", exc.stderr_tail[-1500:])
+        raise
+
+
+def _store(
+    platform: Platform,
+    cell: Cell,
+    owner: uuid.UUID,
+    video_id: uuid.UUID,
+    renditions: list[Rendition],
+) -> list[dict[str, Any]]:
+    with cell.db.transaction() as s:
+        video = s.get(Video, video_id)
+    if video is None:
+        raise VideoGone(video_id)
+    stored = []
+    for r in renditions:
+        if is_public(video):
+            key = public_prefix(video_id) + r.path.name
+            platform.public_blobs.put_file(key, r.path)
+        else:
+            key = private_prefix(owner, video_id) + r.path.name
+            put_encrypted(cell, owner, key, r.path.name, r.path, r.path.with_suffix(".enc"))
+        stored.append(
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "file": r.path.name,
+                "key": key,
+                "width": r.width,
+                "height": r.height,
+                "bytes": r.bytes,
+                "mime_type": r.mime_type,
+            }
+        )
+    return stored
+
+
+def _publish(
+    platform: Platform, cell: Cell, video_id: uuid.UUID, stored: list[dict[str, Any]]
+) -> str:
+    poster = next(r["key"] for r in stored if r["kind"] == "poster")
+    videos = [r for r in stored if r["kind"] == "video"]
+    with cell.db.transaction() as s:
+        video = s.get(Video, video_id, with_for_update=True)
+        if video is None:
+            raise VideoGone(video_id)
+        if is_public(video):
+            owner_scope = cell.for_user(video.owner_id, cell.region)
+            caption = owner_scope.cipher().decrypt("caption", video.caption_ct)
+            parsed = parse_caption(caption)
+            # The catalog first: if we crash before the row below commits, the retry
+            # republishes the same record (same id, nothing duplicated).
+            with platform.catalog.transaction() as c:
+                c.execute(
+                    insert(PublicVideo)
+                    .values(
+                        id=video_id,
+                        owner_id=video.owner_id,
+                        caption=caption,
+                        hashtags=list(parsed.hashtags),
+                        mentions=list(parsed.mentions),
+                        allow_comments=video.allow_comments,
+                        duration=video.duration or 0.0,
+                        width=video.width or 0,
+                        height=video.height or 0,
+                        renditions=[_public_rendition(r) for r in videos],
+                        poster_key=poster,
+                        share_count=0,
+                    )
+                    .on_conflict_do_nothing()
+                )
+        video.status, video.progress = "ready", 100
+        video.renditions, video.poster_key = stored, poster
+    with cell.db.transaction() as s:
+        s.execute(delete(Upload).where(Upload.id == video_id))
+    log.info("video %s ready", video_id)
+    return "ready"
+
+
+def _public_rendition(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r[k] for k in ("name", "file", "key", "width", "height", "bytes", "mime_type")}
+
+
+def _fail(cell: Cell, video_id: uuid.UUID, reason: str) -> str:
+    with cell.db.transaction() as s:
+        found = s.execute(
+            update(Video)
+            .where(Video.id == video_id)
+            .values(status="failed", progress=0, failure=reason)
+            .returning(Video.id)
+        ).first()
+    return "failed" if found else "gone"
+
+
+# ---- 3. retry and delete ---------------------------------------------------------------------
+
+
+def owned_video(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> Video:
+    """The user's own video from their home region, or NotFound (never someone else's)."""
+    scope = _scope(platform, user)
+    with scope.cell.db.transaction() as s:
+        video = s.get(Video, video_id)
+    if video is None or video.owner_id != user.user_id:
+        raise NotFound("no such video")
+    return video
+
+
+def retry_video(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> None:
+    video = owned_video(platform, user, video_id)
+    if video.status != "failed":
+        raise VideoNotReady(f"only a failed video can be retried; this one is {video.status}")
+    with platform.cell(user.home_region).db.transaction() as s:
+        s.execute(
+            update(Video)
+            .where(Video.id == video_id, Video.status == "failed")
+            .values(status="queued", progress=0, failure=None, attempts=0)
+        )
+    enqueue(platform, user.home_region, video_id)
+
+
+def delete_video(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> None:
+    video = owned_video(platform, user, video_id)
+    remove_video(platform, platform.cell(user.home_region), video)
+
+
+def remove_video(platform: Platform, cell: Cell, video: Video) -> None:
+    """Everything of one video, in an order a crash can resume: out of the feed first, then the
+    bytes, then the rows that point to them."""
+    with platform.catalog.transaction() as c:
+        c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))
+    _remove_blobs(platform, cell, video.owner_id, video.id)
+    for path in (source_path(platform, cell.region, video.id),):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(work_dir(platform, cell.region, video.id), ignore_errors=True)
+    with cell.db.transaction() as s:
+        s.execute(delete(Video).where(Video.id == video.id))
+    discard(platform, cell.region, video.id)
+
+
+def _remove_blobs(platform: Platform, cell: Cell, owner: uuid.UUID, video_id: uuid.UUID) -> None:
+    cell.blobs.delete(original_key(owner, video_id))
+    for store, prefix in (
+        (cell.blobs, private_prefix(owner, video_id)),
+        (platform.public_blobs, public_prefix(video_id)),
+    ):
+        for key in list(store.iter_keys(prefix)):
+            store.delete(key)
+
+
+def remove_all_videos(platform: Platform, cell: Cell, owner: uuid.UUID) -> int:
+    """Every video and upload of one account (its purge)."""
+    with cell.db.transaction() as s:
+        videos = list(s.scalars(select(Video).where(Video.owner_id == owner)))
+        uploads = list(s.scalars(select(Upload.id).where(Upload.owner_id == owner)))
+    for video in videos:
+        remove_video(platform, cell, video)
+    for upload_id in uploads:
+        discard(platform, cell.region, upload_id)
+    return len(videos)
+
+
+def videos_of(platform: Platform, user: CurrentUser) -> Iterator[Video]:
+    scope = _scope(platform, user)
+    with scope.cell.db.transaction() as s:
+        yield from s.scalars(
+            select(Video)
+            .where(Video.owner_id == user.user_id)
+            .order_by(Video.created_at.desc(), Video.id.desc())
+        )

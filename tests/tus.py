@@ -1,0 +1,61 @@
+"""A small tus 1.0 client for the tests (the web page has its own, in JavaScript)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import httpx2 as httpx
+
+from reelm.bootstrap import Platform
+from reelm.jobs import queue_of
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def metadata(**values: Any) -> str:
+    return ",".join(
+        f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in values.items()
+    )
+
+
+def create(http: httpx.Client, token: str, length: int, **meta: Any) -> httpx.Response:
+    headers = {**TUS, "Authorization": f"Bearer {token}", "Upload-Length": str(length)}
+    if meta:
+        headers["Upload-Metadata"] = metadata(**meta)
+    return http.post("/api/v1/videos", headers=headers)
+
+
+def patch(
+    http: httpx.Client, token: str, url: str, offset: int, data: bytes
+) -> httpx.Response:
+    headers = {
+        **TUS,
+        "Authorization": f"Bearer {token}",
+        "Upload-Offset": str(offset),
+        "Content-Type": "application/offset+octet-stream",
+    }
+    return http.patch(url, headers=headers, content=data)
+
+
+def upload(
+    http: httpx.Client, token: str, data: bytes, *, chunk: int = 1 << 20, **meta: Any
+) -> httpx.Response:
+    """Create and send a whole file; the last PATCH's response (204, or the rejection)."""
+    created = create(http, token, len(data), **meta)
+    assert created.status_code == 201, created.text
+    url = created.headers["Location"]
+    offset = 0
+    while True:
+        response = patch(http, token, url, offset, data[offset : offset + chunk])
+        if response.status_code != 204:
+            return response
+        offset = int(response.headers["Upload-Offset"])
+        if offset == len(data):
+            return response
+
+
+def run_jobs(platform: Platform, region: str) -> None:
+    """Run the region's queued jobs until none is left (a worker that stops when idle)."""
+    asyncio.run(queue_of(platform, region).work(platform, wait=False))
