@@ -21,6 +21,7 @@ from reelm.accounts.service import CurrentUser, authenticate
 from reelm.api.problems import blocked_response, problem
 from reelm.bootstrap import Platform
 from reelm.regions.policy import MarketBlocked, is_country
+from reelm.web.csrf import CSRF_COOKIE, Csrf, load_or_create_secret
 
 SESSION_COOKIE = "reelm_session"
 MARKET_COOKIE = "reelm_market"
@@ -56,8 +57,27 @@ def visitor_market(platform: Platform, request: Request, user: CurrentUser | Non
     return None
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def cookie_write_without_token(request: Request, csrf: Csrf) -> bool:
+    """An API write authenticated by the session cookie (the web pages' scripts) must carry
+    the page's CSRF token in a header: a cross-site page can make the browser send the cookie
+    but can neither read the token nor set the header without CORS, which reelm never grants.
+    Bearer-token clients are not exposed (no browser attaches the token on its own)."""
+    if request.method in SAFE_METHODS or not request.url.path.startswith("/api/"):
+        return False
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return False
+    if not request.cookies.get(SESSION_COOKIE):
+        return False
+    return not csrf.valid(request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER))
+
+
 def install(app: FastAPI, platform: Platform) -> None:
     limit = platform.settings.max_body_bytes
+    csrf = Csrf(load_or_create_secret(platform.settings.csrf_key_file()))
 
     @app.middleware("http")
     async def gate(
@@ -80,6 +100,10 @@ def install(app: FastAPI, platform: Platform) -> None:
             except NotAuthenticated:
                 user = None
         request.state.user = user
+        if user is not None and cookie_write_without_token(request, csrf):
+            return problem(
+                "csrf-failed", f"send the page's CSRF token in the {CSRF_HEADER} header"
+            )
         request.state.market = visitor_market(platform, request, user)
         if request.state.market and not _ungated(platform, request, user):
             try:

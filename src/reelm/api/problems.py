@@ -46,6 +46,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "tus-version": (412, "Unsupported tus version"),
     "video-not-retryable": (409, "The video cannot be retried now"),
     "link-expired": (403, "Link expired"),
+    "csrf-failed": (403, "Cross-site request refused"),
     **MEDIA_PROBLEMS,
     "http-error": (400, "HTTP error"),
     "server-error": (500, "Internal server error"),
