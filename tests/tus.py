@@ -15,9 +15,7 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def metadata(**values: Any) -> str:
-    return ",".join(
-        f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in values.items()
-    )
+    return ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in values.items())
 
 
 def create(http: httpx.Client, token: str, length: int, **meta: Any) -> httpx.Response:
@@ -27,9 +25,7 @@ def create(http: httpx.Client, token: str, length: int, **meta: Any) -> httpx.Re
     return http.post("/api/v1/videos", headers=headers)
 
 
-def patch(
-    http: httpx.Client, token: str, url: str, offset: int, data: bytes
-) -> httpx.Response:
+def patch(http: httpx.Client, token: str, url: str, offset: int, data: bytes) -> httpx.Response:
     headers = {
         **TUS,
         "Authorization": f"Bearer {token}",

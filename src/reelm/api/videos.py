@@ -20,6 +20,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from reelm.accounts import lifecycle
 from reelm.accounts.errors import AccountError, InvalidInput, NotFound
@@ -255,7 +256,13 @@ async def upload_append(
         raise NotOffsetStream(f"send the bytes as {OFFSET_STREAM}")
     if upload_offset is None or not upload_offset.isdigit() or len(upload_offset) > 15:
         raise InvalidInput("send the byte offset as Upload-Offset", field="offset")
-    state = await uploads.append(platform, user, upload_id, int(upload_offset), request.stream())
+    try:
+        state = await uploads.append(
+            platform, user, upload_id, int(upload_offset), request.stream()
+        )
+    except ClientDisconnect:
+        # What arrived is kept; the client asks HEAD for the offset when it comes back.
+        return Response(status_code=400)
     headers = _offset_headers(state)
     if state.offset == state.length:
         video_id = await run_in_threadpool(videos.finish_upload, platform, user, upload_id)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from starlette.concurrency import run_in_threadpool
 
-from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.errors import AccountError, InvalidInput, NotFound
 from reelm.accounts.schemas import clean_text
 from reelm.accounts.service import CurrentUser, now
 from reelm.bootstrap import Platform
@@ -89,7 +89,7 @@ def create_upload(
 ) -> UploadState:
     limit = platform.settings.max_upload_bytes
     if length <= 0:
-        raise AccountError("the file is empty", field="length")
+        raise InvalidInput("the file is empty (0 bytes)", field="length")
     if length > limit:
         raise UploadTooLarge(f"videos are limited to {limit // 1_000_000} MB", field="length")
     scope = _scope(platform, user)

@@ -1,0 +1,528 @@
+"""The video pipeline end to end: real HTTP (uvicorn), real PostgreSQL queues, real FFmpeg.
+
+A clip goes up with tus, is probed, its original encrypted into the home region, a job on the
+home region's queue transcodes it, and it plays: from the public store when public, decrypted
+by range from the home region behind a signed URL when not.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+import httpx2 as httpx
+import pytest
+from sqlalchemy import select, text
+
+from reelm.accounts.service import log_in
+from reelm.bootstrap import Platform
+from reelm.media.models import PublicVideo, Upload, Video
+from reelm.media.videos import original_key, private_prefix, public_prefix
+from reelm.storage.crypto import BLOB_MAGIC
+
+from . import tus
+from .conftest import PASSWORD, serving, unique_handle
+from .test_transcode import FAST_H264, _make_phone_clip, assert_clean, ffmpeg, pattern, tone
+
+
+@dataclass
+class Clips:
+    vertical: Path  # 720x1280, 2 s, tone
+    phone: Path  # stored landscape + 90° display matrix, GPS and device tags
+    silent: Path  # 640x360, 2 s, no audio
+    one_second: Path  # 1280x720, 1 s
+    long: Path  # 1920x1080, 12 s: takes a few seconds to transcode
+    image: Path  # a PNG renamed .mp4
+    audio: Path  # an M4A (sound only)
+    truncated: Path  # the vertical clip cut in half
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    d = tmp_path_factory.mktemp("upload-clips")
+    c = Clips(
+        vertical=d / "vertical.mp4", phone=d / "phone.mov", silent=d / "silent.mp4",
+        one_second=d / "one.mp4", long=d / "long.mp4", image=d / "image.mp4",
+        audio=d / "audio.m4a", truncated=d / "truncated.mp4",
+    )  # fmt: skip
+    ffmpeg(*pattern("720x1280", 2), *tone(2), *FAST_H264, "-c:a", "aac", str(c.vertical))
+    ffmpeg(*pattern("640x360", 2), *FAST_H264, str(c.silent))
+    ffmpeg(*pattern("1280x720", 1), *tone(1), *FAST_H264, "-c:a", "aac", str(c.one_second))
+    ffmpeg(*pattern("1920x1080", 12), *tone(12), *FAST_H264, "-c:a", "aac", str(c.long))
+    ffmpeg(*pattern("320x240", 0.04), "-frames:v", "1", "-f", "image2", "-c:v", "png",
+           str(c.image))  # fmt: skip
+    ffmpeg(*tone(2), "-c:a", "aac", str(c.audio))
+    data = c.vertical.read_bytes()
+    c.truncated.write_bytes(data[: len(data) // 2])
+    _make_phone_clip(d, c.phone)
+    return c
+
+
+@pytest.fixture(scope="module")
+def media_platform(session_platform_factory: Callable[..., Platform]) -> Platform:
+    # Short stall detection, so a killed worker's job is taken over within seconds.
+    return session_platform_factory(job_stall_seconds=2)
+
+
+@pytest.fixture(scope="module")
+def http(media_platform: Platform) -> Iterator[httpx.Client]:
+    with serving(media_platform) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client
+
+
+@dataclass
+class Uploader:
+    token: str
+    user_id: uuid.UUID
+    handle: str
+    region: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def uploader(media_platform: Platform) -> Callable[[str], Uploader]:
+    from datetime import date
+
+    from reelm.accounts.schemas import SignUp
+    from reelm.accounts.service import sign_up
+
+    def make(market: str = "US") -> Uploader:
+        handle = unique_handle("up")
+        data = SignUp(
+            handle=handle,
+            display_name="Uploader",
+            email=f"{handle}@example.com",
+            password=PASSWORD,
+            birth_date=date(1990, 1, 1),
+            market=market,
+        )
+        signed = sign_up(media_platform, data)
+        token, user = log_in(media_platform, handle, PASSWORD)
+        return Uploader(token, signed.user_id, handle, user.home_region)
+
+    return make
+
+
+def send(http: httpx.Client, who: Uploader, path: Path, **meta: Any) -> httpx.Response:
+    return tus.upload(http, who.token, path.read_bytes(), chunk=256 * 1024, **meta)
+
+
+def video_id_of(response: httpx.Response) -> uuid.UUID:
+    assert response.status_code == 204, response.text
+    return uuid.UUID(response.headers["Location"].rsplit("/", 1)[1])
+
+
+def video(http: httpx.Client, who: Uploader, video_id: uuid.UUID) -> dict[str, Any]:
+    response = http.get(f"/api/v1/videos/{video_id}", headers=who.auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def all_keys(platform: Platform) -> dict[str, list[str]]:
+    stores = {r: c.blobs for r, c in platform.cells.items()} | {"public": platform.public_blobs}
+    return {name: list(store.iter_keys()) for name, store in stores.items()}
+
+
+def staged(platform: Platform, region: str, ident: uuid.UUID) -> list[Path]:
+    return sorted(platform.settings.staging_dir(region).glob(f"{ident}*"))
+
+
+# ---- a video's life --------------------------------------------------------------------------
+
+
+def test_public_vertical_clip_plays_from_the_public_store(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    caption = "Sunset skate #Skate #sunset @someone.else ünïcödé 🛹"
+    done = send(http, who, clips.vertical, caption=caption, visibility="public")
+    video_id = video_id_of(done)
+    queued = video(http, who, video_id)
+    assert queued["status"] == "queued" and queued["sources"] == []
+    assert (queued["width"], queued["height"]) == (720, 1280)
+
+    tus.run_jobs(media_platform, "us")
+    ready = video(http, who, video_id)
+    assert ready["status"] == "ready" and ready["progress"] == 100
+    assert ready["caption"] == caption
+    assert ready["hashtags"] == ["skate", "sunset"] and ready["mentions"] == ["someone.else"]
+    assert [s["label"] for s in ready["sources"]] == ["720p", "480p"]  # never upscaled
+    assert ready["share_url"] == f"/v/{video_id}"
+
+    # Anyone sees it in the feed and by id, without the owner's account id.
+    anonymous = http.get(f"/api/v1/videos/{video_id}").json()
+    assert anonymous["author"]["handle"] == who.handle and not anonymous["mine"]
+    assert str(who.user_id) not in http.get(f"/api/v1/videos/{video_id}").text
+    feed_ids = [item["id"] for item in http.get("/api/v1/feed?limit=50").json()["items"]]
+    assert str(video_id) in feed_ids
+
+    # Range requests: 206 with the right bytes; immutable caching; 416 past the end.
+    source = ready["sources"][0]["url"]
+    full = http.get(source)
+    assert full.status_code == 200
+    assert full.headers["cache-control"] == "public, max-age=31536000, immutable"
+    part = http.get(source, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == full.content[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(full.content)}"
+    tail = http.get(source, headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == full.content[-10:]
+    beyond = http.get(source, headers={"Range": f"bytes={len(full.content)}-"})
+    assert beyond.status_code == 416
+    assert http.get(source, headers={"If-None-Match": full.headers["etag"]}).status_code == 304
+    poster = http.get(ready["poster_url"])
+    assert poster.headers["content-type"] == "image/jpeg" and poster.content[:2] == b"\xff\xd8"
+
+    keys = all_keys(media_platform)
+    assert original_key(who.user_id, video_id) in keys["us"]
+    assert sorted(k for k in keys["public"] if k.startswith(public_prefix(video_id))) == [
+        f"v/{video_id}/480p.mp4",
+        f"v/{video_id}/720p.mp4",
+        f"v/{video_id}/poster.jpg",
+    ]
+    assert staged(media_platform, "us", video_id) == []
+
+
+def test_phone_clip_is_upright_and_every_rendition_is_stripped(
+    media_platform: Platform,
+    http: httpx.Client,
+    uploader: Callable[[str], Uploader],
+    clips: Clips,
+    tmp_path: Path,
+) -> None:
+    who = uploader("US")
+    video_id = video_id_of(send(http, who, clips.phone, caption="from my phone"))
+    queued = video(http, who, video_id)
+    assert (queued["width"], queued["height"]) == (1080, 1920)  # the display matrix applied
+    tus.run_jobs(media_platform, "us")
+    ready = video(http, who, video_id)
+    assert ready["status"] == "ready"
+    assert [(s["width"], s["height"]) for s in ready["sources"]] == [
+        (1080, 1920),
+        (720, 1280),
+        (480, 854),
+    ]
+    for source in ready["sources"]:
+        path = tmp_path / source["label"]
+        path.write_bytes(http.get(source["url"]).content)
+        assert_clean(path)  # no GPS, no device, no rotation tag, no chapters or subtitles
+    # The original keeps its tags (it is the user's file), but only encrypted, in the region.
+    original = media_platform.cell("us").blobs.get(original_key(who.user_id, video_id))
+    assert original.startswith(BLOB_MAGIC) and b"iPhone" not in original
+
+
+@pytest.mark.parametrize("clip", ["silent", "one_second"])
+def test_silent_and_one_second_clips(
+    media_platform: Platform,
+    http: httpx.Client,
+    uploader: Callable[[str], Uploader],
+    clips: Clips,
+    tmp_path: Path,
+    clip: str,
+) -> None:
+    who = uploader("CA")
+    video_id = video_id_of(send(http, who, getattr(clips, clip)))
+    tus.run_jobs(media_platform, "ca")
+    ready = video(http, who, video_id)
+    assert ready["status"] == "ready"
+    rendition = tmp_path / "r.mp4"
+    rendition.write_bytes(http.get(ready["sources"][-1]["url"]).content)
+    with av.open(str(rendition)) as container:
+        kinds = [s.type for s in container.streams]
+        seconds = float(container.duration or 0) / av.time_base
+    assert kinds == (["video"] if clip == "silent" else ["video", "audio"])
+    assert seconds == pytest.approx(2.0 if clip == "silent" else 1.0, abs=0.15)
+
+
+def test_private_video_stays_encrypted_in_the_home_region(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    other = uploader("US")
+    video_id = video_id_of(send(http, who, clips.vertical, caption="just me", visibility="private"))
+    tus.run_jobs(media_platform, "us")
+    ready = video(http, who, video_id)
+    assert ready["status"] == "ready" and ready["share_url"] is None
+
+    # Nobody else sees it: not in the feed, not by id, not on the profile.
+    assert http.get(f"/api/v1/videos/{video_id}").status_code == 404
+    assert http.get(f"/api/v1/videos/{video_id}", headers=other.auth).status_code == 404
+    feed = http.get("/api/v1/feed?limit=50").json()["items"]
+    assert str(video_id) not in [item["id"] for item in feed]
+    grid = http.get(f"/api/v1/users/{who.handle}/videos").json()["items"]
+    assert str(video_id) not in [item["id"] for item in grid]
+    own_grid = http.get(f"/api/v1/users/{who.handle}/videos", headers=who.auth).json()["items"]
+    assert str(video_id) in [item["id"] for item in own_grid]
+
+    # Its files: encrypted in the US store, nowhere public; the owner's signed URL plays them.
+    keys = all_keys(media_platform)
+    mine = [k for k in keys["us"] if k.startswith(private_prefix(who.user_id, video_id))]
+    assert sorted(k.rsplit("/", 1)[1] for k in mine) == ["480p.mp4", "720p.mp4", "poster.jpg"]
+    for key in mine:
+        assert media_platform.cell("us").blobs.get(key).startswith(BLOB_MAGIC)
+    assert not [k for k in keys["public"] if str(video_id) in k]
+    url = ready["sources"][0]["url"]
+    assert url.startswith(f"/media/p/us/{video_id}/720p.mp4?expires=")
+    whole = http.get(url)
+    assert whole.status_code == 200 and whole.headers["cache-control"].startswith("private")
+    assert whole.content[4:8] == b"ftyp"
+    part = http.get(url, headers={"Range": "bytes=70000-200000"})
+    assert part.status_code == 206 and part.content == whole.content[70000:200001]
+    # A tampered or expired URL does not open it.
+    forged = url.replace("720p.mp4", "480p.mp4")
+    assert http.get(forged).status_code == 403
+    expired = url.split("?")[0] + "?expires=1000&signature=" + url.rsplit("=", 1)[1]
+    assert http.get(expired).status_code == 403
+    assert http.get(url.replace("/us/", "/ca/")).status_code == 403
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+BAD = {
+    "random": (lambda c: os.urandom(50_000), "not-a-video"),
+    "truncated": (lambda c: c.truncated.read_bytes(), "truncated-video"),
+    "image": (lambda c: c.image.read_bytes(), "image-not-video"),
+    "audio": (lambda c: c.audio.read_bytes(), "audio-not-video"),
+    "html": (lambda c: b"<script>alert(1)</script>'; DROP TABLE videos; --" * 50, "not-a-video"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_files_are_refused_with_a_reason_and_leave_nothing(
+    media_platform: Platform,
+    http: httpx.Client,
+    uploader: Callable[[str], Uploader],
+    clips: Clips,
+    kind: str,
+) -> None:
+    who = uploader("US")
+    make, slug = BAD[kind]
+    before = all_keys(media_platform)
+    refused = tus.upload(http, who.token, make(clips), caption="bad")
+    assert refused.status_code in (413, 422)
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"] == f"/problems/{slug}" and problem["field"] == "file"
+    assert len(problem["detail"]) > 20 and "/" not in problem["detail"].replace("MP4, MOV", "")
+    assert http.get("/api/v1/me/videos", headers=who.auth).json() == []
+    assert all_keys(media_platform) == before
+    with media_platform.cell("us").db.transaction() as s:
+        assert s.scalar(select(Upload.id).where(Upload.owner_id == who.user_id)) is None
+        assert s.scalar(select(Video.id).where(Video.owner_id == who.user_id)) is None
+    leftovers = list(media_platform.settings.staging_dir("us").iterdir())
+    assert not [p for p in leftovers if p.suffix in (".part", ".src")]
+
+
+def test_bad_requests(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader]
+) -> None:
+    who = uploader("US")
+    limit = media_platform.settings.max_upload_bytes
+    assert tus.create(http, who.token, 0).json()["type"] == "/problems/invalid-input"
+    too_big = tus.create(http, who.token, limit + 1)
+    assert too_big.status_code == 413 and "500 MB" in too_big.json()["detail"]
+    huge = tus.create(http, who.token, 10**30)
+    assert huge.status_code == 422
+    bad_meta = http.post(
+        "/api/v1/videos",
+        headers={**tus.TUS, **who.auth, "Upload-Length": "10", "Upload-Metadata": "caption !!!"},
+    )
+    assert bad_meta.status_code == 422 and bad_meta.json()["field"] == "Upload-Metadata"
+    bad_visibility = tus.create(http, who.token, 10, visibility="everyone")
+    assert bad_visibility.status_code == 422 and "visibility" in bad_visibility.json()["detail"]
+    long_caption = tus.create(http, who.token, 10, caption="x" * 2201)
+    assert long_caption.status_code == 422
+    no_version = http.post("/api/v1/videos", headers={**who.auth, "Upload-Length": "10"})
+    assert no_version.status_code == 412
+    anonymous = http.post("/api/v1/videos", headers={**tus.TUS, "Upload-Length": "10"})
+    assert anonymous.status_code == 401
+
+    url = tus.create(http, who.token, 10).headers["Location"]
+    wrong_type = http.patch(
+        url, headers={**tus.TUS, **who.auth, "Upload-Offset": "0"}, content=b"0123456789"
+    )
+    assert wrong_type.status_code == 415
+    assert tus.patch(http, who.token, url, 5, b"01234").status_code == 409
+    assert tus.patch(http, who.token, url, 0, b"0" * 11).status_code == 413
+    # Someone else's upload does not exist for them.
+    other = uploader("US")
+    assert tus.patch(http, other.token, url, 0, b"0123456789").status_code == 404
+    assert http.delete(url, headers={**tus.TUS, **who.auth}).status_code == 204
+    assert http.head(url, headers={**tus.TUS, **who.auth}).status_code == 404
+
+
+def test_cookie_writes_need_the_csrf_token(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader]
+) -> None:
+    who = uploader("US")
+    headers = {**tus.TUS, "Upload-Length": "10", "Cookie": f"reelm_session={who.token}"}
+    refused = http.post("/api/v1/videos", headers=headers)
+    assert refused.status_code == 403 and refused.json()["type"] == "/problems/csrf-failed"
+    forged = http.post("/api/v1/videos", headers={**headers, "X-CSRF-Token": "forged"})
+    assert forged.status_code == 403
+    reading = http.get("/api/v1/me/videos", headers={"Cookie": f"reelm_session={who.token}"})
+    assert reading.status_code == 200
+
+
+# ---- resuming, concurrency, failures ---------------------------------------------------------
+
+
+def test_an_interrupted_upload_resumes_where_it_stopped(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("AU")
+    data = clips.vertical.read_bytes()
+    url = tus.create(http, who.token, len(data), caption="resumed").headers["Location"]
+    assert tus.patch(http, who.token, url, 0, data[:100_000]).status_code == 204
+
+    # The connection drops mid-body (a phone losing its network): the server keeps what
+    # arrived. A raw socket, because an HTTP client would not send a body it cannot finish.
+    parts = urlsplit(str(http.base_url))
+    rest = len(data) - 100_000
+    head = (
+        f"PATCH {url} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
+        f"Authorization: Bearer {who.token}\r\nUpload-Offset: 100000\r\n"
+        f"Content-Type: application/offset+octet-stream\r\nContent-Length: {rest}\r\n\r\n"
+    )
+    with socket.create_connection((parts.hostname, parts.port)) as raw:
+        raw.sendall(head.encode() + data[100_000:150_000])
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    offset = 100_000
+    while time.monotonic() < deadline:
+        offset = int(http.head(url, headers={**tus.TUS, **who.auth}).headers["Upload-Offset"])
+        if offset > 100_000:
+            break
+        time.sleep(0.1)
+    assert 100_000 < offset <= 150_000
+    progress = http.get("/api/v1/me/videos", headers=who.auth).json()
+    assert progress[0]["status"] == "uploading" and 0 < progress[0]["progress"] < 100
+    done = tus.patch(http, who.token, url, offset, data[offset:])
+    video_id = video_id_of(done)
+    tus.run_jobs(media_platform, "au")
+    assert video(http, who, video_id)["status"] == "ready"
+    rendition = http.get(video(http, who, video_id)["sources"][0]["url"]).content
+    assert rendition[4:8] == b"ftyp"
+
+
+def test_concurrent_uploads_all_become_videos(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    people = [uploader("NZ") for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(lambda w: send(http, w, clips.one_second), people))
+    ids = [video_id_of(r) for r in done]
+    assert len(set(ids)) == 4
+    tus.run_jobs(media_platform, "nz")
+    assert {video(http, w, i)["status"] for w, i in zip(people, ids, strict=True)} == {"ready"}
+
+
+def test_a_failed_video_can_be_retried_or_deleted(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    video_id = video_id_of(send(http, who, clips.one_second))
+    # The original is lost before the job runs (a broken disk): the job cannot make renditions.
+    from reelm.media.videos import source_path
+
+    media_platform.cell("us").blobs.delete(original_key(who.user_id, video_id))
+    source_path(media_platform, "us", video_id).unlink()
+    with media_platform.cell("us").db.transaction() as s:
+        s.execute(
+            text("UPDATE procrastinate_jobs SET attempts = 2 WHERE args->>'video_id' = :v"),
+            {"v": str(video_id)},
+        )
+    tus.run_jobs(media_platform, "us")
+    failed = video(http, who, video_id)
+    assert failed["status"] == "failed"
+    assert failed["failure"].startswith("We could not process this video")
+    assert http.post(f"/api/v1/videos/{video_id}/retry", headers=who.auth).status_code == 202
+    assert video(http, who, video_id)["status"] == "queued"
+    twice = http.post(f"/api/v1/videos/{video_id}/retry", headers=who.auth)
+    assert twice.status_code == 409
+    assert http.delete(f"/api/v1/videos/{video_id}", headers=who.auth).status_code == 204
+    assert http.get(f"/api/v1/videos/{video_id}", headers=who.auth).status_code == 404
+    tus.run_jobs(media_platform, "us")  # the queued retry finds nothing to do
+
+
+def test_deleting_a_video_leaves_no_blob(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    public = video_id_of(send(http, who, clips.one_second, visibility="public"))
+    private = video_id_of(send(http, who, clips.one_second, visibility="followers"))
+    tus.run_jobs(media_platform, "us")
+    ready = video(http, who, public)
+    for video_id in (public, private):
+        assert http.delete(f"/api/v1/videos/{video_id}", headers=who.auth).status_code == 204
+    keys = all_keys(media_platform)
+    assert not [k for store in keys.values() for k in store if str(who.user_id) in k]
+    assert not [
+        k for store in keys.values() for k in store if str(public) in k or str(private) in k
+    ]
+    with media_platform.catalog.transaction() as c:
+        assert c.get(PublicVideo, public) is None
+    assert http.get(ready["sources"][0]["url"]).status_code == 404
+    other = uploader("US")
+    assert http.delete(f"/api/v1/videos/{public}", headers=other.auth).status_code == 404
+
+
+def _worker(platform: Platform, region: str) -> subprocess.Popen[bytes]:
+    settings = platform.settings
+    env = {
+        **os.environ,
+        "REELM_DATA_DIR": str(settings.data_dir),
+        "REELM_ADMIN_DATABASE_URL": str(settings.admin_database_url),
+        "REELM_DATABASE_PREFIX": settings.database_prefix,
+        "REELM_JOB_STALL_SECONDS": str(settings.job_stall_seconds),
+    }
+    reelm = Path(sys.executable).parent / "reelm"
+    return subprocess.Popen(
+        [str(reelm), "worker", "--region", region],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def test_a_worker_killed_mid_transcode_leads_to_a_completed_video(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    video_id = video_id_of(send(http, who, clips.long, caption="long one"))
+    worker = _worker(media_platform, "us")
+    try:
+        deadline = time.monotonic() + 120
+        while video(http, who, video_id)["progress"] < 5:
+            assert time.monotonic() < deadline, "the worker never started the job"
+            assert worker.poll() is None, "the worker died on its own"
+            time.sleep(0.2)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    stuck = video(http, who, video_id)
+    assert stuck["status"] == "processing" and stuck["progress"] < 100
+    # Another worker takes the job over once the dead one has missed its heartbeats.
+    time.sleep(media_platform.settings.job_stall_seconds + 1)
+    tus.run_jobs(media_platform, "us")
+    ready = video(http, who, video_id)
+    assert ready["status"] == "ready"
+    assert [s["label"] for s in ready["sources"]] == ["1080p", "720p", "480p"]
+    assert not list(media_platform.settings.staging_dir("us").glob(f"{video_id}*"))
