@@ -526,3 +526,25 @@ def test_a_worker_killed_mid_transcode_leads_to_a_completed_video(
     assert ready["status"] == "ready"
     assert [s["label"] for s in ready["sources"]] == ["1080p", "720p", "480p"]
     assert not list(media_platform.settings.staging_dir("us").glob(f"{video_id}*"))
+
+
+def test_a_video_that_lost_its_job_is_requeued_by_the_sweep(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    from datetime import timedelta
+
+    from reelm.media.videos import sweep
+
+    who = uploader("US")
+    video_id = video_id_of(send(http, who, clips.one_second))
+    # As if the process died between the video's commit and the deferral of its job.
+    with media_platform.cell("us").db.transaction() as s:
+        s.execute(
+            text("DELETE FROM procrastinate_jobs WHERE args->>'video_id' = :v"),
+            {"v": str(video_id)},
+        )
+    assert sweep(media_platform, "us") == 0  # too recent: its job may still be on its way
+    assert sweep(media_platform, "us", older_than=timedelta(0)) == 1
+    assert sweep(media_platform, "us", older_than=timedelta(0)) == 0  # its job waits now
+    tus.run_jobs(media_platform, "us")
+    assert video(http, who, video_id)["status"] == "ready"

@@ -67,6 +67,14 @@ def process_video_task(context: procrastinate.JobContext, video_id: str) -> str:
     )
 
 
+def media_sweep_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Every 10 minutes, per region: requeue videos that lost their job, expire uploads."""
+    from reelm.media.videos import sweep
+
+    platform, region = _context(context)
+    return sweep(platform, region)
+
+
 def _echo_progress(video_id: uuid.UUID, percent: int) -> None:
     if percent % 10 == 0:
         log.info("video %s: %d%%", video_id, percent)
@@ -91,6 +99,10 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         # procrastinate counts earlier attempts: MAX_ATTEMPTS runs in all, 3 s then 9 s apart.
         retry=procrastinate.RetryStrategy(max_attempts=MAX_ATTEMPTS - 1, exponential_wait=3),
     )(process_video_task)
+    media_sweep = app.task(name="media.sweep", queue=MAINTENANCE, pass_context=True)(
+        media_sweep_task
+    )
+    app.periodic(cron="*/10 * * * *", periodic_id="media-sweep")(media_sweep)
     return app
 
 

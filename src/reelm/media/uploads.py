@@ -207,6 +207,10 @@ def expire_uploads(platform: Platform, region: str) -> int:
                 select(Upload.id).where(Upload.expires_at <= now(), Upload.video_id.is_(None))
             )
         )
+        # Finished uploads whose video exists: only the row is left to forget.
+        s.execute(
+            delete(Upload).where(Upload.expires_at <= now(), Upload.video_id.is_not(None))
+        )
     for upload_id in stale:
         discard(platform, region, upload_id)
     return len(stale)

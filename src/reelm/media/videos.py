@@ -26,10 +26,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from reelm.accounts.errors import AccountError, NotFound
@@ -50,6 +51,7 @@ log = logging.getLogger("reelm.media")
 MEDIA_QUEUE = "media"
 PROCESS_TASK = "media.process"
 MAX_ATTEMPTS = 3
+SWEEP_AFTER = timedelta(minutes=10)
 ORIGINAL = "original"
 
 FAILED_GENERIC = (
@@ -470,6 +472,36 @@ def remove_all_videos(platform: Platform, cell: Cell, owner: uuid.UUID) -> int:
     for upload_id in uploads:
         discard(platform, cell.region, upload_id)
     return len(videos)
+
+
+def sweep(platform: Platform, region: str, *, older_than: timedelta = SWEEP_AFTER) -> int:
+    """Requeue videos left ``queued`` with no job (the process died between the commit of the
+    video and the deferral of its job); expire abandoned uploads. Returns videos requeued."""
+    from reelm.media.uploads import expire_uploads
+
+    expire_uploads(platform, region)
+    cell = platform.cell(region)
+    with cell.db.transaction() as s:
+        orphans = list(
+            s.scalars(
+                select(Video.id).where(
+                    Video.status == "queued",
+                    Video.updated_at < func.now() - older_than,
+                    ~exists(
+                        select(text("1"))
+                        .select_from(text("procrastinate_jobs"))
+                        .where(
+                            text("procrastinate_jobs.status IN ('todo', 'doing')"),
+                            text("procrastinate_jobs.args->>'video_id' = videos.id::text"),
+                        )
+                    ),
+                )
+            )
+        )
+    for video_id in orphans:
+        log.warning("video %s was queued without a job: requeued", video_id)
+        enqueue(platform, region, video_id)
+    return len(orphans)
 
 
 def videos_of(platform: Platform, user: CurrentUser) -> Iterator[Video]:
