@@ -33,6 +33,7 @@ from reelm.media.videos import original_key, private_prefix, public_prefix
 from reelm.storage.crypto import BLOB_MAGIC
 
 from . import tus
+from .test_blobs import ACCESS_KEY, S3_REGION, SECRET_KEY, Moto, moto, new_bucket  # noqa: F401
 from .conftest import PASSWORD, serving, unique_handle
 from .test_transcode import FAST_H264, _make_phone_clip, assert_clean, ffmpeg, pattern, tone
 
@@ -548,3 +549,56 @@ def test_a_video_that_lost_its_job_is_requeued_by_the_sweep(
     assert sweep(media_platform, "us", older_than=timedelta(0)) == 0  # its job waits now
     tus.run_jobs(media_platform, "us")
     assert video(http, who, video_id)["status"] == "ready"
+
+
+def test_the_pipeline_on_s3_stores(
+    platform_factory: Callable[..., Platform],
+    moto: Moto,
+    monkeypatch: pytest.MonkeyPatch,
+    clips: Clips,
+) -> None:
+    """Production layout: the US region's blobs and the public store in S3 buckets (moto's
+    server on loopback), everything else as in the tests above."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    us_bucket, public_bucket = new_bucket(moto), new_bucket(moto)
+    s3 = {"s3_endpoint_url": moto.url, "s3_region": S3_REGION}
+    platform = platform_factory(
+        regions={"us": {"blob_url": f"s3://{us_bucket}/blobs", **s3}},
+        public_store={"blob_url": f"s3://{public_bucket}", **s3},
+    )
+    from datetime import date
+
+    from reelm.accounts.schemas import SignUp
+    from reelm.accounts.service import sign_up
+
+    handle = unique_handle("s3")
+    sign_up(
+        platform,
+        SignUp(handle=handle, display_name="S3", email=f"{handle}@example.com",
+               password=PASSWORD, birth_date=date(1990, 1, 1), market="US"),
+    )  # fmt: skip
+    token, user = log_in(platform, handle, PASSWORD)
+    who = Uploader(token, user.user_id, handle, "us")
+    with serving(platform) as url, httpx.Client(base_url=url, timeout=60) as http:
+        public = video_id_of(send(http, who, clips.one_second, visibility="public"))
+        private = video_id_of(send(http, who, clips.one_second, visibility="private"))
+        tus.run_jobs(platform, "us")
+        for video_id in (public, private):
+            ready = video(http, who, video_id)
+            assert ready["status"] == "ready"
+            whole = http.get(ready["sources"][0]["url"])
+            assert whole.status_code == 200 and whole.content[4:8] == b"ftyp"
+            part = http.get(ready["sources"][0]["url"], headers={"Range": "bytes=10-20"})
+            assert part.status_code == 206 and part.content == whole.content[10:21]
+        listed = moto.client.list_objects_v2(Bucket=public_bucket)["Contents"]
+        assert sorted(o["Key"] for o in listed) == sorted(
+            f"v/{public}/{f}" for f in ("720p.mp4", "480p.mp4", "poster.jpg")
+        )
+        region_keys = [o["Key"] for o in moto.client.list_objects_v2(Bucket=us_bucket)["Contents"]]
+        assert f"blobs/{original_key(who.user_id, private)}" in region_keys
+        assert f"blobs/{private_prefix(who.user_id, private)}720p.mp4" in region_keys
+        for video_id in (public, private):
+            assert http.delete(f"/api/v1/videos/{video_id}", headers=who.auth).status_code == 204
+    for bucket in (us_bucket, public_bucket):
+        assert moto.client.list_objects_v2(Bucket=bucket).get("Contents", []) == []
