@@ -12,22 +12,16 @@ import hmac
 import os
 import random
 import secrets
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import boto3
 import httpx2
 import pytest
-from botocore.config import Config
 from pydantic import ValidationError
 
 from reelm.accounts.schemas import SignUp
@@ -44,71 +38,9 @@ from reelm.storage.blobs import (
     S3BlobStore,
 )
 
-from .conftest import PASSWORD, free_port
+from .conftest import ACCESS_KEY, PASSWORD, S3_REGION, SECRET_KEY, Moto, new_bucket
 
 MiB = 1024 * 1024
-ACCESS_KEY = "AKIAREELMTESTKEY0001"
-SECRET_KEY = "reelm-test-secret-key"
-S3_REGION = "us-east-1"
-
-
-# ---- the S3 server ---------------------------------------------------------------------------
-
-
-@dataclass
-class Moto:
-    url: str
-    client: Any
-
-
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    """moto's S3 server in its own process on a free loopback port, stopped after the run."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"moto_server exited: {log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto_server did not start within 30 s")
-                time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name=S3_REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
-        yield Moto(url, client)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def new_bucket(moto: Moto) -> str:
-    name = f"reelm-test-{secrets.token_hex(6)}"
-    moto.client.create_bucket(Bucket=name)
-    return name
 
 
 def s3_store(moto: Moto, prefix: str = "reelm/us", **options: Any) -> S3BlobStore:

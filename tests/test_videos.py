@@ -33,8 +33,16 @@ from reelm.media.videos import original_key, private_prefix, public_prefix
 from reelm.storage.crypto import BLOB_MAGIC
 
 from . import tus
-from .test_blobs import ACCESS_KEY, S3_REGION, SECRET_KEY, Moto, moto, new_bucket  # noqa: F401
-from .conftest import PASSWORD, serving, unique_handle
+from .conftest import (
+    ACCESS_KEY,
+    PASSWORD,
+    S3_REGION,
+    SECRET_KEY,
+    Moto,
+    new_bucket,
+    serving,
+    unique_handle,
+)
 from .test_transcode import FAST_H264, _make_phone_clip, assert_clean, ffmpeg, pattern, tone
 
 
@@ -295,7 +303,7 @@ def test_private_video_stays_encrypted_in_the_home_region(
 # ---- bad input -------------------------------------------------------------------------------
 
 
-BAD = {
+BAD: dict[str, tuple[Callable[[Clips], bytes], str]] = {
     "random": (lambda c: os.urandom(50_000), "not-a-video"),
     "truncated": (lambda c: c.truncated.read_bytes(), "truncated-video"),
     "image": (lambda c: c.image.read_bytes(), "image-not-video"),
