@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 from reelm.accounts.errors import EmailTaken, HandleTaken
@@ -55,6 +56,29 @@ def seed_demo(platform: Platform) -> int:
     if created:
         _staff_example(platform)
     return created
+
+
+def seed_videos(
+    platform: Platform, on_progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Post the sample clips (made by FFmpeg at first run, then cached under the data dir) as
+    their demo authors, once: an author who already has videos is left alone. Returns the
+    number of videos posted; the in-process worker makes them playable within seconds."""
+    from reelm.media.samples import ensure_samples
+    from reelm.media.uploads import UploadMeta
+    from reelm.media.videos import ingest, own_video_count
+
+    clips = ensure_samples(platform.settings.data_dir / "samples", on_progress=on_progress)
+    posted = 0
+    for clip in clips:
+        _token, user = log_in(platform, clip.handle, DEMO_PASSWORD, user_agent="reelm demo seed")
+        try:
+            if own_video_count(platform, user) == 0:
+                ingest(platform, user, clip.path, UploadMeta(caption=clip.caption))
+                posted += 1
+        finally:
+            log_out(platform, user)
+    return posted
 
 
 def _staff_example(platform: Platform) -> None:

@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -190,6 +190,18 @@ def finish_upload(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -
         s.execute(update(Upload).where(Upload.id == upload_id).values(video_id=video_id))
     enqueue(platform, region, video_id)
     return video_id
+
+
+def ingest(platform: Platform, user: CurrentUser, path: Path, meta: UploadMeta) -> uuid.UUID:
+    """Upload a local file as ``user`` (the demo's sample clips, the benchmarks): the same
+    staging, checks and job as an upload over HTTP, without the HTTP."""
+    from reelm.media.uploads import create_upload
+
+    state = create_upload(platform, user, path.stat().st_size, meta)
+    shutil.copyfile(path, staging_path(platform, user.home_region, state.id))
+    with platform.cell(user.home_region).db.transaction() as s:
+        s.execute(update(Upload).where(Upload.id == state.id).values(offset=state.length))
+    return finish_upload(platform, user, state.id)
 
 
 def enqueue(platform: Platform, region: str, video_id: uuid.UUID) -> None:
@@ -504,11 +516,10 @@ def sweep(platform: Platform, region: str, *, older_than: timedelta = SWEEP_AFTE
     return len(orphans)
 
 
-def videos_of(platform: Platform, user: CurrentUser) -> Iterator[Video]:
+def own_video_count(platform: Platform, user: CurrentUser) -> int:
     scope = _scope(platform, user)
     with scope.cell.db.transaction() as s:
-        yield from s.scalars(
-            select(Video)
-            .where(Video.owner_id == user.user_id)
-            .order_by(Video.created_at.desc(), Video.id.desc())
+        count = s.scalar(
+            select(func.count()).select_from(Video).where(Video.owner_id == user.user_id)
         )
+    return count or 0
