@@ -7,6 +7,7 @@ by range from the home region behind a signed URL when not.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,10 +25,11 @@ from urllib.parse import urlsplit
 import av
 import httpx2 as httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from reelm.accounts.service import log_in
 from reelm.bootstrap import Platform
+from reelm.media.errors import MediaRejected
 from reelm.media.models import PublicVideo, Upload, Video
 from reelm.media.videos import original_key, private_prefix, public_prefix
 from reelm.storage.crypto import BLOB_MAGIC
@@ -610,3 +612,71 @@ def test_the_pipeline_on_s3_stores(
             assert http.delete(f"/api/v1/videos/{video_id}", headers=who.auth).status_code == 204
     for bucket in (us_bucket, public_bucket):
         assert moto.client.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+
+
+def test_a_us_users_protected_media_and_jobs_exist_only_in_us(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    private = video_id_of(send(http, who, clips.one_second, visibility="private"))
+    followers = video_id_of(send(http, who, clips.one_second, visibility="followers"))
+    public = video_id_of(send(http, who, clips.one_second, visibility="public"))
+    # Job payloads: in the US queue only, and ids only.
+    for region, cell in media_platform.cells.items():
+        with cell.db.transaction() as s:
+            payloads = list(
+                s.scalars(text("SELECT args::text FROM procrastinate_jobs WHERE args ? 'video_id'"))
+            )
+        ours = [p for p in payloads if any(str(v) in p for v in (private, followers, public))]
+        assert len(ours) == (3 if region == "us" else 0), region
+        assert all(set(json.loads(p)) == {"video_id"} for p in ours)
+    tus.run_jobs(media_platform, "us")
+    keys = all_keys(media_platform)
+    for store, names in keys.items():
+        mentioning = [k for k in names if str(who.user_id) in k]
+        if store != "us":
+            assert not mentioning, store
+        else:
+            # Three originals, and the renditions of the two protected videos.
+            assert len([k for k in mentioning if k.startswith("originals/")]) == 3
+            assert len([k for k in mentioning if k.startswith("private/")]) == 6
+    assert sorted(k.split("/")[1] for k in keys["public"] if str(public) in k) == [str(public)] * 3
+    for video_id in (private, followers):
+        assert not [k for k in keys["public"] if str(video_id) in k]
+    # Rows: the videos in the US database only; the catalog knows the public one alone.
+    for region, cell in media_platform.cells.items():
+        with cell.db.transaction() as s:
+            found = s.scalar(
+                select(func.count()).select_from(Video).where(Video.owner_id == who.user_id)
+            )
+        assert found == (3 if region == "us" else 0)
+    with media_platform.catalog.transaction() as c:
+        assert c.get(PublicVideo, public) is not None
+        assert c.get(PublicVideo, private) is None and c.get(PublicVideo, followers) is None
+
+
+def test_a_clip_over_the_configured_length_is_refused(
+    platform_factory: Callable[..., Platform], clips: Clips
+) -> None:
+    from reelm.media.uploads import UploadMeta
+    from reelm.media.videos import ingest
+
+    platform = platform_factory(max_video_seconds=1.5)
+    from datetime import date
+
+    from reelm.accounts.schemas import SignUp
+    from reelm.accounts.service import sign_up
+
+    handle = unique_handle("long")
+    sign_up(
+        platform,
+        SignUp(handle=handle, display_name="L", email=f"{handle}@example.com",
+               password=PASSWORD, birth_date=date(1990, 1, 1), market="SG"),
+    )  # fmt: skip
+    _token, user = log_in(platform, handle, PASSWORD)
+    with pytest.raises(MediaRejected) as refused:
+        ingest(platform, user, clips.vertical, UploadMeta())
+    assert refused.value.slug == "video-too-long"
+    assert "1.5" in refused.value.detail or "0:01" in refused.value.detail
+    assert list(platform.cell("sg").blobs.iter_keys()) == []
+    assert list(platform.settings.staging_dir("sg").iterdir()) == []
