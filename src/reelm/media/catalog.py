@@ -221,9 +221,9 @@ def get_video(platform: Platform, viewer: CurrentUser | None, video_id: uuid.UUI
             video = s.get(Video, video_id)
             upload = s.get(Upload, video_id) if video is None else None
         if video is not None and video.owner_id == viewer.user_id:
-            return _own_card(platform, cell, viewer, video)
+            return _own_card(platform, cell, viewer, video, _display_name(platform, viewer))
         if upload is not None and upload.owner_id == viewer.user_id and upload.video_id is None:
-            return _upload_card(cell, viewer, upload)
+            return _upload_card(cell, viewer, upload, _display_name(platform, viewer))
     raise NotFound("no such video")
 
 
@@ -246,12 +246,23 @@ def own_videos(platform: Platform, user: CurrentUser) -> list[VideoCard]:
                 .order_by(Upload.created_at.desc())
             )
         )
-    cards = [_upload_card(cell, user, u) for u in uploads]
-    cards += [_own_card(platform, cell, user, v) for v in videos]
+    name = _display_name(platform, user)
+    cards = [_upload_card(cell, user, u, name) for u in uploads]
+    cards += [_own_card(platform, cell, user, v, name) for v in videos]
     return sorted(cards, key=lambda c: c.created_at, reverse=True)
 
 
-def _own_card(platform: Platform, cell: Cell, user: CurrentUser, video: Video) -> VideoCard:
+def _display_name(platform: Platform, user: CurrentUser) -> str:
+    with platform.catalog.transaction() as c:
+        name = c.scalar(
+            select(PublicProfile.display_name).where(PublicProfile.user_id == user.user_id)
+        )
+    return name or user.handle
+
+
+def _own_card(
+    platform: Platform, cell: Cell, user: CurrentUser, video: Video, name: str
+) -> VideoCard:
     cipher = cell.for_user(user.user_id, user.home_region).cipher()
     caption = cipher.decrypt("caption", video.caption_ct)
     parsed = parse_caption(caption)
@@ -284,7 +295,7 @@ def _own_card(platform: Platform, cell: Cell, user: CurrentUser, video: Video) -
         width=video.width,
         height=video.height,
         author_handle=user.handle,
-        author_name=user.handle,
+        author_name=name,
         poster_url=url(video.poster_key.rsplit("/", 1)[1]) if ready and video.poster_key else None,
         sources=sources if ready else (),
         created_at=video.created_at,
@@ -292,7 +303,7 @@ def _own_card(platform: Platform, cell: Cell, user: CurrentUser, video: Video) -
     )
 
 
-def _upload_card(cell: Cell, user: CurrentUser, upload: Upload) -> VideoCard:
+def _upload_card(cell: Cell, user: CurrentUser, upload: Upload, name: str) -> VideoCard:
     cipher = cell.for_user(user.user_id, user.home_region).cipher()
     meta = UploadMeta.model_validate_json(cipher.decrypt("upload_meta", upload.metadata_ct))
     parsed = parse_caption(meta.caption)
@@ -310,7 +321,7 @@ def _upload_card(cell: Cell, user: CurrentUser, upload: Upload) -> VideoCard:
         width=None,
         height=None,
         author_handle=user.handle,
-        author_name=user.handle,
+        author_name=name,
         poster_url=None,
         sources=(),
         created_at=upload.created_at,
