@@ -18,7 +18,7 @@ from reelm.accounts.models import Account, DirectoryEntry, PublicProfile
 from reelm.accounts.service import SignedUp
 from reelm.bootstrap import Platform
 from reelm.regions.cell import ResidencyViolation
-from reelm.residency.scan import scan
+from reelm.residency.scan import Finding, scan
 from reelm.storage.crypto import cipher_for
 from reelm.storage.keys import KeyDestroyed
 
@@ -312,3 +312,320 @@ def test_configured_database_urls_are_used_as_given(
         assert _regions_holding(fresh_platform, user.user_id) == {"au"}
     finally:
         configured.close()
+
+
+# ---- media: rows, blobs, job payloads, the public store, the staging area --------------------
+
+
+def _upload(platform: Platform, region: str, owner: uuid.UUID) -> uuid.UUID:
+    """An upload in progress: its row in ``region`` and its staged bytes there."""
+    from datetime import UTC, datetime, timedelta
+
+    from reelm.media.models import Upload
+
+    upload_id = uuid.uuid4()
+    with platform.cell(region).db.transaction() as s:
+        s.add(
+            Upload(
+                id=upload_id,
+                owner_id=owner,
+                length=10,
+                offset=4,
+                metadata_ct=b"\x00" * 32,
+                expires_at=datetime.now(UTC) + timedelta(hours=1),
+            )
+        )
+    _stage(platform, region, f"{upload_id}.part")
+    return upload_id
+
+
+def _stage(platform: Platform, region: str, name: str) -> Path:
+    directory = platform.settings.staging_dir(region)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    if name.endswith(".work"):
+        path.mkdir()
+        (path / "720p.mp4").write_bytes(b"frames")
+    else:
+        path.write_bytes(b"bytes")
+    return path
+
+
+def _defer(platform: Platform, region: str, video_id: uuid.UUID) -> int:
+    from reelm.jobs import queue_of
+
+    queue = queue_of(platform, region)
+    try:
+        return queue.defer("media.process", video_id=str(video_id))
+    finally:
+        queue.close()
+
+
+def _kinds(findings: list[Finding]) -> set[tuple[str, str, str, str, str]]:
+    return {(f.kind, f.user_id, f.where, f.location, f.value) for f in findings}
+
+
+def test_scan_is_clean_with_media_where_it_belongs(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    from reelm.media import videos
+
+    from .test_blobcheck import add_video
+
+    us = new_user("US", platform_=fresh_platform).user_id
+    ca = new_user("CA", platform_=fresh_platform).user_id
+    shown = add_video(fresh_platform, "us", us, visibility="public")
+    add_video(fresh_platform, "us", us, visibility="private")
+    working = add_video(fresh_platform, "ca", ca, status="processing", visibility="public")
+    # A public video being processed: its files reach the public store before the catalog.
+    fresh_platform.public_blobs.put(videos.public_prefix(working) + "720p.mp4", b"x")
+    _upload(fresh_platform, "ca", ca)
+    _stage(fresh_platform, "ca", f"{working}.src")
+    _stage(fresh_platform, "ca", f"{working}.work")
+    _defer(fresh_platform, "us", shown)
+    _defer(fresh_platform, "ca", working)
+
+    report = scan(fresh_platform)
+    assert report.clean, [f.describe() for f in report.findings]
+    assert report.notices == [], [f.describe() for f in report.notices]
+    assert report.jobs == 2
+    assert report.staging_files == 3
+    # us: 2 originals + 2 private files; ca: 1 original; public: 2 files + 1 in progress.
+    assert report.blobs == 4 + 1 + 3
+
+
+def test_scan_finds_media_rows_outside_home(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    from .test_blobcheck import add_video
+
+    us = new_user("US", platform_=fresh_platform).user_id
+    new_user("CA", platform_=fresh_platform)
+    # A US user's video and upload rows in the Canadian database (no blobs: rows only).
+    add_video(fresh_platform, "ca", us, status="uploading", write_blobs=False)
+    upload = _upload(fresh_platform, "us", us)
+    from reelm.media.models import Upload
+
+    with fresh_platform.cell("us").db.transaction() as s:
+        row = s.get(Upload, upload)
+        assert row is not None
+        columns = {c.key: getattr(row, c.key) for c in Upload.__table__.columns}
+    with fresh_platform.cell("ca").db.transaction() as s:
+        s.add(Upload(**columns))
+    # And a video row of someone the directory does not know.
+    stranger = uuid.uuid4()
+    add_video(fresh_platform, "nz", stranger, status="uploading", write_blobs=False)
+
+    report = scan(fresh_platform)
+    ca_db = f"database:{fresh_platform.cell('ca').db.name}"
+    nz_db = f"database:{fresh_platform.cell('nz').db.name}"
+    assert _kinds(report.findings) == {
+        ("outside-home", str(us), ca_db, "videos", "row"),
+        ("outside-home", str(us), ca_db, "uploads", "row"),
+        ("unknown-user", str(stranger), nz_db, "videos", "row"),
+    }
+    assert report.notices == []
+
+
+def test_scan_finds_media_blobs_outside_home_and_orphans(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    from reelm.media import videos
+
+    from .test_blobcheck import add_video
+
+    us = new_user("US", platform_=fresh_platform).user_id
+    ca = new_user("CA", platform_=fresh_platform).user_id
+    copied = add_video(fresh_platform, "us", us, visibility="private")
+    sg_blobs = fresh_platform.cell("sg").blobs
+    # A US user's original and private rendition copied into Singapore's store.
+    original = videos.original_key(us, copied)
+    private = videos.private_prefix(us, copied) + "720p.mp4"
+    for key in (original, private):
+        sg_blobs.put(key, fresh_platform.cell("us").blobs.get(key))
+    stranger = uuid.uuid4()
+    unknown = videos.original_key(stranger, uuid.uuid4())
+    sg_blobs.put(unknown, b"x")
+    # Left-overs in the right region: a Canadian original with no video row, an odd key.
+    lonely = videos.original_key(ca, uuid.uuid4())
+    fresh_platform.cell("ca").blobs.put(lonely, b"x")
+    fresh_platform.cell("ca").blobs.put("private/odd", b"x")
+
+    report = scan(fresh_platform)
+    assert _kinds(report.findings) == {
+        ("outside-home", str(us), "blobs:sg", original, "original"),
+        ("outside-home", str(us), "blobs:sg", private, "private video file"),
+        ("unknown-user", str(stranger), "blobs:sg", unknown, "original"),
+    }
+    assert {f.home_region for f in report.findings} == {"us", None}
+    assert _kinds(report.notices) == {
+        ("orphan", str(ca), "blobs:ca", lonely, "original"),
+        ("orphan", "", "blobs:ca", "private/odd", "private video file (key of no known layout)"),
+    }
+    for key in (original, private, unknown):
+        sg_blobs.delete(key)
+    after = scan(fresh_platform)
+    assert after.clean and len(after.notices) == 2  # orphans alone do not fail the scan
+
+
+def test_scan_finds_job_payloads_outside_home(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    from .test_blobcheck import add_video
+
+    us = new_user("US", platform_=fresh_platform).user_id
+    video = add_video(fresh_platform, "us", us, status="queued")
+    _defer(fresh_platform, "us", video)  # where it belongs
+    misplaced = _defer(fresh_platform, "ca", video)  # a US video's job on Canada's queue
+    nowhere = _defer(fresh_platform, "sg", uuid.uuid4())  # waiting for a video in no region
+    finished = _defer(fresh_platform, "sg", uuid.uuid4())
+    with fresh_platform.cell("sg").db.transaction() as s:
+        s.execute(
+            text("UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = :id"),
+            {"id": finished},
+        )
+
+    report = scan(fresh_platform)
+    ca_db = f"database:{fresh_platform.cell('ca').db.name}"
+    sg_db = f"database:{fresh_platform.cell('sg').db.name}"
+    assert _kinds(report.findings) == {
+        ("outside-home", str(us), ca_db, f"procrastinate_jobs#{misplaced}", "job payload")
+    }
+    assert report.findings[0].home_region == "us"
+    # A finished job of a deleted video is history; a waiting one is stale.
+    assert _kinds(report.notices) == {
+        ("stale", "", sg_db, f"procrastinate_jobs#{nowhere}", "job payload")
+    }
+    assert report.jobs == 4
+
+
+def test_scan_finds_protected_media_in_the_public_store(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    from reelm.media import videos
+    from reelm.media.models import Video
+
+    from .test_blobcheck import add_video
+
+    au = new_user("AU", platform_=fresh_platform).user_id
+    public = fresh_platform.public_blobs
+    add_video(fresh_platform, "au", au, visibility="public")  # published: fine
+    # 1. A private video's file copied to the public store.
+    private = add_video(fresh_platform, "au", au, visibility="private")
+    exposed = videos.public_prefix(private) + "720p.mp4"
+    public.put(exposed, b"x")
+    # 2. A published video made followers-only in its region; the catalog and files stayed.
+    hidden = add_video(fresh_platform, "au", au, visibility="public")
+    with fresh_platform.cell("au").db.transaction() as s:
+        row = s.get(Video, hidden)
+        assert row is not None
+        row.visibility = "followers"
+    # 3. A published video deleted from its region, its catalog record and files left behind.
+    deleted = add_video(fresh_platform, "au", au, visibility="public")
+    with fresh_platform.cell("au").db.transaction() as s:
+        s.execute(text("DELETE FROM videos WHERE id = :id"), {"id": deleted})
+    fresh_platform.cell("au").blobs.delete(videos.original_key(au, deleted))
+    # 4. Files of no video at all.
+    stray = videos.public_prefix(uuid.uuid4()) + "poster.jpg"
+    public.put(stray, b"x")
+    public.put("v/not-a-video/poster.jpg", b"x")
+
+    report = scan(fresh_platform)
+    hidden_files = {videos.public_prefix(hidden) + f for f in ("720p.mp4", "poster.jpg")}
+    deleted_files = {videos.public_prefix(deleted) + f for f in ("720p.mp4", "poster.jpg")}
+    assert _kinds(report.findings) == {
+        (
+            "public-exposure",
+            str(au),
+            "blobs:public",
+            exposed,
+            "public file of an unpublished video",
+        ),
+        *(
+            ("public-exposure", str(au), "blobs:public", key, "public file of a followers video")
+            for key in hidden_files
+        ),
+        *(
+            (
+                "public-exposure",
+                str(au),
+                "blobs:public",
+                key,
+                "public file of a video gone from its home region",
+            )
+            for key in deleted_files
+        ),
+        ("public-exposure", "", "blobs:public", stray, "public file of an unpublished video"),
+        (
+            "public-exposure",
+            "",
+            "blobs:public",
+            "v/not-a-video/poster.jpg",
+            "public file of no video",
+        ),
+    }
+    assert report.notices == []
+    assert "readable by anyone" in report.findings[0].describe()
+
+
+def test_scan_finds_staging_files_out_of_place(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    from .test_blobcheck import add_video
+
+    us = new_user("US", platform_=fresh_platform).user_id
+    ca = new_user("CA", platform_=fresh_platform).user_id
+    _upload(fresh_platform, "ca", ca)  # where it belongs
+    us_upload = _upload(fresh_platform, "us", us)
+    us_video = add_video(fresh_platform, "us", us, status="processing")
+    # A US user's staged upload and transcode files in Canada's staging area.
+    _stage(fresh_platform, "ca", f"{us_upload}.part")
+    _stage(fresh_platform, "ca", f"{us_video}.work")
+    # A transcode source of no upload or video anywhere.
+    nobody = uuid.uuid4()
+    _stage(fresh_platform, "ca", f"{nobody}.src")
+    _stage(fresh_platform, "ca", "notes.txt")
+
+    report = scan(fresh_platform)
+    assert _kinds(report.findings) == {
+        ("outside-home", str(us), "staging:ca", f"{us_upload}.part", "staged upload"),
+        ("outside-home", str(us), "staging:ca", f"{us_video}.work", "transcode work files"),
+    }
+    assert _kinds(report.notices) == {
+        ("stray", "", "staging:ca", f"{nobody}.src", "transcode source"),
+        ("stray", "", "staging:ca", "notes.txt", "staging file"),
+    }
+    assert report.staging_files == 2 + 4
+
+
+def test_residency_scan_command_prints_notices_without_failing(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from reelm.cli import app
+    from reelm.media import videos
+
+    from .test_blobcheck import _env_for
+
+    _env_for(fresh_platform, monkeypatch)
+    monkeypatch.setenv("COLUMNS", "200")
+    ca = new_user("CA", platform_=fresh_platform).user_id
+    lonely = videos.original_key(ca, uuid.uuid4())
+    fresh_platform.cell("ca").blobs.put(lonely, b"x")
+
+    printed = CliRunner().invoke(app, ["residency-scan"])
+    assert printed.exit_code == 0, printed.output
+    assert f"ORPHAN blobs:ca {lonely}" in printed.stdout
+    assert "LEAK" not in printed.stdout
+    assert "1 notices" in printed.stdout
+    data = json.loads(CliRunner().invoke(app, ["residency-scan", "--json"]).stdout)
+    assert data["clean"] is True and data["findings"] == []
+    assert [(n["kind"], n["location"]) for n in data["notices"]] == [("orphan", lonely)]
+
+    fresh_platform.cell("sg").blobs.put(videos.original_key(ca, uuid.uuid4()), b"x")
+    leaking = CliRunner().invoke(app, ["residency-scan"])
+    assert leaking.exit_code == 1
+    assert "LEAK blobs:sg originals/" in leaking.stdout

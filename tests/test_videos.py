@@ -680,3 +680,27 @@ def test_a_clip_over_the_configured_length_is_refused(
     assert "1.5" in refused.value.detail or "0:01" in refused.value.detail
     assert list(platform.cell("sg").blobs.iter_keys()) == []
     assert list(platform.settings.staging_dir("sg").iterdir()) == []
+
+
+def test_an_empty_patch_at_the_end_finishes_an_upload_the_server_dropped(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    """The server died after storing the last byte and before making the video: the client's
+    retry (an empty PATCH at the end, as tus clients send) makes it."""
+    from reelm.media.uploads import staging_path
+
+    who = uploader("US")
+    data = clips.one_second.read_bytes()
+    url = tus.create(http, who.token, len(data)).headers["Location"]
+    upload_id = uuid.UUID(url.rsplit("/", 1)[1])
+    staging_path(media_platform, "us", upload_id).write_bytes(data)
+    with media_platform.cell("us").db.transaction() as s:
+        s.execute(text('UPDATE uploads SET "offset" = length WHERE id = :id'), {"id": upload_id})
+    assert tus.patch(http, who.token, url, len(data), b"more").status_code == 409
+    video_id = video_id_of(tus.patch(http, who.token, url, len(data), b""))
+    assert video_id == upload_id
+    assert video(http, who, video_id)["status"] == "queued"
+    again = tus.patch(http, who.token, url, len(data), b"")
+    assert again.status_code == 409  # the video exists: nothing more to send
+    tus.run_jobs(media_platform, "us")
+    assert video(http, who, video_id)["status"] == "ready"

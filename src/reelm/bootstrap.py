@@ -29,6 +29,8 @@ class Platform:
     # Renditions and posters of public videos: anyone may read them, so no region holds them.
     public_blobs: BlobStore
     embedded_server: Any = field(default=None, repr=False)
+    # The job queues this process defers to, by region (reelm.jobs.queue_of opens them).
+    queues: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def cell(self, region: str) -> Cell:
         return self.cells[region]
@@ -45,6 +47,9 @@ class Platform:
             )
 
     def close(self) -> None:
+        for queue in self.queues.values():
+            queue.close()
+        self.queues.clear()
         self.catalog.dispose()
         for cell in self.cells.values():
             cell.db.dispose()

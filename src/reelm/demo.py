@@ -58,9 +58,7 @@ def seed_demo(platform: Platform) -> int:
     return created
 
 
-def seed_videos(
-    platform: Platform, on_progress: Callable[[int, int], None] | None = None
-) -> int:
+def seed_videos(platform: Platform, on_progress: Callable[[int, int], None] | None = None) -> int:
     """Post the sample clips (made by FFmpeg at first run, then cached under the data dir) as
     their demo authors, once: an author who already has videos is left alone. Returns the
     number of videos posted; the in-process worker makes them playable within seconds."""

@@ -114,14 +114,21 @@ class RegionQueue:
     url: str
     _app: procrastinate.App | None = field(default=None, repr=False)
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     @property
     def app(self) -> procrastinate.App:
-        """A synchronous app for deferring and inspecting jobs (web and CLI processes)."""
-        if self._app is None:
-            app = _new_app(procrastinate.SyncPsycopgConnector(conninfo=_conninfo(self.url)))
-            app.open()
-            self._app = app
-        return self._app
+        """A synchronous app for deferring and inspecting jobs (web and CLI processes), opened
+        once per process and region: deferring borrows one of its two connections."""
+        with self._lock:
+            if self._app is None:
+                connector = procrastinate.SyncPsycopgConnector(
+                    conninfo=_conninfo(self.url), min_size=1, max_size=2
+                )
+                app = _new_app(connector)
+                app.open()
+                self._app = app
+            return self._app
 
     def defer(self, task_name: str, *, queueing_lock: str | None = None, **payload: Any) -> int:
         """Defer a job; with a ``queueing_lock``, raises procrastinate's ``AlreadyEnqueued``
@@ -134,9 +141,10 @@ class RegionQueue:
         return list(self.app.job_manager.list_jobs(status=status))
 
     def close(self) -> None:
-        if self._app is not None:
-            self._app.close()
-            self._app = None
+        with self._lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None
 
     async def work(
         self,
@@ -228,4 +236,13 @@ class WorkerThread:
 
 
 def queue_of(platform: Platform, region: str) -> RegionQueue:
-    return RegionQueue(region, platform.cell(region).db.url)
+    """The region's queue, shared by the whole process (closed with the platform)."""
+    with _QUEUES_LOCK:
+        queue = platform.queues.get(region)
+        if queue is None:
+            queue = platform.queues[region] = RegionQueue(region, platform.cell(region).db.url)
+    assert isinstance(queue, RegionQueue)
+    return queue
+
+
+_QUEUES_LOCK = threading.Lock()

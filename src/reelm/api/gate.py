@@ -101,9 +101,7 @@ def install(app: FastAPI, platform: Platform) -> None:
                 user = None
         request.state.user = user
         if user is not None and cookie_write_without_token(request, csrf):
-            return problem(
-                "csrf-failed", f"send the page's CSRF token in the {CSRF_HEADER} header"
-            )
+            return problem("csrf-failed", f"send the page's CSRF token in the {CSRF_HEADER} header")
         request.state.market = visitor_market(platform, request, user)
         if request.state.market and not _ungated(platform, request, user):
             try:

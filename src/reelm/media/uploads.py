@@ -152,8 +152,17 @@ async def append(
     """Append a PATCH body at ``offset``. A body that ends early keeps what arrived, so the
     client resumes from the new offset (tus semantics)."""
     row = await run_in_threadpool(_owned, platform, user, upload_id)
-    if row.video_id is not None or row.offset == row.length:
+    if row.video_id is not None:
         raise UploadConflict("this upload is already complete")
+    if row.offset == row.length:
+        # Every byte is here but the video was not made (the server failed after the last
+        # byte): an empty PATCH at the end lets the client ask again.
+        async for chunk in chunks:
+            if chunk:
+                raise UploadConflict("this upload is already complete")
+        if offset != row.offset:
+            raise UploadConflict("this upload is already complete")
+        return upload_state(platform, user, upload_id)
     if offset != row.offset:
         raise UploadConflict(f"the upload is at byte {row.offset}, not {offset}")
     path = staging_path(platform, user.home_region, upload_id)
@@ -196,7 +205,9 @@ def terminate(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -> No
 def discard(platform: Platform, region: str, upload_id: uuid.UUID) -> None:
     with platform.cell(region).db.transaction() as s:
         s.execute(delete(Upload).where(Upload.id == upload_id))
-    staging_path(platform, region, upload_id).unlink(missing_ok=True)
+    staged = staging_path(platform, region, upload_id)
+    staged.unlink(missing_ok=True)
+    staged.with_suffix(".src").unlink(missing_ok=True)  # a checked file not yet a video
 
 
 def expire_uploads(platform: Platform, region: str) -> int:
@@ -208,9 +219,7 @@ def expire_uploads(platform: Platform, region: str) -> int:
             )
         )
         # Finished uploads whose video exists: only the row is left to forget.
-        s.execute(
-            delete(Upload).where(Upload.expires_at <= now(), Upload.video_id.is_not(None))
-        )
+        s.execute(delete(Upload).where(Upload.expires_at <= now(), Upload.video_id.is_not(None)))
     for upload_id in stale:
         discard(platform, region, upload_id)
     return len(stale)

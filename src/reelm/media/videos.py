@@ -300,6 +300,10 @@ def process_video(
         source_path(platform, region, video_id).unlink(missing_ok=True)
     if status == "gone":
         _remove_blobs(platform, cell, owner, video_id)
+    elif status == "failed":
+        # What a failed attempt stored, public files above all, goes; the original stays for
+        # a retry.
+        _remove_renditions(platform, cell, owner, video_id)
     return status
 
 
@@ -451,21 +455,29 @@ def delete_video(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> 
 
 
 def remove_video(platform: Platform, cell: Cell, video: Video) -> None:
-    """Everything of one video, in an order a crash can resume: out of the feed first, then the
-    bytes, then the rows that point to them."""
-    with platform.catalog.transaction() as c:
-        c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))
-    _remove_blobs(platform, cell, video.owner_id, video.id)
-    for path in (source_path(platform, cell.region, video.id),):
-        path.unlink(missing_ok=True)
-    shutil.rmtree(work_dir(platform, cell.region, video.id), ignore_errors=True)
+    """Everything of one video. The video's row stays locked until the end, so a job publishing
+    it either finishes first (and what it published is removed here) or finds the row gone (and
+    removes what it wrote); a crash rolls the row back and a second delete finishes the work.
+    Out of the feed first, then the bytes, then the rows that point to them."""
     with cell.db.transaction() as s:
+        s.get(Video, video.id, with_for_update=True)
+        with platform.catalog.transaction() as c:
+            c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))
+        _remove_blobs(platform, cell, video.owner_id, video.id)
+        source_path(platform, cell.region, video.id).unlink(missing_ok=True)
+        shutil.rmtree(work_dir(platform, cell.region, video.id), ignore_errors=True)
         s.execute(delete(Video).where(Video.id == video.id))
     discard(platform, cell.region, video.id)
 
 
 def _remove_blobs(platform: Platform, cell: Cell, owner: uuid.UUID, video_id: uuid.UUID) -> None:
     cell.blobs.delete(original_key(owner, video_id))
+    _remove_renditions(platform, cell, owner, video_id)
+
+
+def _remove_renditions(
+    platform: Platform, cell: Cell, owner: uuid.UUID, video_id: uuid.UUID
+) -> None:
     for store, prefix in (
         (cell.blobs, private_prefix(owner, video_id)),
         (platform.public_blobs, public_prefix(video_id)),

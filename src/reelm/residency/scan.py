@@ -9,23 +9,59 @@ How: in each home region the scanner opens every account with that region's keys
 needles per user (clear email, phone and birth date; the stored ciphertexts and blind
 indexes). Every table of every database is then streamed with COPY and every blob read, and
 all needles are searched at once (Aho-Corasick).
+
+It also checks where media and its traces are, by ids, per region R:
+
+- every row of R's tables with a ``user_id`` or ``owner_id`` column belongs to a user whose
+  home is R (``outside-home``; ``unknown-user`` when the directory has no such user);
+- every ``originals/<owner>/<video>`` and ``private/<owner>/<video>/...`` key of R's blob store
+  names an owner homed in R (``outside-home`` otherwise); one whose video has no row of that
+  owner in R is an ``orphan``;
+- every procrastinate job of R's database whose payload names a ``video_id`` concerns a video
+  of a user homed in R, wherever the video's row is found (``outside-home``); a waiting job whose
+  video is in no region is ``stale`` (finished jobs are history: their ids are not reported);
+- every ``v/<video>/...`` key of the public store belongs to a video published in the catalog
+  whose row in its owner's home region is still public (``public-exposure`` otherwise: protected
+  media readable by anyone); the files of a public video being processed (queued or
+  processing, not yet in the catalog) are expected there;
+- every file of R's staging directory (``<id>.part``, ``.src``, ``.work`` ...) belongs to an
+  upload or video of a user homed in R (``outside-home`` when its row is in another region or
+  its owner lives elsewhere); one with no row in any region is ``stray``.
+
+``findings`` are leaks (kinds ``plaintext``, ``outside-home``, ``unknown-user``,
+``public-exposure``): the command exits 1 when there is one. ``notices`` (``orphan``, ``stale``,
+``stray``) are left-overs in the right region: reported, never a failure (a video being
+uploaded, deleted or processed at the moment of the scan can show one). Blob keys are listed
+once per store and rows are looked up in batches of ids.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ahocorasick
 import psycopg
 from psycopg import sql
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from reelm.accounts.models import Account, DirectoryEntry
 from reelm.bootstrap import Platform
+from reelm.media.blobcheck import (
+    BATCH,
+    PUBLIC_FILES,
+    REGION_PREFIXES,
+    MediaKey,
+    batched,
+    media_key,
+    published_owners,
+    video_owners,
+)
+from reelm.media.models import Upload, Video
 from reelm.storage.crypto import DecryptionFailed, cipher_for
 from reelm.storage.db import CATALOG, Database
 from reelm.storage.keys import KeyDestroyed
@@ -34,14 +70,25 @@ from reelm.storage.keys import KeyDestroyed
 MIN_CLEAR_LEN = 6
 
 
+# Leaks: any one makes the scan fail. Notices: left-overs in the right place, reported only.
+LEAK_KINDS = ("plaintext", "outside-home", "unknown-user", "public-exposure")
+NOTICE_KINDS = ("orphan", "stale", "stray")
+# Jobs that may still run: a stale payload among them is worth a notice; finished ones are history.
+PENDING_JOBS = ("todo", "doing", "aborting")
+
+
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # "outside-home" | "plaintext" | "unknown-user"
-    user_id: str
-    where: str  # "database:<name>" or "blobs:<region>"
-    location: str  # table.column or blob key
+    kind: str  # one of LEAK_KINDS or NOTICE_KINDS
+    user_id: str  # "" when no user can be named (a key or file name of no known layout)
+    where: str  # "database:<name>", "blobs:<region>", "blobs:public" or "staging:<region>"
+    location: str  # table.column, table, procrastinate_jobs#<id>, blob key or staged file name
     value: str  # which value: "email", "phone", "birth_date", "email ciphertext", "row", ...
     home_region: str | None
+
+    @property
+    def leak(self) -> bool:
+        return self.kind in LEAK_KINDS
 
     def describe(self) -> str:
         home = self.home_region or "?"
@@ -49,22 +96,34 @@ class Finding:
             what = f"{self.value} in clear"
         elif self.kind == "unknown-user":
             what = f"{self.value} of a user missing from the directory"
+        elif self.kind == "public-exposure":
+            what = f"{self.value}, readable by anyone"
+        elif self.kind == "orphan":
+            what = f"{self.value} that no video row of its region accounts for"
+        elif self.kind == "stale":
+            what = f"{self.value} of a video found in no region"
+        elif self.kind == "stray":
+            what = f"{self.value} of no upload or video in any region"
         else:
             what = f"{self.value} outside home region {home}"
-        return f"{self.where} {self.location}: {what} (user {self.user_id})"
+        return f"{self.where} {self.location}: {what} (user {self.user_id or '?'})"
 
 
 @dataclass
 class ScanReport:
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # leaks
+    notices: list[Finding] = field(default_factory=list)  # orphans, stale jobs, stray files
     users: int = 0
     tables: int = 0
     rows: int = 0
-    blobs: int = 0
+    blobs: int = 0  # keys of the region stores and the public store
+    jobs: int = 0  # job rows whose payload names a video
+    staging_files: int = 0
     unreadable_users: int = 0
 
     @property
     def clean(self) -> bool:
+        """No leak (notices do not count)."""
         return not self.findings
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,8 +133,11 @@ class ScanReport:
             "tables": self.tables,
             "rows": self.rows,
             "blobs": self.blobs,
+            "jobs": self.jobs,
+            "staging_files": self.staging_files,
             "unreadable_users": self.unreadable_users,
             "findings": [asdict(f) for f in self.findings],
+            "notices": [asdict(f) for f in self.notices],
         }
 
 
@@ -195,33 +257,45 @@ def _scan_database(
             query = sql.SQL("COPY {}.{} TO STDOUT").format(
                 sql.Identifier(schema), sql.Identifier(table)
             )
-            user_col = columns.index("user_id") if "user_id" in columns else None
+            user_cols = [i for i, name in enumerate(columns) if name in USER_COLUMNS]
             with conn.cursor().copy(query) as copy:
                 for row in copy.rows():
                     report.rows += 1
                     yield from _scan_row(
-                        row, columns, user_col, table, where, region, automaton, directory
+                        row, columns, user_cols, table, where, region, automaton, directory
                     )
+
+
+# Columns that name the user a row belongs to (accounts, sessions: user_id; media: owner_id).
+USER_COLUMNS = ("user_id", "owner_id")
+
+
+def _placed(
+    uid: str, region: str, directory: dict[str, str], where: str, location: str, value: str
+) -> Iterator[Finding]:
+    """A leak when protected data of ``uid`` sits in ``region`` and the user lives elsewhere."""
+    home = directory.get(uid)
+    if home is None:
+        yield Finding("unknown-user", uid, where, location, value, None)
+    elif home != region:
+        yield Finding("outside-home", uid, where, location, value, home)
 
 
 def _scan_row(
     row: tuple[Any, ...],
     columns: list[str],
-    user_col: int | None,
+    user_cols: list[int],
     table: str,
     where: str,
     region: str | None,
     automaton: Any,
     directory: dict[str, str],
 ) -> Iterator[Finding]:
-    if region is not None and user_col is not None and row[user_col] is not None:
+    if region is not None:
         # Every table of a region database is protected: its rows belong to home users only.
-        uid = str(row[user_col])
-        home = directory.get(uid)
-        if home is None:
-            yield Finding("unknown-user", uid, where, f"{table}", "row", None)
-        elif home != region:
-            yield Finding("outside-home", uid, where, f"{table}", "row", home)
+        for index in user_cols:
+            if row[index] is not None:
+                yield from _placed(str(row[index]), region, directory, where, table, "row")
     if automaton is None:
         return
     for name, value in zip(columns, row, strict=True):
@@ -233,15 +307,201 @@ def _scan_row(
         yield from _match(automaton, text, where, region, f"{table}.{name}")
 
 
-def _scan_blobs(platform: Platform, automaton: Any, report: ScanReport) -> Iterator[Finding]:
+def _scan_blobs(
+    platform: Platform, automaton: Any, directory: dict[str, str], report: ScanReport
+) -> Iterator[Finding]:
     for region, cell in platform.cells.items():
-        for key in cell.blobs.iter_keys():
-            report.blobs += 1
-            if automaton is None:
+        where = f"blobs:{region}"
+        for chunk in batched(cell.blobs.iter_keys()):
+            places = {key: media_key(key) for key in chunk if key.startswith(REGION_PREFIXES)}
+            ids = (p.video_id for p in places.values() if p is not None)
+            owners = video_owners(cell.db, ids)
+            for key in chunk:
+                report.blobs += 1
+                if key in places:
+                    yield from _region_media(key, places[key], region, owners, directory)
+                if automaton is None:
+                    continue
+                data = cell.blobs.get(key)
+                yield from _match(automaton, data.decode("latin-1"), where, region, key)
+                yield from _match(automaton, data.hex(), where, region, key)
+
+
+def _region_media(
+    key: str,
+    place: MediaKey | None,
+    region: str,
+    owners: dict[uuid.UUID, uuid.UUID],
+    directory: dict[str, str],
+) -> Iterator[Finding]:
+    where = f"blobs:{region}"
+    value = "original" if key.startswith("originals/") else "private video file"
+    if place is None or place.owner_id is None:
+        yield Finding("orphan", "", where, key, f"{value} (key of no known layout)", region)
+        return
+    uid = str(place.owner_id)
+    placed = list(_placed(uid, region, directory, where, key, value))
+    yield from placed
+    if not placed and owners.get(place.video_id) != place.owner_id:
+        yield Finding("orphan", uid, where, key, value, region)
+
+
+def _locate(
+    platform: Platform,
+    ids: Iterable[uuid.UUID],
+    model: type[Video] | type[Upload],
+    first: str,
+) -> dict[uuid.UUID, tuple[str, uuid.UUID]]:
+    """id -> (region, owner id) of the rows of ``model`` found in region ``first``, else in any
+    other region (one query per region, only for ids not found yet)."""
+    wanted = set(ids)
+    found: dict[uuid.UUID, tuple[str, uuid.UUID]] = {}
+    for region in sorted(platform.cells, key=lambda r: r != first):
+        if not wanted:
+            break
+        with platform.cell(region).db.transaction() as s:
+            query = select(model.id, model.owner_id).where(model.id.in_(list(wanted)))
+            found.update((i, (region, owner)) for i, owner in s.execute(query))
+        wanted -= found.keys()
+    return found
+
+
+# video id -> region -> (owner id, visibility, status)
+VideoStates = dict[uuid.UUID, dict[str, tuple[uuid.UUID, str, str]]]
+
+
+def _video_states(platform: Platform, ids: set[uuid.UUID]) -> VideoStates:
+    states: VideoStates = {}
+    if not ids:
+        return states
+    for region, cell in platform.cells.items():
+        query = select(Video.id, Video.owner_id, Video.visibility, Video.status)
+        with cell.db.transaction() as s:
+            for vid, owner, visibility, status in s.execute(query.where(Video.id.in_(list(ids)))):
+                states.setdefault(vid, {})[region] = (owner, visibility, status)
+    return states
+
+
+def _public_problem(
+    video_id: uuid.UUID,
+    published_by: uuid.UUID | None,
+    states: dict[str, tuple[uuid.UUID, str, str]],
+    directory: dict[str, str],
+) -> tuple[str, str] | None:
+    """(owner id, what is wrong) for a public file of this video, or None when it belongs."""
+    if published_by is not None:
+        home = directory.get(str(published_by), "")
+        row = states.get(home)
+        if row is None:
+            return str(published_by), "public file of a video gone from its home region"
+        if row[1] != "public":
+            return str(published_by), f"public file of a {row[1]} video"
+        return None
+    if any(v == "public" and st in ("queued", "processing") for _, v, st in states.values()):
+        return None  # a public video being processed: the catalog gets it when it is ready
+    owners = {str(owner) for owner, _, _ in states.values()}
+    return (owners.pop() if len(owners) == 1 else ""), "public file of an unpublished video"
+
+
+def _scan_public(
+    platform: Platform, directory: dict[str, str], report: ScanReport
+) -> Iterator[Finding]:
+    """Public files of videos that are not (or no longer) published public videos."""
+    where = "blobs:public"
+    for chunk in batched(platform.public_blobs.iter_keys(PUBLIC_FILES)):
+        report.blobs += len(chunk)
+        places = {key: media_key(key) for key in chunk}
+        ids = {p.video_id for p in places.values() if p is not None}
+        published = published_owners(platform.catalog, ids)
+        states = _video_states(platform, ids)
+        for key, place in places.items():
+            if place is None or place.kind != "public":
+                yield Finding("public-exposure", "", where, key, "public file of no video", None)
                 continue
-            data = cell.blobs.get(key)
-            yield from _match(automaton, data.decode("latin-1"), f"blobs:{region}", region, key)
-            yield from _match(automaton, data.hex(), f"blobs:{region}", region, key)
+            vid = place.video_id
+            problem = _public_problem(vid, published.get(vid), states.get(vid, {}), directory)
+            if problem is not None:
+                uid, value = problem
+                yield Finding("public-exposure", uid, where, key, value, directory.get(uid))
+
+
+def _scan_jobs(
+    platform: Platform, directory: dict[str, str], report: ScanReport
+) -> Iterator[Finding]:
+    """Job payloads naming a video: the video's owner must live in the job's region."""
+    query = text(
+        "SELECT id, status::text, args->>'video_id' FROM procrastinate_jobs "
+        "WHERE args->>'video_id' IS NOT NULL AND id > :after ORDER BY id LIMIT :limit"
+    )
+    for region, cell in platform.cells.items():
+        where = f"database:{cell.db.name}"
+        after = 0
+        while True:
+            with cell.db.transaction() as s:
+                jobs = list(s.execute(query, {"after": after, "limit": BATCH}))
+            if not jobs:
+                break
+            after = jobs[-1][0]
+            report.jobs += len(jobs)
+            payloads = {job_id: _uuid(raw) for job_id, _, raw in jobs}
+            found = _locate(
+                platform, {v for v in payloads.values() if v is not None}, Video, region
+            )
+            for job_id, status, _ in jobs:
+                location = f"procrastinate_jobs#{job_id}"
+                vid = payloads[job_id]
+                if vid is None or vid not in found:
+                    if status in PENDING_JOBS:
+                        yield Finding("stale", "", where, location, "job payload", None)
+                    continue
+                uid = str(found[vid][1])
+                yield from _placed(uid, region, directory, where, location, "job payload")
+
+
+def _uuid(text_: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text_) if text_ else None
+    except ValueError:
+        return None
+
+
+STAGED = {".part": "staged upload", ".src": "transcode source", ".work": "transcode work files"}
+
+
+def _staged_id(name: str) -> uuid.UUID | None:
+    """The upload (= video) id of a staging file: ``<id>.<suffix>`` or a hidden temporary."""
+    stem = name.lstrip(".").split(".", 1)[0]
+    found = _uuid(stem)
+    return found if found is not None and str(found) == stem else None
+
+
+def _staged_value(path: Path) -> str:
+    return STAGED.get(path.suffix, "staging file")
+
+
+def _scan_staging(
+    platform: Platform, directory: dict[str, str], report: ScanReport
+) -> Iterator[Finding]:
+    """Files of uploads in progress and transcodes: in clear, so only of home users."""
+    for region in platform.cells:
+        root = platform.settings.staging_dir(region)
+        if not root.is_dir():
+            continue
+        where = f"staging:{region}"
+        for chunk in batched(sorted(root.iterdir())):
+            report.staging_files += len(chunk)
+            ids = {path: _staged_id(path.name) for path in chunk}
+            wanted = {i for i in ids.values() if i is not None}
+            # The upload's row, else the video's (which outlives it), in R first.
+            here = _locate(platform, wanted, Upload, region)
+            here.update(_locate(platform, wanted - here.keys(), Video, region))
+            for path, staged in ids.items():
+                value = _staged_value(path)
+                if staged is None or staged not in here:
+                    yield Finding("stray", "", where, path.name, value, region)
+                    continue
+                uid = str(here[staged][1])
+                yield from _placed(uid, region, directory, where, path.name, value)
 
 
 def scan(platform: Platform) -> ScanReport:
@@ -253,17 +513,17 @@ def scan(platform: Platform) -> ScanReport:
         }
     automaton = _automaton(platform, report)
     seen: set[Finding] = set()
-    databases = [platform.catalog] + [c.db for c in platform.cells.values()]
-    for db in databases:
-        for finding in _scan_database(db, automaton, directory, report):
+
+    def add(findings: Iterable[Finding]) -> None:
+        for finding in findings:
             if finding not in seen:
                 seen.add(finding)
-                report.findings.append(finding)
-    for finding in _scan_blobs(platform, automaton, report):
-        if finding not in seen:
-            seen.add(finding)
-            report.findings.append(finding)
+                (report.findings if finding.leak else report.notices).append(finding)
+
+    for db in [platform.catalog] + [c.db for c in platform.cells.values()]:
+        add(_scan_database(db, automaton, directory, report))
+    add(_scan_blobs(platform, automaton, directory, report))
+    add(_scan_public(platform, directory, report))
+    add(_scan_jobs(platform, directory, report))
+    add(_scan_staging(platform, directory, report))
     return report
-
-
-_ = uuid  # user ids are kept as strings in findings

@@ -22,8 +22,10 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Protocol
@@ -204,6 +206,10 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> bool: ...
 
+    def modified(self, key: str) -> datetime:
+        """When the blob was last written (aware, UTC); BlobNotFound when there is none."""
+        ...
+
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Keys starting with ``prefix``, in lexicographic order."""
         ...
@@ -342,6 +348,15 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def modified(self, key: str) -> datetime:
+        try:
+            info = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            raise BlobNotFound(f"no blob {key!r} in {self.region}")
+        return datetime.fromtimestamp(info.st_mtime, UTC)
 
     def delete(self, key: str) -> bool:
         try:
@@ -585,6 +600,15 @@ class S3BlobStore:
 
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
+
+    def modified(self, key: str) -> datetime:
+        head = self._head(key)
+        if head is None:
+            raise self._missing(key)
+        stamp = head["LastModified"]  # botocore parses the header into an aware datetime
+        if not isinstance(stamp, datetime):
+            raise OSError(f"{self.location()}: no LastModified for {key!r}")
+        return stamp.astimezone(UTC)
 
     def delete(self, key: str) -> bool:
         # S3's DELETE succeeds whether or not the object exists; ask first to tell which.
