@@ -704,3 +704,40 @@ def test_an_empty_patch_at_the_end_finishes_an_upload_the_server_dropped(
     assert again.status_code == 409  # the video exists: nothing more to send
     tus.run_jobs(media_platform, "us")
     assert video(http, who, video_id)["status"] == "ready"
+
+
+def test_purging_an_account_removes_its_videos_uploads_and_files(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from reelm.accounts.lifecycle import purge_due, request_deletion
+
+    who = uploader("CA")
+    public = video_id_of(send(http, who, clips.one_second, visibility="public"))
+    private = video_id_of(send(http, who, clips.one_second, visibility="private"))
+    tus.run_jobs(media_platform, "ca")
+    queued = video_id_of(send(http, who, clips.one_second))  # not processed yet
+    pending = tus.create(http, who.token, 1000).headers["Location"]
+    assert tus.patch(http, who.token, pending, 0, b"x" * 500).status_code == 204
+    _token, user = log_in(media_platform, who.handle, PASSWORD)
+    request_deletion(media_platform, user)
+    # Hidden from everyone at once: the deletion is pending.
+    feed = http.get("/api/v1/feed?limit=50").json()["items"]
+    assert str(public) not in [item["id"] for item in feed]
+    assert http.get(f"/api/v1/videos/{public}").status_code == 404
+    purged = purge_due(media_platform, at=datetime.now(UTC) + timedelta(days=31), regions=["ca"])
+    assert who.user_id in purged
+    keys = all_keys(media_platform)
+    for video_id in (public, private, queued):
+        assert not [k for store in keys.values() for k in store if str(video_id) in k]
+    assert not [k for store in keys.values() for k in store if str(who.user_id) in k]
+    with media_platform.cell("ca").db.transaction() as s:
+        assert s.scalar(select(Video.id).where(Video.owner_id == who.user_id)) is None
+        assert s.scalar(select(Upload.id).where(Upload.owner_id == who.user_id)) is None
+    with media_platform.catalog.transaction() as c:
+        assert c.get(PublicVideo, public) is None
+    upload_id = pending.rsplit("/", 1)[1]
+    staging = list(media_platform.settings.staging_dir("ca").iterdir())
+    assert not [p for p in staging if p.name.startswith((upload_id, str(queued)))]
+    tus.run_jobs(media_platform, "ca")  # the queued video's job finds nothing
