@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +28,8 @@ import httpx2 as httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from reelm.accounts.service import log_in
+from reelm.accounts.schemas import SignUp
+from reelm.accounts.service import log_in, sign_up
 from reelm.bootstrap import Platform
 from reelm.media.errors import MediaRejected
 from reelm.media.models import PublicVideo, Upload, Video
@@ -105,28 +107,24 @@ class Uploader:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def new_uploader(platform: Platform, market: str = "US") -> Uploader:
+    handle = unique_handle("up")
+    data = SignUp(
+        handle=handle,
+        display_name="Uploader",
+        email=f"{handle}@example.com",
+        password=PASSWORD,
+        birth_date=date(1990, 1, 1),
+        market=market,
+    )
+    signed = sign_up(platform, data)
+    token, user = log_in(platform, handle, PASSWORD)
+    return Uploader(token, signed.user_id, handle, user.home_region)
+
+
 @pytest.fixture
 def uploader(media_platform: Platform) -> Callable[[str], Uploader]:
-    from datetime import date
-
-    from reelm.accounts.schemas import SignUp
-    from reelm.accounts.service import sign_up
-
-    def make(market: str = "US") -> Uploader:
-        handle = unique_handle("up")
-        data = SignUp(
-            handle=handle,
-            display_name="Uploader",
-            email=f"{handle}@example.com",
-            password=PASSWORD,
-            birth_date=date(1990, 1, 1),
-            market=market,
-        )
-        signed = sign_up(media_platform, data)
-        token, user = log_in(media_platform, handle, PASSWORD)
-        return Uploader(token, signed.user_id, handle, user.home_region)
-
-    return make
+    return lambda market="US": new_uploader(media_platform, market)
 
 
 def send(http: httpx.Client, who: Uploader, path: Path, **meta: Any) -> httpx.Response:
@@ -577,19 +575,7 @@ def test_the_pipeline_on_s3_stores(
         regions={"us": {"blob_url": f"s3://{us_bucket}/blobs", **s3}},
         public_store={"blob_url": f"s3://{public_bucket}", **s3},
     )
-    from datetime import date
-
-    from reelm.accounts.schemas import SignUp
-    from reelm.accounts.service import sign_up
-
-    handle = unique_handle("s3")
-    sign_up(
-        platform,
-        SignUp(handle=handle, display_name="S3", email=f"{handle}@example.com",
-               password=PASSWORD, birth_date=date(1990, 1, 1), market="US"),
-    )  # fmt: skip
-    token, user = log_in(platform, handle, PASSWORD)
-    who = Uploader(token, user.user_id, handle, "us")
+    who = new_uploader(platform, "US")
     with serving(platform) as url, httpx.Client(base_url=url, timeout=60) as http:
         public = video_id_of(send(http, who, clips.one_second, visibility="public"))
         private = video_id_of(send(http, who, clips.one_second, visibility="private"))
@@ -662,18 +648,8 @@ def test_a_clip_over_the_configured_length_is_refused(
     from reelm.media.videos import ingest
 
     platform = platform_factory(max_video_seconds=1.5)
-    from datetime import date
-
-    from reelm.accounts.schemas import SignUp
-    from reelm.accounts.service import sign_up
-
-    handle = unique_handle("long")
-    sign_up(
-        platform,
-        SignUp(handle=handle, display_name="L", email=f"{handle}@example.com",
-               password=PASSWORD, birth_date=date(1990, 1, 1), market="SG"),
-    )  # fmt: skip
-    _token, user = log_in(platform, handle, PASSWORD)
+    who = new_uploader(platform, "SG")
+    _token, user = log_in(platform, who.handle, PASSWORD)
     with pytest.raises(MediaRejected) as refused:
         ingest(platform, user, clips.vertical, UploadMeta())
     assert refused.value.slug == "video-too-long"
