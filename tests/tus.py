@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from typing import Any
 
 import httpx2 as httpx
@@ -53,5 +54,18 @@ def upload(
 
 
 def run_jobs(platform: Platform, region: str) -> None:
-    """Run the region's queued jobs until none is left (a worker that stops when idle)."""
-    asyncio.run(queue_of(platform, region).work(platform, wait=False))
+    """Run the region's queued jobs until none is left (a worker that stops when idle), in a
+    thread of its own: Playwright's sync API may hold an event loop in this one."""
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(queue_of(platform, region).work(platform, wait=False))
+        except BaseException as exc:  # re-raised in the test's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

@@ -21,8 +21,9 @@ MAX_MENTIONS = 20
 # \w in Python's re is Unicode-aware: letters and digits of every script, and "_". Marks
 # (combining accents, the vowel signs of Indic scripts) are added so a tag is not cut mid-word.
 _WORD = r"[\w\u0300-\u036f\u0900-\u0dff\u3099\u309a]"
-_HASHTAG = re.compile(rf"(?<![\w#&]){'#'}({_WORD}+)")
-_MENTION = re.compile(rf"(?<![\w@.])@([A-Za-z0-9._]{{2,{HANDLE_MAX}}})(?![\w@])")
+_TAG_OR_MENTION = re.compile(
+    rf"(?<![\w#&])#({_WORD}+)|(?<![\w@.])@([A-Za-z0-9._]{{2,{HANDLE_MAX}}})(?![\w@])"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +48,43 @@ def _unique(values: list[str], limit: int) -> tuple[str, ...]:
     return tuple(seen)
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of a caption: plain text, a hashtag (``target`` is the folded tag) or a mention
+    (``target`` is the folded handle)."""
+
+    kind: str  # "text", "tag" or "mention"
+    text: str
+    target: str = ""
+
+
+def segments(text: str) -> list[Segment]:
+    """The caption cut into text, hashtags and mentions, in order (what pages turn into links)."""
+    out: list[Segment] = []
+    last = 0
+    for match in _TAG_OR_MENTION.finditer(text):
+        if match[1] is not None:
+            tag = fold_tag(match[1])[:MAX_TAG_LEN]
+            if tag.isdigit():  # "#1" is a number, not a topic
+                continue
+            found = Segment("tag", match[0], tag)
+            end = match.end()
+        else:
+            written = match[2].rstrip(".")  # a full stop ends the sentence, not the handle
+            found = Segment("mention", "@" + written, written.casefold())
+            end = match.start() + len(found.text)
+        if match.start() > last:
+            out.append(Segment("text", text[last : match.start()]))
+        out.append(found)
+        last = end
+    if last < len(text):
+        out.append(Segment("text", text[last:]))
+    return out
+
+
 def parse_caption(text: str) -> ParsedCaption:
     """Hashtags and mentions of an already cleaned caption (see ``clean_text``)."""
-    tags = [fold_tag(m[1])[:MAX_TAG_LEN] for m in _HASHTAG.finditer(text)]
-    # Only digits is a number ("#1"), not a topic.
-    tags = [t for t in tags if not t.isdigit()]
-    mentions = [m[1].casefold().rstrip(".") for m in _MENTION.finditer(text)]
+    parts = segments(text)
+    tags = [p.target for p in parts if p.kind == "tag"]
+    mentions = [p.target for p in parts if p.kind == "mention"]
     return ParsedCaption(text, _unique(tags, MAX_TAGS), _unique(mentions, MAX_MENTIONS))

@@ -1,4 +1,6 @@
-"""Server-rendered pages: sign up, log in, profile, settings, the market picker, 451."""
+"""Server-rendered pages: sign up, log in, profile, settings, the market picker, 451.
+
+The video pages (the feed at "/", upload, a video, hashtags) are in reelm.web.video_pages."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from reelm.accounts.schemas import Links, PrivacyUpdate, ProfileUpdate, SignUp
 from reelm.api.gate import MARKET_COOKIE, SESSION_COOKIE
 from reelm.api.problems import blocked_response, wants_html
 from reelm.bootstrap import Platform
+from reelm.media import catalog
 from reelm.regions.policy import (
     MarketBlocked,
     UnknownMarket,
@@ -153,8 +156,9 @@ def install(app: FastAPI, platform: Platform) -> None:
     def client(request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home(request: Request) -> Response:
+    # "/" is the feed (reelm.web.video_pages); what reelm is about moved here.
+    @app.get("/about", response_class=HTMLResponse, include_in_schema=False)
+    def about(request: Request) -> Response:
         return pages.render(request, "home.html")
 
     @app.get("/signup", response_class=HTMLResponse, include_in_schema=False)
@@ -256,12 +260,17 @@ def install(app: FastAPI, platform: Platform) -> None:
     def profile(request: Request, handle: str) -> Response:
         found = lifecycle.public_profile(platform, handle[:100])
         user = getattr(request.state, "user", None)
+        cursor = request.query_params.get("cursor") or None
+        grid = catalog.profile_videos(platform, user, found, cursor=cursor)
         return pages.render(
             request,
             "profile.html",
             profile=found,
             own=user is not None and user.user_id == found.user_id,
             welcome=request.query_params.get("welcome") == "1",
+            videos=grid.items,
+            next_cursor=grid.next_cursor,
+            first_page=cursor is None,
         )
 
     @app.get("/settings", response_class=HTMLResponse, include_in_schema=False)

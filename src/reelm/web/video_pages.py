@@ -1,0 +1,268 @@
+"""The video pages: the swipe feed at "/", uploading, your videos, a video, a hashtag.
+
+Pages read through :mod:`reelm.media.catalog` directly; the scripts in ``static/`` talk to the
+JSON API (tus uploads, polling, retry and delete) with the page's CSRF token in a header. Every
+page works without JavaScript as far as it can: the feed and grids page with links, deleting and
+retrying are plain forms, and the feed's videos keep their native controls.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup, escape
+from starlette.concurrency import run_in_threadpool
+
+from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.service import CurrentUser
+from reelm.bootstrap import Platform
+from reelm.media import catalog, uploads, videos
+from reelm.media.captions import fold_tag, segments
+from reelm.media.catalog import VideoCard
+from reelm.web.pages import FormError, Pages, templates
+
+FEED_PAGE = 5  # videos per feed page: a few screens ahead of the viewer
+GRID_PAGE = 24
+IN_PROGRESS = ("uploading", "queued", "processing")
+ACCEPT = "video/mp4,video/quicktime,video/webm,video/x-matroska,.mp4,.mov,.m4v,.webm,.mkv"
+
+TAG_LINK = Markup('<a class="tag" href="/tag/{}">{}</a>')  # format() escapes what it fills in
+MENTION_LINK = Markup('<a class="mention" href="/@{}">{}</a>')
+
+
+def caption_html(card: VideoCard) -> Markup:
+    """The caption, escaped, with its hashtags linking to /tag/<tag> and its mentions to the
+    profile (those the API lists: the first 30 tags and 20 mentions)."""
+    tags, mentions = set(card.hashtags), set(card.mentions)
+    out: list[Markup] = []
+    for part in segments(card.caption):
+        if part.kind == "tag" and part.target in tags:
+            out.append(TAG_LINK.format(quote(part.target, safe=""), part.text))
+        elif part.kind == "mention" and part.target in mentions:
+            out.append(MENTION_LINK.format(quote(part.target, safe=""), part.text))
+        else:
+            out.append(escape(part.text))
+    return Markup("").join(out)
+
+
+def duration_label(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    total = max(0, round(seconds))
+    return f"{total // 60}:{total % 60:02d}"
+
+
+def status_label(card: VideoCard) -> str:
+    if card.status == "uploading":
+        return f"Uploading {card.progress}%"
+    if card.status == "processing":
+        return f"Processing {card.progress}%"
+    return {"queued": "Queued", "ready": "Ready", "failed": "Failed"}.get(card.status, card.status)
+
+
+def visibility_label(visibility: str) -> str:
+    return {"public": "Public", "followers": "Followers", "private": "Only you"}.get(
+        visibility, visibility
+    )
+
+
+def alt_text(card: VideoCard) -> str:
+    caption = " ".join(card.caption.split())
+    if len(caption) > 120:
+        caption = caption[:119] + "…"
+    return caption or f"Video by @{card.author_handle}"
+
+
+def _video_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw[:40])
+    except ValueError:
+        raise NotFound("no such video") from None
+
+
+def _absolute(request: Request, path: str | None) -> str | None:
+    if not path:
+        return None
+    return str(request.base_url).rstrip("/") + path
+
+
+def _og_source(card: VideoCard) -> catalog.Source | None:
+    """The rendition link previews embed: the smallest, which every player copes with."""
+    return card.sources[-1] if card.sources else None
+
+
+def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
+    env = templates.env
+    env.filters["caption_html"] = caption_html
+    env.filters["duration"] = duration_label
+    env.globals["status_label"] = status_label
+    env.globals["visibility_label"] = visibility_label
+    env.globals["alt_text"] = alt_text
+
+    def viewer(request: Request) -> CurrentUser | None:
+        user: CurrentUser | None = getattr(request.state, "user", None)
+        return user
+
+    # ---- the feed ----------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def feed(request: Request) -> Response:
+        cursor = request.query_params.get("cursor") or None
+        page = catalog.feed(platform, viewer(request), cursor=cursor, limit=FEED_PAGE)
+        return pages.render(
+            request,
+            "feed.html",
+            reels=page.items,
+            next_cursor=page.next_cursor,
+            first_page=cursor is None,
+        )
+
+    @app.get("/feed/more", response_class=HTMLResponse, include_in_schema=False)
+    def feed_more(request: Request) -> Response:
+        """The next few reels and the end marker, as an HTML fragment for feed.js."""
+        cursor = request.query_params.get("cursor") or None
+        page = catalog.feed(platform, viewer(request), cursor=cursor, limit=FEED_PAGE)
+        response = pages.render(
+            request,
+            "_reels.html",
+            reels=page.items,
+            next_cursor=page.next_cursor,
+            first_page=False,
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    # ---- uploading ---------------------------------------------------------------------------
+
+    @app.get("/upload", response_class=HTMLResponse, include_in_schema=False)
+    def upload_page(request: Request) -> Response:
+        if viewer(request) is None:
+            return RedirectResponse("/login?next=/upload", status_code=303)
+        limit = platform.settings.max_upload_bytes
+        return pages.render(
+            request,
+            "upload.html",
+            max_bytes=limit,
+            max_mb=limit // 1_000_000,
+            accept=ACCEPT,
+        )
+
+    # ---- your videos -------------------------------------------------------------------------
+
+    def my_videos_context(request: Request) -> dict[str, Any]:
+        user = viewer(request)
+        assert user is not None  # the routes send anonymous visitors to log in first
+        cards = catalog.own_videos(platform, user)
+        return {"cards": cards, "busy": any(c.status in IN_PROGRESS for c in cards)}
+
+    @app.get("/me/videos", response_class=HTMLResponse, include_in_schema=False)
+    def my_videos(request: Request) -> Response:
+        if viewer(request) is None:
+            return RedirectResponse("/login?next=/me/videos", status_code=303)
+        return pages.render(
+            request,
+            "my_videos.html",
+            deleted=request.query_params.get("deleted") == "1",
+            **my_videos_context(request),
+        )
+
+    @app.get("/me/videos/list", response_class=HTMLResponse, include_in_schema=False)
+    def my_videos_list(request: Request) -> Response:
+        """The list alone, for my_videos.js to refresh it while videos are processed."""
+        if viewer(request) is None:
+            return RedirectResponse("/login?next=/me/videos", status_code=303)
+        response = pages.render(request, "_my_videos_list.html", **my_videos_context(request))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.post("/me/videos/{video_id}/delete", include_in_schema=False)
+    async def delete_form(request: Request, video_id: str) -> Response:
+        """Without JavaScript: ask, then delete a video or cancel an upload in progress."""
+        user = viewer(request)
+        if user is None:
+            return RedirectResponse("/login?next=/me/videos", status_code=303)
+        ident = _video_id(video_id)
+        try:
+            values = await pages.form(request)
+        except FormError as exc:
+            return pages.render(
+                request, "error.html", status=exc.status, title="Not deleted", detail=exc.message
+            )
+        card = await run_in_threadpool(catalog.get_video, platform, user, ident)
+        if not card.mine:
+            raise NotFound("no such video")
+        if values.get("confirm") != "yes":
+            return pages.render(request, "confirm_delete.html", card=card)
+        if card.status == "uploading":
+            await run_in_threadpool(uploads.terminate, platform, user, ident)
+        else:
+            await run_in_threadpool(videos.delete_video, platform, user, ident)
+        return RedirectResponse("/me/videos?deleted=1", status_code=303)
+
+    @app.post("/me/videos/{video_id}/retry", include_in_schema=False)
+    async def retry_form(request: Request, video_id: str) -> Response:
+        user = viewer(request)
+        if user is None:
+            return RedirectResponse("/login?next=/me/videos", status_code=303)
+        ident = _video_id(video_id)
+        try:
+            await pages.form(request)
+            await run_in_threadpool(videos.retry_video, platform, user, ident)
+        except FormError as exc:
+            return pages.render(
+                request, "error.html", status=exc.status, title="Not retried", detail=exc.message
+            )
+        except AccountError as exc:
+            return pages.render(
+                request, "error.html", status=exc.status, title="Not retried", detail=exc.detail
+            )
+        return RedirectResponse("/me/videos", status_code=303)
+
+    # ---- one video ---------------------------------------------------------------------------
+
+    @app.get("/v/{video_id}", response_class=HTMLResponse, include_in_schema=False)
+    def video_page(request: Request, video_id: str) -> Response:
+        try:
+            card = catalog.get_video(platform, viewer(request), _video_id(video_id))
+        except NotFound:
+            return pages.render(
+                request,
+                "error.html",
+                status=404,
+                title="Video not found",
+                detail="This video does not exist, was deleted, or is not shared with you.",
+            )
+        public = card.visibility == "public" and card.status == "ready"
+        share = _absolute(request, f"/v/{card.id}") if public else None
+        og_source = _og_source(card) if public else None
+        return pages.render(
+            request,
+            "video.html",
+            card=card,
+            share_url=share,
+            og_image=_absolute(request, card.poster_url) if public else None,
+            og_video=og_source,
+            og_video_url=_absolute(request, og_source.url) if og_source else None,
+        )
+
+    # ---- a hashtag ---------------------------------------------------------------------------
+
+    @app.get("/tag/{tag}", response_class=HTMLResponse, include_in_schema=False)
+    def hashtag(request: Request, tag: str) -> Response:
+        folded = fold_tag(tag.lstrip("#"))[:100]
+        cursor = request.query_params.get("cursor") or None
+        page = catalog.hashtag_feed(
+            platform, viewer(request), folded, cursor=cursor, limit=GRID_PAGE
+        )
+        return pages.render(
+            request,
+            "tag.html",
+            tag=folded,
+            videos=page.items,
+            next_cursor=page.next_cursor,
+            first_page=cursor is None,
+        )
