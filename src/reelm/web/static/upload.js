@@ -325,6 +325,24 @@
     if (response.ok) {
       var video = await response.json();
       if (video.status !== "uploading") return "/api/v1/videos/" + id;
+      // Every byte is there but the video was not made: an empty piece at the end asks again.
+      var again;
+      try {
+        again = await fetch(upload.url, {
+          method: "PATCH",
+          credentials: "same-origin",
+          headers: headers({
+            "Upload-Offset": String(upload.file.size),
+            "Content-Type": "application/offset+octet-stream",
+          }),
+          body: new Blob([]),
+        });
+      } catch (e) {
+        throw new Retryable("Cannot reach reelm.");
+      }
+      if (again.status === 204) return again.headers.get("Location");
+      if (again.status >= 500) throw new Retryable("The server did not answer.");
+      throw new Fatal(await reelm.problemDetail(again, "The video could not be made."));
     }
     throw new Fatal(
       "The whole file was sent but reelm did not confirm it. Check Your videos, or upload it again."
