@@ -717,3 +717,65 @@ def test_purging_an_account_removes_its_videos_uploads_and_files(
     staging = list(media_platform.settings.staging_dir("ca").iterdir())
     assert not [p for p in staging if p.name.startswith((upload_id, str(queued)))]
     tus.run_jobs(media_platform, "ca")  # the queued video's job finds nothing
+
+
+def test_the_owner_changes_caption_and_visibility(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    video_id = video_id_of(send(http, who, clips.one_second, caption="first #one"))
+    # Made private while it waits in the queue: the job publishes it privately.
+    edit = http.patch(
+        f"/api/v1/videos/{video_id}", headers=who.auth, json={"visibility": "private"}
+    )
+    assert edit.status_code == 200 and edit.json()["visibility"] == "private"
+    tus.run_jobs(media_platform, "us")
+
+    def public_files() -> list[str]:
+        return [k for k in media_platform.public_blobs.iter_keys() if str(video_id) in k]
+
+    def private_files() -> list[str]:
+        prefix = private_prefix(who.user_id, video_id)
+        return list(media_platform.cell("us").blobs.iter_keys(prefix))
+
+    def in_feed() -> bool:
+        items = http.get("/api/v1/feed?limit=50").json()["items"]
+        return str(video_id) in [item["id"] for item in items]
+
+    assert video(http, who, video_id)["status"] == "ready"
+    assert public_files() == [] and len(private_files()) == 3 and not in_feed()
+
+    # Public: into the feed, its files into the public store, none left at home.
+    edit = http.patch(
+        f"/api/v1/videos/{video_id}",
+        headers=who.auth,
+        json={"visibility": "public", "caption": "now #Two @friend", "allow_comments": False},
+    )
+    body = edit.json()
+    assert body["hashtags"] == ["two"] and body["mentions"] == ["friend"]
+    assert not body["allow_comments"]
+    assert len(public_files()) == 3 and private_files() == [] and in_feed()
+    anonymous = http.get(f"/api/v1/videos/{video_id}").json()
+    assert anonymous["caption"] == "now #Two @friend"
+    assert http.get(anonymous["sources"][0]["url"]).content[4:8] == b"ftyp"
+    assert str(video_id) in str(http.get("/api/v1/hashtags/two/videos").json())
+
+    # Followers-only: out of the feed and the public store at once; the owner still plays it.
+    old_url = anonymous["sources"][0]["url"]
+    http.patch(f"/api/v1/videos/{video_id}", headers=who.auth, json={"visibility": "followers"})
+    assert public_files() == [] and len(private_files()) == 3 and not in_feed()
+    assert http.get(old_url).status_code == 404
+    assert http.get(f"/api/v1/videos/{video_id}").status_code == 404
+    mine = video(http, who, video_id)
+    assert http.get(mine["sources"][0]["url"]).content[4:8] == b"ftyp"
+
+    # Not someone else's to change; bad values refused.
+    other = uploader("US")
+    refused = http.patch(
+        f"/api/v1/videos/{video_id}", headers=other.auth, json={"visibility": "public"}
+    )
+    assert refused.status_code == 404
+    for bad in ({"caption": "a\x00b"}, {"visibility": "world"}, {"caption": "x" * 2201}, {"x": 1}):
+        assert (
+            http.patch(f"/api/v1/videos/{video_id}", headers=who.auth, json=bad).status_code == 422
+        )

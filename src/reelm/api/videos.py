@@ -327,6 +327,18 @@ def get_video(platform: PlatformDep, viewer: OptionalUserDep, video_id: uuid.UUI
     return VideoOut.of(catalog.get_video(platform, viewer, video_id))
 
 
+@router.patch(
+    "/videos/{video_id}",
+    responses=problem_responses(401, 404, 413, 415, 422),
+    summary="Change your video's caption, visibility or comment setting",
+)
+def patch_video(
+    platform: PlatformDep, user: CurrentUserDep, video_id: uuid.UUID, change: videos.VideoUpdate
+) -> VideoOut:
+    videos.update_video(platform, user, video_id, change)
+    return VideoOut.of(catalog.get_video(platform, user, video_id))
+
+
 @router.delete(
     "/videos/{video_id}",
     status_code=204,

@@ -28,12 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.schemas import clean_text
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.media.captions import parse_caption
@@ -369,39 +371,21 @@ def _store(
 def _publish(
     platform: Platform, cell: Cell, video_id: uuid.UUID, stored: list[dict[str, Any]]
 ) -> str:
-    poster = next(r["key"] for r in stored if r["kind"] == "poster")
-    videos = [r for r in stored if r["kind"] == "video"]
     with cell.db.transaction() as s:
         video = s.get(Video, video_id, with_for_update=True)
         if video is None:
             raise VideoGone(video_id)
-        if is_public(video):
-            owner_scope = cell.for_user(video.owner_id, cell.region)
-            caption = owner_scope.cipher().decrypt("caption", video.caption_ct)
-            parsed = parse_caption(caption)
-            # The catalog first: if we crash before the row below commits, the retry
-            # republishes the same record (same id, nothing duplicated).
-            with platform.catalog.transaction() as c:
-                c.execute(
-                    insert(PublicVideo)
-                    .values(
-                        id=video_id,
-                        owner_id=video.owner_id,
-                        caption=caption,
-                        hashtags=list(parsed.hashtags),
-                        mentions=list(parsed.mentions),
-                        allow_comments=video.allow_comments,
-                        duration=video.duration or 0.0,
-                        width=video.width or 0,
-                        height=video.height or 0,
-                        renditions=[_public_rendition(r) for r in videos],
-                        poster_key=poster,
-                        share_count=0,
-                    )
-                    .on_conflict_do_nothing()
-                )
+        moved_from: list[dict[str, Any]] = []
+        if _stored_publicly(stored) != is_public(video):
+            # The owner changed the visibility while the job worked: follow it.
+            moved_from, stored = stored, _move(platform, cell, video, stored)
         video.status, video.progress = "ready", 100
-        video.renditions, video.poster_key = stored, poster
+        video.renditions = stored
+        video.poster_key = next(r["key"] for r in stored if r["kind"] == "poster")
+        # The catalog before the row commits: if we crash in between, the retry publishes the
+        # same record again (same id, nothing duplicated).
+        _sync_catalog(platform, cell, video)
+    _delete_entries(platform, cell, moved_from)
     with cell.db.transaction() as s:
         s.execute(delete(Upload).where(Upload.id == video_id))
     log.info("video %s ready", video_id)
@@ -410,6 +394,84 @@ def _publish(
 
 def _public_rendition(r: dict[str, Any]) -> dict[str, Any]:
     return {k: r[k] for k in ("name", "file", "key", "width", "height", "bytes", "mime_type")}
+
+
+def _stored_publicly(entries: list[dict[str, Any]]) -> bool:
+    return any(str(r["key"]).startswith("v/") for r in entries)
+
+
+def _sync_catalog(platform: Platform, cell: Cell, video: Video) -> None:
+    """Make the catalog agree with a ready video: its public record while it is public, none
+    otherwise."""
+    with platform.catalog.transaction() as c:
+        if not is_public(video):
+            c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))
+            return
+        caption = (
+            cell.for_user(video.owner_id, cell.region).cipher().decrypt("caption", video.caption_ct)
+        )
+        parsed = parse_caption(caption)
+        public = {
+            "caption": caption,
+            "hashtags": list(parsed.hashtags),
+            "mentions": list(parsed.mentions),
+            "allow_comments": video.allow_comments,
+            "renditions": [_public_rendition(r) for r in video.renditions if r["kind"] == "video"],
+            "poster_key": video.poster_key,
+        }
+        c.execute(
+            insert(PublicVideo)
+            .values(
+                id=video.id,
+                owner_id=video.owner_id,
+                duration=video.duration or 0.0,
+                width=video.width or 0,
+                height=video.height or 0,
+                share_count=0,
+                **public,
+            )
+            .on_conflict_do_update(index_elements=[PublicVideo.id], set_=public)
+        )
+
+
+def _move(
+    platform: Platform, cell: Cell, video: Video, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Copy a video's renditions and poster to where its visibility says they belong (the
+    public store in clear, or the home region's store encrypted); returns the new entries. The
+    old files are left for the caller to delete once the row points to the new ones."""
+    to_public = is_public(video)
+    scratch = work_dir(platform, cell.region, video.id)
+    scratch.mkdir(parents=True, exist_ok=True)
+    moved = []
+    try:
+        for entry in entries:
+            plain = scratch / entry["file"]
+            if str(entry["key"]).startswith("v/"):
+                with plain.open("wb") as f, platform.public_blobs.open_range(entry["key"]) as r:
+                    for piece in r:
+                        f.write(piece)
+            else:
+                get_encrypted(cell, video.owner_id, entry["key"], entry["file"], plain)
+            if to_public:
+                key = public_prefix(video.id) + entry["file"]
+                platform.public_blobs.put_file(key, plain)
+            else:
+                key = private_prefix(video.owner_id, video.id) + entry["file"]
+                put_encrypted(
+                    cell, video.owner_id, key, entry["file"], plain, plain.with_suffix(".enc")
+                )
+            plain.unlink()
+            moved.append({**entry, "key": key})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return moved
+
+
+def _delete_entries(platform: Platform, cell: Cell, entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
+        key = str(entry["key"])
+        (platform.public_blobs if key.startswith("v/") else cell.blobs).delete(key)
 
 
 def _fail(cell: Cell, video_id: uuid.UUID, reason: str) -> str:
@@ -447,6 +509,46 @@ def retry_video(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> N
             .values(status="queued", progress=0, failure=None, attempts=0)
         )
     enqueue(platform, user.home_region, video_id)
+
+
+class VideoUpdate(BaseModel):
+    """What the owner may change after uploading. Absent fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    caption: Annotated[str, Field(max_length=2200), AfterValidator(clean_text)] | None = None
+    visibility: Literal["public", "followers", "private"] | None = None
+    allow_comments: bool | None = None
+
+
+def update_video(
+    platform: Platform, user: CurrentUser, video_id: uuid.UUID, change: VideoUpdate
+) -> None:
+    """Change a video's caption, visibility or comment setting. Turning a ready video private
+    (or followers-only) takes its files out of the public store and out of the feed at once;
+    turning it public publishes them. A video still processing follows the new setting when
+    its job publishes it."""
+    owned_video(platform, user, video_id)
+    scope = _scope(platform, user)
+    cell = scope.cell
+    with cell.db.transaction() as s:
+        video = s.get(Video, video_id, with_for_update=True)
+        if video is None:
+            raise NotFound("no such video")
+        if change.caption is not None:
+            video.caption_ct = scope.cipher().encrypt("caption", change.caption)
+        if change.allow_comments is not None:
+            video.allow_comments = change.allow_comments
+        if change.visibility is not None:
+            video.visibility = change.visibility
+        moved_from: list[dict[str, Any]] = []
+        if video.status == "ready":
+            if _stored_publicly(video.renditions) != is_public(video):
+                moved_from = list(video.renditions)
+                video.renditions = _move(platform, cell, video, moved_from)
+                video.poster_key = next(r["key"] for r in video.renditions if r["kind"] == "poster")
+            _sync_catalog(platform, cell, video)
+    _delete_entries(platform, cell, moved_from)
 
 
 def delete_video(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> None:
