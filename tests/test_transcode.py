@@ -560,3 +560,28 @@ def test_a_failing_progress_callback_stops_ffmpeg_and_leaves_nothing(
     with pytest.raises(RuntimeError, match="job cancelled"):
         run(clips.small, tmp_path, on_progress=cancel)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stuck_ffmpeg_is_killed_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that says nothing (a decoder looping on a crafted file) is killed once its
+    progress has stalled for STALL_SECONDS, and so is one past its time budget."""
+    from reelm.media import transcode as module
+
+    silent = [sys.executable, "-c", "import time; time.sleep(60)"]
+    monkeypatch.setattr(module, "STALL_SECONDS", 1.5)
+    started = time.monotonic()
+    with pytest.raises(TranscodeFailed, match=r"no progress for 1\.5 s"):
+        module._run(silent, 10.0, None, {})
+    assert time.monotonic() - started < 10
+
+    chatty = [
+        sys.executable,
+        "-c",
+        "import time\nwhile True: print('x', flush=True); time.sleep(0.2)",
+    ]
+    monkeypatch.setattr(module, "BUDGET_BASE", 1.0)
+    monkeypatch.setattr(module, "BUDGET_PER_SECOND", 0.1)
+    started = time.monotonic()
+    with pytest.raises(TranscodeFailed, match="took longer"):
+        module._run(chatty, 10.0, None, {})
+    assert time.monotonic() - started < 10

@@ -63,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -367,23 +368,74 @@ def _run(
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
     reader = threading.Thread(target=_drain, args=(process.stderr, tail), daemon=True)
     reader.start()
+    watchdog = _Watchdog(process, budget=_budget(duration))
     try:
-        for fraction in _progress(process.stdout, duration):
+        for fraction in _progress(watchdog.lines(process.stdout), duration):
             if on_progress is not None:
                 on_progress(fraction)
         code = process.wait()
     finally:
+        watchdog.stop()
         if process.poll() is None:
             process.kill()
             process.wait()
         reader.join()
         process.stdout.close()
         process.stderr.close()
+    if watchdog.reason:
+        raise TranscodeFailed(watchdog.reason, "\n".join(tail))
     if code != 0:
         text = "\n".join(tail)
         for secret, placeholder in redact.items():
             text = text.replace(secret, placeholder)
         raise TranscodeFailed(f"ffmpeg failed (exit status {code})", text)
+
+
+# FFmpeg reports progress about twice a second; one that says nothing for this long is stuck
+# (a decoder looping on a crafted file, a full disk...), and no clip may take longer than
+# BUDGET_PER_SECOND seconds per second of video (plus a start-up allowance) on any worker.
+STALL_SECONDS = 120.0
+BUDGET_PER_SECOND = 20.0
+BUDGET_BASE = 300.0
+
+
+def _budget(duration: float | None) -> float:
+    return BUDGET_BASE + BUDGET_PER_SECOND * (duration or 600.0)
+
+
+class _Watchdog:
+    """Kills FFmpeg when its progress stalls or its time budget is spent; ``reason`` says
+    which."""
+
+    def __init__(self, process: subprocess.Popen[str], budget: float) -> None:
+        self.process = process
+        self.deadline = time.monotonic() + budget
+        self.last_progress = time.monotonic()
+        self.reason = ""
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def lines(self, stream: IO[str]) -> Iterator[str]:
+        for line in stream:
+            self.last_progress = time.monotonic()
+            yield line
+
+    def _watch(self) -> None:
+        while not self._done.wait(1.0):
+            moment = time.monotonic()
+            if moment - self.last_progress > STALL_SECONDS:
+                self.reason = f"ffmpeg made no progress for {STALL_SECONDS:g} s"
+            elif moment > self.deadline:
+                self.reason = "ffmpeg took longer than any video within our limits should"
+            else:
+                continue
+            self.process.kill()
+            return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _die_with_parent() -> Callable[[], None] | None:
