@@ -85,3 +85,17 @@ def test_open_uploads_are_capped(platform: Platform, new_user: Callable[..., Sig
         uploads.create_upload(platform, user, 100, UploadMeta())
     with pytest.raises(uploads.TooManyUploads):
         uploads.create_upload(platform, user, 100, UploadMeta())
+
+
+def test_videos_a_day_are_capped(
+    platform_factory: Callable[..., Platform], new_user: Callable[..., SignedUp]
+) -> None:
+    capped = platform_factory(max_uploads_per_day=2)
+    signed = new_user("NZ", platform_=capped)
+    user = log_in(capped, signed.handle, PASSWORD)[1]
+    first = uploads.create_upload(capped, user, 100, UploadMeta())
+    uploads.create_upload(capped, user, 100, UploadMeta())
+    with pytest.raises(uploads.TooManyUploads, match="2 videos a day"):
+        uploads.create_upload(capped, user, 100, UploadMeta())
+    uploads.terminate(capped, user, first.id)  # a cancelled upload does not count
+    uploads.create_upload(capped, user, 100, UploadMeta())

@@ -235,6 +235,9 @@ class Settings(BaseSettings):
     max_video_seconds: float = Field(
         default=600, gt=0, le=3600, description="Longest video accepted, in seconds."
     )
+    max_uploads_per_day: int = Field(
+        default=50, ge=1, le=100_000, description="Videos one account may post in 24 hours."
+    )
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest accepted form or JSON body."
     )

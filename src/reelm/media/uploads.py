@@ -24,7 +24,7 @@ from reelm.accounts.errors import AccountError, InvalidInput, NotFound
 from reelm.accounts.schemas import clean_text
 from reelm.accounts.service import CurrentUser, now
 from reelm.bootstrap import Platform
-from reelm.media.models import Upload
+from reelm.media.models import Upload, Video
 from reelm.regions.cell import UserScope
 
 UPLOAD_TTL = timedelta(hours=24)
@@ -109,6 +109,14 @@ def create_upload(
             raise TooManyUploads(
                 f"finish or cancel one of your {MAX_OPEN_UPLOADS} uploads in progress first"
             )
+        daily = platform.settings.max_uploads_per_day
+        posted = s.scalar(
+            select(func.count())
+            .select_from(Video)
+            .where(Video.owner_id == user.user_id, Video.created_at > now() - timedelta(days=1))
+        )
+        if (posted or 0) + (open_uploads or 0) >= daily:
+            raise TooManyUploads(f"you can post {daily} videos a day: try again in a few hours")
         row = Upload(
             id=upload_id,
             owner_id=user.user_id,
