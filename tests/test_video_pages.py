@@ -27,6 +27,7 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     FilePayload,
+    Locator,
     Page,
     Route,
     expect,
@@ -40,6 +41,7 @@ from reelm.jobs import WorkerThread
 from reelm.media.captions import parse_caption
 from reelm.media.catalog import VideoCard
 from reelm.media.models import Video
+from reelm.web.csrf import CSRF_FIELD
 from reelm.web.video_pages import caption_html
 
 from . import tus
@@ -868,6 +870,324 @@ def test_delete_works_without_javascript(browser: Browser, site: LiveServer, cli
             page.click("button:has-text('Delete for good')")
         assert page.url == site.url + "/me/videos?deleted=1"
         assert page.locator(".my-video").count() == 0
+    finally:
+        context.close()
+
+
+# ---- editing a video -------------------------------------------------------------------------
+
+
+def edit_form_values(form: Locator) -> tuple[str, str, bool, str]:
+    """What an edit form shows: (caption, visibility, allow comments, the caption's counter)."""
+    return (
+        form.locator("textarea[name=caption]").input_value(),
+        form.locator("select[name=visibility]").input_value(),
+        form.locator("input[name=allow_comments]").is_checked(),
+        form.locator(".counter").inner_text(),
+    )
+
+
+def set_caption(form: Locator, text: str) -> None:
+    """Put text in the caption as a script would (no maxlength, no typing), and say so."""
+    form.locator("textarea").evaluate(
+        "(t, text) => { t.value = text; t.dispatchEvent(new Event('input', {bubbles: true})); }",
+        text,
+    )
+
+
+def csp_refusals(page: Page) -> list[str]:
+    """The Content-Security-Policy's complaints on this page, as they come."""
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    return refused
+
+
+def anonymous_feed_has(page: Page, site: LiveServer, video_id: uuid.UUID) -> bool:
+    page.goto(site.url + "/")
+    return page.locator(f"#feed > article.reel[data-id='{video_id}']").count() == 1
+
+
+def test_the_owner_edits_a_video_from_its_page(
+    page: Page, browser: Browser, site: LiveServer, clips: Clips
+) -> None:
+    refused = csp_refusals(page)
+    owner = signed_in(page, site)
+    video_id = api_upload(site, owner, clips.small, caption="Before the edit")
+    wait_ready(site, owner, video_id)
+    anonymous = new_context(browser, site)
+    try:
+        stranger = anonymous.new_page()
+        assert anonymous_feed_has(stranger, site, video_id)
+        page.goto(f"{site.url}/v/{video_id}")
+        public_file = page.locator("video.watch-video source").first.get_attribute("src")
+        assert public_file is not None and public_file.startswith(f"/media/v/{video_id}/")
+        page.wait_for_function("() => document.querySelector('video.watch-video').readyState >= 1")
+
+        # "Edit" opens the form with what the video has now; the counter follows the caption.
+        details = page.locator(".watch-info details.edit-video")
+        form = details.locator("form.edit-video-form")
+        assert form.is_hidden()
+        details.locator("summary", has_text="Edit").click()
+        assert form.is_visible()
+        assert edit_form_values(form) == ("Before the edit", "public", True, "15 / 2200")
+        assert page.evaluate("document.activeElement.name") == "caption"
+        form.locator("textarea").fill("Quiet now")
+        assert form.locator(".counter").inner_text() == "9 / 2200"
+
+        # Too long: said before anything is sent.
+        set_caption(form, "x" * 2201)  # past the textarea's maxlength, as a script could
+        assert form.locator(".counter").inner_text() == "2201 / 2200"
+        assert "over" in (form.locator(".counter").get_attribute("class") or "")
+        form.locator("button", has_text="Save changes").click()
+        error = form.locator(".edit-error")
+        expect(error).to_have_text("The caption is too long: at most 2200 characters.")
+        assert error.get_attribute("role") == "alert"
+
+        # Private, comments off: saved through the API and shown in place, without a reload.
+        page.evaluate("window.notReloaded = true")
+        form.locator("textarea").fill("Quiet now")
+        form.locator("select").select_option("private")
+        form.locator("input[name=allow_comments]").uncheck()
+        with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+            form.locator("button", has_text="Save changes").click()
+        assert patched.value.status == 200
+        assert patched.value.json()["visibility"] == "private"
+        expect(page.locator("#toast")).to_have_text("Changes saved")
+        assert page.evaluate("window.notReloaded") is True
+        info = page.locator(".watch-info")
+        expect(info.locator(".caption")).to_have_text("Quiet now")
+        assert info.locator(".watch-meta").inner_text().startswith("Only you · 0:01 · ")
+        assert info.locator(".watch-meta").inner_text().endswith(" · Comments off")
+        assert page.locator("#share-link").count() == 0
+        assert "no public share link" in info.locator(".notice").inner_text()
+        assert page.evaluate("document.activeElement.textContent") == "Edit"
+        assert details.locator("form").is_hidden()  # closed again, with the new values
+        details.locator("summary").click()
+        assert edit_form_values(form) == ("Quiet now", "private", False, "9 / 2200")
+        # The player now plays the private files; the public ones are gone.
+        private_file = page.locator("video.watch-video source").first.get_attribute("src")
+        assert private_file is not None and private_file != public_file
+        page.wait_for_function("() => document.querySelector('video.watch-video').readyState >= 1")
+
+        # Out of the anonymous feed at once; its page and files are not there for strangers.
+        assert not anonymous_feed_has(stranger, site, video_id)
+        assert str(video_id) not in feed_ids(site)
+        response = stranger.goto(f"{site.url}/v/{video_id}")
+        assert response is not None and response.status == 404
+        assert stranger.locator("h1").inner_text() == "Video not found"
+        assert stranger.request.get(site.url + public_file).status == 404
+
+        # Public again, with a new caption and hashtag: in the feed with its link.
+        tag = f"again{uuid.uuid4().hex[:6]}"
+        caption = f"Back in the light #{tag}"
+        form.locator("textarea").fill(caption)
+        form.locator("select").select_option("public")
+        form.locator("input[name=allow_comments]").check()
+        with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+            form.locator("button", has_text="Save changes").click()
+        assert patched.value.status == 200
+        expect(info.locator(".caption")).to_have_text(caption)
+        assert "Comments off" not in info.locator(".watch-meta").inner_text()
+        assert page.locator("#share-link").input_value() == f"{site.url}/v/{video_id}"
+        assert page.evaluate("window.notReloaded") is True
+
+        assert anonymous_feed_has(stranger, site, video_id)
+        reel = stranger.locator(f"#feed > article.reel[data-id='{video_id}']")
+        assert reel.locator(".reel-caption").inner_text() == caption
+        links = reel.locator(".reel-caption a").evaluate_all(
+            "links => links.map(a => [a.className, a.getAttribute('href'), a.textContent])"
+        )
+        assert links == [["tag", f"/tag/{tag}", f"#{tag}"]]
+        with stranger.expect_navigation():
+            reel.locator("a.tag").click()
+        tiles = stranger.locator(".grid .tile a").evaluate_all("as => as.map(a => a.pathname)")
+        assert tiles == [f"/v/{video_id}"]
+        response = stranger.goto(f"{site.url}/v/{video_id}")
+        assert response is not None and response.status == 200
+        assert stranger.locator("details.edit-video").count() == 0
+    finally:
+        anonymous.close()
+    assert not refused  # no inline script or style: the CSP refuses nothing
+
+
+def test_your_videos_edits_a_video_in_place_and_says_why_not(
+    page: Page, site: LiveServer, clips: Clips
+) -> None:
+    owner = signed_in(page, site)
+    video_id = api_upload(
+        site, owner, clips.small, caption="Only mine for now", visibility="private"
+    )
+    wait_ready(site, owner, video_id)
+    refused = csp_refusals(page)
+    page.set_viewport_size({"width": PHONE["width"], "height": PHONE["height"]})
+    page.goto(site.url + "/me/videos")
+    page.evaluate("window.notReloaded = true")
+    item = page.locator(f".my-video[data-id='{video_id}']")
+    item.locator("summary", has_text="Edit").click()
+    form = item.locator("form.edit-video-form")
+    assert edit_form_values(form) == ("Only mine for now", "private", True, "17 / 2200")
+    assert_fits(page, "/me/videos, editing")
+
+    # The server refuses a NUL character: said in the form, nothing changed.
+    set_caption(form, "Null \x00 and void")
+    form.locator("select").select_option("followers")
+    with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+        form.locator("button", has_text="Save changes").click()
+    assert patched.value.status == 422
+    error = form.locator(".edit-error")
+    expect(error).to_have_text("Caption: text cannot contain NUL characters.")
+    assert form.locator("textarea").is_enabled()
+    saved = video_status(site, owner, video_id)
+    assert (saved["caption"], saved["visibility"]) == ("Only mine for now", "private")
+
+    # Fixed: saved, the item shows it, the rest of the list is as it was.
+    form.locator("textarea").fill("For my followers #crew")
+    with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+        form.locator("button", has_text="Save changes").click()
+    assert patched.value.status == 200
+    expect(page.locator("#toast")).to_have_text("Changes saved")
+    expect(item.locator(".my-caption")).to_have_text("For my followers #crew")
+    assert item.locator(".my-meta .muted").inner_text() == "Followers · 0:01"
+    assert item.locator(".edit-error").count() == 1 and item.locator(".edit-error").is_hidden()
+    assert item.locator("details.edit-video").get_attribute("open") is None
+    assert page.evaluate("document.activeElement.textContent") == "Edit"
+    assert page.evaluate("window.notReloaded") is True
+    saved = video_status(site, owner, video_id)
+    assert (saved["caption"], saved["visibility"], saved["allow_comments"]) == (
+        "For my followers #crew",
+        "followers",
+        True,
+    )
+    assert str(video_id) not in feed_ids(site)
+
+    # Closing the form forgets what was typed in it.
+    item.locator("summary", has_text="Edit").click()
+    form.locator("textarea").fill("never mind")
+    item.locator("summary", has_text="Edit").click()
+    item.locator("summary", has_text="Edit").click()
+    assert form.locator("textarea").input_value() == "For my followers #crew"
+    assert not refused
+
+
+def test_only_the_owner_can_edit_a_video(
+    page: Page, site: LiveServer, published: Published
+) -> None:
+    video_id = published.video_ids[0]
+    anonymous = page.request.post(
+        f"{site.url}/me/videos/{video_id}/edit", form={"caption": "mine now"}, max_redirects=0
+    )
+    assert anonymous.status == 303 and anonymous.headers["location"].startswith("/login")
+
+    signed_in(page, site)  # someone else
+    response = page.goto(f"{site.url}/v/{video_id}")
+    assert response is not None and response.status == 200
+    assert page.locator("details.edit-video").count() == 0
+    assert page.locator("form.edit-video-form").count() == 0
+    assert page.locator("textarea").count() == 0
+    response = page.goto(f"{site.url}/me/videos/{video_id}/edit")
+    assert response is not None and response.status == 404
+
+    # A form made by hand, with a valid token of this session: refused as if there were no
+    # such video, and nothing changes.
+    token = page.locator(f"input[name={CSRF_FIELD}]").first.input_value()
+    for target in (video_id, published.private_id):
+        refused = page.request.post(
+            f"{site.url}/me/videos/{target}/edit",
+            form={CSRF_FIELD: token, "caption": "mine now", "visibility": "private"},
+            headers={"Accept": "text/html"},  # as a browser posts it: the page, not JSON
+            max_redirects=0,
+        )
+        assert refused.status == 404, target
+        assert refused.headers["content-type"].startswith("text/html")
+    assert str(video_id) in feed_ids(site)
+    page.goto(f"{site.url}/v/{video_id}")
+    assert page.locator(".watch-info .caption").inner_text().startswith("Clip ")
+    assert page.locator("#share-link").count() == 1
+
+
+def test_editing_works_without_javascript(browser: Browser, site: LiveServer, clips: Clips) -> None:
+    context = browser.new_context(java_script_enabled=False, locale="en-US")
+    context.set_default_timeout(15_000)
+    try:
+        page = context.new_page()
+        owner = signed_in(page, site)
+        video_id = api_upload(site, owner, clips.small, caption="No script yet")
+        wait_ready(site, owner, video_id)
+
+        # From "Your videos": the <details> opens the form, the form posts, a notice says so.
+        page.goto(site.url + "/me/videos")
+        item = page.locator(f".my-video[data-id='{video_id}']")
+        item.locator("summary", has_text="Edit").click()
+        form = item.locator("form.edit-video-form")
+        assert form.is_visible()
+        assert edit_form_values(form) == ("No script yet", "public", True, "13 / 2200")
+        tag = f"noscript{uuid.uuid4().hex[:6]}"
+        form.locator("textarea").fill(f"Two lines\nand #{tag}")
+        form.locator("select").select_option("followers")
+        form.locator("input[name=allow_comments]").uncheck()
+        with page.expect_navigation():
+            form.locator("button", has_text="Save changes").click()
+        assert page.url == site.url + "/me/videos?edited=1"
+        assert page.locator("main .notice.edited").inner_text() == "Changes saved."
+        assert item.locator(".my-meta .muted").inner_text() == "Followers · 0:01 · Comments off"
+        saved = video_status(site, owner, video_id)
+        assert (saved["caption"], saved["visibility"], saved["allow_comments"]) == (
+            f"Two lines\nand #{tag}",  # the browser's CRLF is one line break again
+            "followers",
+            False,
+        )
+        assert str(video_id) not in feed_ids(site)
+
+        # A mistake (too long a caption, changed on its way: the textarea stops at 2200) comes
+        # back on a page of its own, with what was sent and why; nothing is changed.
+        page.goto(f"{site.url}/v/{video_id}")
+        details = page.locator(".watch-info details.edit-video")
+        details.locator("summary").click()
+        form = details.locator("form.edit-video-form")
+        assert edit_form_values(form)[1:3] == ("followers", False)
+        form.locator("select").select_option("public")
+
+        def lengthen(route: Route) -> None:
+            body = route.request.post_data or ""
+            route.continue_(post_data=body.replace("caption=", "caption=" + "y" * 2300, 1))
+
+        page.route("**/me/videos/*/edit", lengthen)
+        with page.expect_navigation() as navigation:
+            form.locator("button", has_text="Save changes").click()
+        page.unroute("**/me/videos/*/edit")
+        response = navigation.value
+        assert response is not None and response.status == 422
+        assert page.url == f"{site.url}/me/videos/{video_id}/edit"
+        assert page.locator("h1").inner_text() == "Edit video"
+        error = page.locator(".edit-error")
+        assert error.is_visible() and error.get_attribute("role") == "alert"
+        used = 2300 + len(f"Two lines\r\nand #{tag}".replace("\r\n", "\n"))
+        assert error.inner_text() == (
+            f"The caption is too long: at most 2200 characters (this one has {used})."
+        )
+        assert "Nothing was changed" in page.locator("main").inner_text()
+        form = page.locator("form.edit-video-form")
+        caption, visibility, comments, counter = edit_form_values(form)
+        assert (len(caption), visibility, comments) == (used, "public", False)
+        assert counter == f"{used} / 2200"
+        assert video_status(site, owner, video_id)["visibility"] == "followers"
+
+        # Put right on that page: back to the video's page, public, with a share link.
+        form.locator("textarea").fill(f"Out in the open #{tag}")
+        form.locator("input[name=allow_comments]").check()
+        with page.expect_navigation():
+            form.locator("button", has_text="Save changes").click()
+        assert page.url == f"{site.url}/v/{video_id}?edited=1"
+        assert page.locator(".watch-info .notice.edited").inner_text() == "Changes saved."
+        caption_box = page.locator(".watch-info .caption")
+        assert caption_box.inner_text() == f"Out in the open #{tag}"
+        assert caption_box.locator("a.tag").get_attribute("href") == f"/tag/{tag}"
+        assert page.locator("#share-link").input_value() == f"{site.url}/v/{video_id}"
+        assert "Comments off" not in page.locator(".watch-meta").inner_text()
+        assert str(video_id) in feed_ids(site)
     finally:
         context.close()
 

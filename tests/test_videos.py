@@ -7,6 +7,7 @@ by range from the home region behind a signed URL when not.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -181,11 +182,11 @@ def test_public_vertical_clip_plays_from_the_public_store(
     feed_ids = [item["id"] for item in http.get("/api/v1/feed?limit=50").json()["items"]]
     assert str(video_id) in feed_ids
 
-    # Range requests: 206 with the right bytes; immutable caching; 416 past the end.
+    # Range requests: 206 with the right bytes; shared caching for 5 minutes; 416 past the end.
     source = ready["sources"][0]["url"]
     full = http.get(source)
     assert full.status_code == 200
-    assert full.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert full.headers["cache-control"] == "public, max-age=300"
     part = http.get(source, headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == full.content[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(full.content)}"
@@ -779,3 +780,55 @@ def test_the_owner_changes_caption_and_visibility(
         assert (
             http.patch(f"/api/v1/videos/{video_id}", headers=who.auth, json=bad).status_code == 422
         )
+
+
+def test_review_fixes_hold(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    """Cancel after the last byte, odd Range and metadata values, caching of what a signed-in
+    user sees, and files an earlier attempt or a deleted video left in the public store."""
+    from reelm.media.videos import process_video
+
+    who = uploader("US")
+    data = clips.one_second.read_bytes()
+    url = tus.create(http, who.token, len(data)).headers["Location"]
+    video_id = video_id_of(tus.patch(http, who.token, url, 0, data))
+    # Every byte arrived: the upload is a video now, it is deleted as one.
+    cancel = http.delete(url, headers={**tus.TUS, **who.auth})
+    assert cancel.status_code == 409 and "delete the video" in cancel.json()["detail"]
+    assert video(http, who, video_id)["status"] == "queued"
+
+    # A public file an earlier attempt left for this (private) video goes when the job runs.
+    http.patch(f"/api/v1/videos/{video_id}", headers=who.auth, json={"visibility": "private"})
+    media_platform.public_blobs.put(f"v/{video_id}/720p.mp4", b"left by an earlier attempt")
+    tus.run_jobs(media_platform, "us")
+    assert list(media_platform.public_blobs.iter_keys(f"v/{video_id}/")) == []
+    assert video(http, who, video_id)["status"] == "ready"
+
+    # A job for a deleted video removes what an attempt published before the deletion.
+    gone = uuid.uuid4()
+    media_platform.public_blobs.put(f"v/{gone}/720p.mp4", b"published, then deleted")
+    assert process_video(media_platform, "us", gone) == "gone"
+    assert list(media_platform.public_blobs.iter_keys(f"v/{gone}/")) == []
+
+    # Ranges with absurd numbers are ignored (the whole file), never a server error.
+    public = video_id_of(send(http, who, clips.one_second))
+    tus.run_jobs(media_platform, "us")
+    source = video(http, who, public)["sources"][0]["url"]
+    for value in ("bytes=" + "9" * 5000 + "-", "bytes=0-" + "9" * 40, "bytes=5-2", "items=0-1"):
+        answer = http.get(source, headers={"Range": value})
+        assert answer.status_code in (200, 416), value
+
+    # NUL in Upload-Metadata is refused clearly.
+    nul = base64.b64encode(b"a\x00b").decode()
+    refused = http.post(
+        "/api/v1/videos",
+        headers={**tus.TUS, **who.auth, "Upload-Length": "10", "Upload-Metadata": f"caption {nul}"},
+    )
+    assert refused.status_code == 422
+
+    # What a signed-in user sees is not for shared caches; public media is, briefly.
+    assert http.get("/api/v1/me/videos", headers=who.auth).headers["cache-control"] == (
+        "private, no-store"
+    )
+    assert http.get(source).headers["cache-control"] == "public, max-age=300"

@@ -36,6 +36,11 @@ def _security_headers(app: FastAPI) -> None:
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if getattr(request.state, "user", None) is not None:
+            # What a signed-in user sees (captions of private videos, signed media URLs, their
+            # account) stays out of shared caches and off the disk, unless a route said
+            # otherwise (the media routes do).
+            response.headers.setdefault("Cache-Control", "private, no-store")
         # The interactive API docs page loads its script from a CDN; everything else is ours.
         if not request.url.path.startswith("/api/v1/docs"):
             response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)

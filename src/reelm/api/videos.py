@@ -30,7 +30,7 @@ from reelm.media import catalog, uploads, videos
 from reelm.media.catalog import VideoCard
 from reelm.media.models import Video
 from reelm.media.serving import (
-    IMMUTABLE,
+    PUBLIC_CACHE,
     BadRange,
     ByteRange,
     Reader,
@@ -174,7 +174,7 @@ def parse_metadata(header: str | None) -> UploadMeta:
             values[key] = value
         # Other keys (tus clients add 'filetype', 'name'...) are ignored.
     try:
-        return UploadMeta.model_validate(values)
+        return UploadMeta.model_validate(values).cleaned()
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
@@ -396,8 +396,8 @@ def _ranged(
 def public_file(
     request: Request, platform: PlatformDep, video_id: uuid.UUID, file: str
 ) -> Response:
-    """A public video's rendition or poster (immutable: cached for a year)."""
-    if not valid_file(file):
+    """A public video's rendition or poster, while the video is public (cached 5 minutes)."""
+    if not valid_file(file) or not catalog.is_listed(platform, video_id):
         raise NotFound("no such file")
     key = videos.public_prefix(video_id) + file
     store = platform.public_blobs
@@ -409,7 +409,7 @@ def public_file(
     def read(start: int, end: int) -> bytes:
         return store.read_range(key, start, end)
 
-    return _ranged(request, size, read, mime_of(file), IMMUTABLE, f'"{video_id}-{file}"')
+    return _ranged(request, size, read, mime_of(file), PUBLIC_CACHE, f'"{video_id}-{file}"')
 
 
 @media.api_route("/p/{region}/{video_id}/{file}", methods=["GET", "HEAD"])

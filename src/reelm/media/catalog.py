@@ -207,6 +207,12 @@ def profile_videos(
     return page
 
 
+def is_listed(platform: Platform, video_id: uuid.UUID) -> bool:
+    """Whether anyone may watch this public video now (what /media/v/ serves)."""
+    with platform.catalog.transaction() as c:
+        return c.execute(_public_query().where(PublicVideo.id == video_id)).first() is not None
+
+
 # ---- one video -------------------------------------------------------------------------------
 
 

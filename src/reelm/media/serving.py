@@ -1,7 +1,8 @@
 """Serving video files: HTTP range requests, caching, and the signed URLs of protected media.
 
-Public renditions and posters are immutable (a video's id never gets other bytes), so they are
-served with ``Cache-Control: public, max-age=31536000, immutable`` at ``/media/v/<video>/<file>``.
+Public renditions and posters are served at ``/media/v/<video>/<file>`` while the video is in
+the public catalog, with ``Cache-Control: public, max-age=300`` and an ETag: a video made private
+or deleted leaves shared caches within five minutes.
 
 Followers-only and private videos stay encrypted in the owner's home region. The API hands an
 authorised viewer a URL ``/media/p/<region>/<video>/<file>?expires=..&signature=..``, valid for
@@ -28,9 +29,11 @@ from reelm.storage.crypto import decrypt_blob_range, plain_size
 Reader = Callable[[int, int], bytes]
 
 PRIVATE_URL_SECONDS = 15 * 60
-IMMUTABLE = "public, max-age=31536000, immutable"
+# A public video's bytes never change, but it may stop being public (made private, deleted, its
+# account made private): shared caches keep it five minutes at most, then revalidate (ETag).
+PUBLIC_CACHE = "public, max-age=300"
 READ_CHUNK = 256 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 _FILE = re.compile(r"^[a-z0-9]{1,16}\.(mp4|jpg)$")
 MIME = {"mp4": "video/mp4", "jpg": "image/jpeg"}
 

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from starlette.concurrency import run_in_threadpool
 
 from reelm.accounts.errors import AccountError, InvalidInput, NotFound
@@ -96,6 +96,11 @@ def create_upload(
     cipher = scope.cipher()
     upload_id = uuid.uuid4()
     with scope.cell.db.transaction() as s:
+        # One creation at a time per user, so parallel requests cannot all pass the limits.
+        s.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:who, 7))"),
+            {"who": str(user.user_id)},
+        )
         open_uploads = s.scalar(
             select(func.count())
             .select_from(Upload)
@@ -175,20 +180,33 @@ async def append(
         raise UploadConflict(f"the upload is at byte {row.offset}, not {offset}")
     path = staging_path(platform, user.home_region, upload_id)
     written = 0
-    with path.open("r+b") as f:
-        f.truncate(offset)  # drop any tail a broken earlier request left unrecorded
-        f.seek(offset)
-        try:
-            async for chunk in chunks:
-                if offset + written + len(chunk) > row.length:
-                    raise UploadTooLarge("more bytes than the upload's declared length")
-                await run_in_threadpool(f.write, chunk)
-                written += len(chunk)
-        finally:
-            f.flush()
-            os.fsync(f.fileno())
-            await run_in_threadpool(_record_offset, platform, user, upload_id, offset, written)
+    f = await run_in_threadpool(_open_at, path, offset)
+    try:
+        async for chunk in chunks:
+            if offset + written + len(chunk) > row.length:
+                raise UploadTooLarge("more bytes than the upload's declared length")
+            await run_in_threadpool(f.write, chunk)
+            written += len(chunk)
+    finally:
+        # Disk work off the event loop: other requests (video playback) keep flowing.
+        await run_in_threadpool(_sync_close, f)
+        await run_in_threadpool(_record_offset, platform, user, upload_id, offset, written)
     return upload_state(platform, user, upload_id)
+
+
+def _open_at(path: Path, offset: int) -> BinaryIO:
+    f = path.open("r+b")
+    f.truncate(offset)  # drop any tail a broken earlier request left unrecorded
+    f.seek(offset)
+    return f
+
+
+def _sync_close(f: BinaryIO) -> None:
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+    finally:
+        f.close()
 
 
 def _record_offset(
@@ -206,7 +224,14 @@ def _record_offset(
 
 
 def terminate(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -> None:
+    """Cancel an upload still receiving bytes. Once every byte is here the file is being
+    checked or is a video: that is deleted as a video, not cancelled as an upload."""
     _owned(platform, user, upload_id)
+    with _scope(platform, user).cell.db.transaction() as s:
+        row = s.get(Upload, upload_id, with_for_update=True)
+        if row is not None and (row.video_id is not None or row.offset == row.length):
+            raise UploadConflict("every byte of this upload has arrived: delete the video instead")
+        s.execute(delete(Upload).where(Upload.id == upload_id))
     discard(platform, user.home_region, upload_id)
 
 
@@ -216,6 +241,9 @@ def discard(platform: Platform, region: str, upload_id: uuid.UUID) -> None:
     staged = staging_path(platform, region, upload_id)
     staged.unlink(missing_ok=True)
     staged.with_suffix(".src").unlink(missing_ok=True)  # a checked file not yet a video
+    # Temporary files a killed process left (".<id>.<random>"; plaintext among them).
+    for scratch in staged.parent.glob(f".{upload_id}.*"):
+        scratch.unlink(missing_ok=True)
 
 
 def expire_uploads(platform: Platform, region: str) -> int:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -46,6 +48,7 @@ from reelm.media.serving import BlobFile
 from reelm.media.transcode import Rendition, TranscodeFailed, plan_renditions, transcode
 from reelm.media.uploads import UploadMeta, discard, staging_path
 from reelm.regions.cell import Cell, UserScope
+from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob, encrypt_blob
 
 log = logging.getLogger("reelm.media")
@@ -88,6 +91,14 @@ def source_path(platform: Platform, region: str, video: uuid.UUID) -> Path:
     return staging_path(platform, region, video).with_suffix(".src")
 
 
+def scratch_file(beside: Path) -> Path:
+    """A new temporary file next to ``beside``, named ``.<id>.<random>`` so that two callers
+    never share one and deleting the video finds it (see ``remove_scratch``)."""
+    fd, name = tempfile.mkstemp(prefix=f".{beside.name.split('.')[0]}.", dir=beside.parent)
+    os.close(fd)
+    return Path(name)
+
+
 def work_dir(platform: Platform, region: str, video: uuid.UUID) -> Path:
     return staging_path(platform, region, video).with_suffix(".work")
 
@@ -128,11 +139,14 @@ def put_encrypted(
 def get_encrypted(cell: Cell, owner: uuid.UUID, key: str, name: str, target: Path) -> None:
     """Decrypt the blob at ``key`` into ``target`` (written atomically)."""
     data_key = cell.keys.data_key(owner)
-    partial = target.with_name(f".{target.name}.partial")
-    sealed = BlobFile(cell.blobs, key)
-    with partial.open("wb") as plain:
-        decrypt_blob(data_key, owner, name, sealed, sealed.size, plain)
-    partial.rename(target)
+    partial = scratch_file(target)
+    try:
+        sealed = BlobFile(cell.blobs, key)
+        with partial.open("wb") as plain:
+            decrypt_blob(data_key, owner, name, sealed, sealed.size, plain)
+        partial.rename(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 # ---- 1. finishing an upload ------------------------------------------------------------------
@@ -167,8 +181,13 @@ def finish_upload(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -
     cipher = scope.cipher()
     meta = UploadMeta.model_validate_json(cipher.decrypt("upload_meta", upload.metadata_ct))
     key = original_key(user.user_id, video_id)
-    size = put_encrypted(cell, user.user_id, key, ORIGINAL, source, source.with_suffix(".enc"))
+    size = put_encrypted(cell, user.user_id, key, ORIGINAL, source, scratch_file(source))
     with cell.db.transaction() as s:
+        # The upload's row, locked: a cancel that came while we checked and encrypted wins.
+        if s.get(Upload, upload_id, with_for_update=True) is None:
+            cell.blobs.delete(key)
+            source.unlink(missing_ok=True)
+            raise NotFound("this upload was cancelled")
         s.execute(
             insert(Video)
             .values(
@@ -268,11 +287,18 @@ def process_video(
     cell = platform.cell(region)
     with cell.db.transaction() as s:
         video = s.get(Video, video_id, with_for_update=True)
-        if video is None or video.status in ("ready", "failed"):
-            return "gone" if video is None else video.status
+        if video is None:
+            # Deleted: whatever an earlier attempt published must not outlive it.
+            _remove_prefix(platform.public_blobs, public_prefix(video_id))
+            return "gone"
+        if video.status in ("ready", "failed"):
+            return video.status
         video.status, video.progress, video.attempts = "processing", 0, attempt
         video.failure = None
         owner = video.owner_id
+    # An earlier attempt may have stored files (in either store, if the owner changed the
+    # visibility since): start clean.
+    _remove_renditions(platform, cell, owner, video_id)
     work = work_dir(platform, region, video_id)
     try:
         source = _source(platform, cell, owner, video_id)
@@ -285,6 +311,12 @@ def process_video(
     except MediaRejected as exc:
         status = _fail(cell, video_id, exc.detail)
     except Exception as exc:
+        with cell.db.transaction() as s:
+            gone = s.get(Video, video_id) is None
+        if gone:  # deleted while we worked (its files pulled from under us)
+            _remove_blobs(platform, cell, owner, video_id)
+            shutil.rmtree(work, ignore_errors=True)
+            return "gone"
         if not final_attempt:
             log.warning("video %s attempt %d failed, will retry: %r", video_id, attempt, exc)
             with cell.db.transaction() as s:
@@ -352,7 +384,7 @@ def _store(
             platform.public_blobs.put_file(key, r.path)
         else:
             key = private_prefix(owner, video_id) + r.path.name
-            put_encrypted(cell, owner, key, r.path.name, r.path, r.path.with_suffix(".enc"))
+            put_encrypted(cell, owner, key, r.path.name, r.path, scratch_file(r.path))
         stored.append(
             {
                 "name": r.name,
@@ -443,7 +475,7 @@ def _move(
     to_public = is_public(video)
     scratch = work_dir(platform, cell.region, video.id)
     scratch.mkdir(parents=True, exist_ok=True)
-    moved = []
+    moved: list[dict[str, Any]] = []
     try:
         for entry in entries:
             plain = scratch / entry["file"]
@@ -458,11 +490,12 @@ def _move(
                 platform.public_blobs.put_file(key, plain)
             else:
                 key = private_prefix(video.owner_id, video.id) + entry["file"]
-                put_encrypted(
-                    cell, video.owner_id, key, entry["file"], plain, plain.with_suffix(".enc")
-                )
+                put_encrypted(cell, video.owner_id, key, entry["file"], plain, scratch_file(plain))
             plain.unlink()
             moved.append({**entry, "key": key})
+    except BaseException:
+        _delete_entries(platform, cell, moved)  # no half-moved copies, above all public ones
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return moved
@@ -580,12 +613,13 @@ def _remove_blobs(platform: Platform, cell: Cell, owner: uuid.UUID, video_id: uu
 def _remove_renditions(
     platform: Platform, cell: Cell, owner: uuid.UUID, video_id: uuid.UUID
 ) -> None:
-    for store, prefix in (
-        (cell.blobs, private_prefix(owner, video_id)),
-        (platform.public_blobs, public_prefix(video_id)),
-    ):
-        for key in list(store.iter_keys(prefix)):
-            store.delete(key)
+    _remove_prefix(cell.blobs, private_prefix(owner, video_id))
+    _remove_prefix(platform.public_blobs, public_prefix(video_id))
+
+
+def _remove_prefix(store: BlobStore, prefix: str) -> None:
+    for key in list(store.iter_keys(prefix)):
+        store.delete(key)
 
 
 def remove_all_videos(platform: Platform, cell: Cell, owner: uuid.UUID) -> int:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup, escape
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from reelm.accounts.errors import AccountError, NotFound
@@ -28,6 +29,7 @@ from reelm.web.pages import FormError, Pages, templates
 FEED_PAGE = 5  # videos per feed page: a few screens ahead of the viewer
 GRID_PAGE = 24
 IN_PROGRESS = ("uploading", "queued", "processing")
+MAX_CAPTION = 2200  # as media.videos.VideoUpdate and the upload page
 ACCEPT = "video/mp4,video/quicktime,video/webm,video/x-matroska,.mp4,.mov,.m4v,.webm,.mkv"
 
 TAG_LINK = Markup('<a class="tag" href="/tag/{}">{}</a>')  # format() escapes what it fills in
@@ -82,6 +84,28 @@ def _video_id(raw: str) -> uuid.UUID:
         return uuid.UUID(raw[:40])
     except ValueError:
         raise NotFound("no such video") from None
+
+
+def _video_update(values: dict[str, str]) -> videos.VideoUpdate:
+    """The change a posted edit form asks for. An unticked checkbox is not sent, so the form
+    always means "comments off" without it."""
+    change: dict[str, Any] = {"allow_comments": values.get("allow_comments") == "on"}
+    if "caption" in values:
+        change["caption"] = values["caption"]
+    if "visibility" in values:
+        change["visibility"] = values["visibility"]
+    return videos.VideoUpdate.model_validate(change)
+
+
+def _update_message(exc: ValidationError, values: dict[str, str]) -> str:
+    """What was wrong with an edit, in a sentence."""
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    if field == "caption" and err["type"] == "string_too_long":
+        used = len(values.get("caption", ""))
+        return f"The caption is too long: at most {MAX_CAPTION} characters (this one has {used})."
+    message = str(err["msg"]).removeprefix("Value error, ").rstrip(".")
+    return f"{field.capitalize()}: {message}." if field else f"{message}."
 
 
 def _absolute(request: Request, path: str | None) -> str | None:
@@ -167,6 +191,7 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             request,
             "my_videos.html",
             deleted=request.query_params.get("deleted") == "1",
+            edited=request.query_params.get("edited") == "1",
             **my_videos_context(request),
         )
 
@@ -222,6 +247,57 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             )
         return RedirectResponse("/me/videos", status_code=303)
 
+    def own_card(user: CurrentUser, ident: uuid.UUID) -> VideoCard:
+        """The viewer's own video (not an upload still arriving), or NotFound."""
+        card = catalog.get_video(platform, user, ident)
+        if not card.mine or card.status == "uploading":
+            raise NotFound("no such video")
+        return card
+
+    @app.get("/me/videos/{video_id}/edit", response_class=HTMLResponse, include_in_schema=False)
+    def edit_page(request: Request, video_id: str) -> Response:
+        """The edit form on a page of its own: what the form posts back to on a mistake."""
+        user = viewer(request)
+        ident = _video_id(video_id)
+        if user is None:
+            return RedirectResponse(f"/login?next=/me/videos/{ident}/edit", status_code=303)
+        back = "list" if request.query_params.get("back") == "list" else "video"
+        return pages.render(request, "edit_video.html", card=own_card(user, ident), back=back)
+
+    @app.post("/me/videos/{video_id}/edit", include_in_schema=False)
+    async def edit_form(request: Request, video_id: str) -> Response:
+        """Without JavaScript: change the caption, who can watch and comments, then go back to
+        where the form was (the video's page or your videos) with a notice."""
+        user = viewer(request)
+        if user is None:
+            return RedirectResponse("/login?next=/me/videos", status_code=303)
+        ident = _video_id(video_id)
+        try:
+            values = await pages.form(request)
+        except FormError as exc:
+            return pages.render(
+                request, "error.html", status=exc.status, title="Not saved", detail=exc.message
+            )
+        if "caption" in values:  # browsers send a textarea's line breaks as CRLF
+            values["caption"] = values["caption"].replace("\r\n", "\n")
+        card = await run_in_threadpool(own_card, user, ident)
+        back = "list" if values.get("back") == "list" else "video"
+        try:
+            change = _video_update(values)
+            await run_in_threadpool(videos.update_video, platform, user, ident, change)
+        except ValidationError as exc:
+            return pages.render(
+                request,
+                "edit_video.html",
+                status=422,
+                card=card,
+                back=back,
+                values=values,
+                error=_update_message(exc, values),
+            )
+        target = "/me/videos" if back == "list" else f"/v/{card.id}"
+        return RedirectResponse(f"{target}?edited=1", status_code=303)
+
     # ---- one video ---------------------------------------------------------------------------
 
     @app.get("/v/{video_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -243,6 +319,7 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             request,
             "video.html",
             card=card,
+            edited=card.mine and request.query_params.get("edited") == "1",
             share_url=share,
             og_image=_absolute(request, card.poster_url) if public else None,
             og_video=og_source,

@@ -13,14 +13,19 @@
     return !!list && list.dataset.busy === "true";
   }
 
+  function occupied() {
+    return !!root.querySelector(".confirm, details.edit-video[open]");
+  }
+
   function schedule() {
     clearTimeout(timer);
     if (busy()) timer = setTimeout(refresh, REFRESH_MS);
   }
 
   function refresh() {
-    // Not while someone is answering "Delete for good?": the list would change under them.
-    if (root.querySelector(".confirm")) return schedule();
+    // Not while someone is answering "Delete for good?" or editing a video: the list would
+    // change under them.
+    if (occupied()) return schedule();
     fetch(root.dataset.refresh, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
         if (response.redirected) {
@@ -32,7 +37,7 @@
         return response.text();
       })
       .then(function (html) {
-        if (html === null || root.querySelector(".confirm")) return;
+        if (html === null || occupied()) return;
         replace(html);
       })
       .catch(function () {
@@ -51,7 +56,7 @@
     if (key) {
       var again = root.querySelector('.my-video[data-id="' + key + '"]');
       var target = again
-        ? Array.prototype.find.call(again.querySelectorAll("a, button"), function (el) {
+        ? Array.prototype.find.call(again.querySelectorAll("a, button, summary"), function (el) {
             return el.textContent.trim() === kind;
           })
         : null;

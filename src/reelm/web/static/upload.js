@@ -246,7 +246,8 @@
       upload.xhr = xhr;
       upload.lastProgress = Date.now();
       var watchdog = setInterval(function () {
-        if (Date.now() - upload.lastProgress > STALL_MS) {
+        // Once the last byte is out, the server is checking the file: silence is expected.
+        if (!upload.allSent && Date.now() - upload.lastProgress > STALL_MS) {
           stalled = true;
           xhr.abort();
         }
@@ -262,6 +263,12 @@
       xhr.upload.onprogress = function (event) {
         upload.lastProgress = Date.now();
         showProgress(upload, start + event.loaded);
+        if (end === upload.file.size && event.loaded >= end - start) {
+          // Every byte sent: reelm now checks the file and makes the video; it can no longer
+          // be cancelled as an upload (delete the video instead).
+          upload.allSent = true;
+          cancelButton.hidden = true;
+        }
       };
       xhr.onload = function () {
         clearInterval(watchdog);
