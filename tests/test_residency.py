@@ -152,6 +152,24 @@ def test_scan_finds_leak_in_blob_store(
     }
 
 
+def test_scan_reads_large_blobs_in_pieces_and_finds_a_value_across_a_cut(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reelm.residency import scan as module
+
+    monkeypatch.setattr(module, "BLOB_PIECE", 64)  # tiny pieces: many cuts, one of them inside
+    new_user("AU", platform_=fresh_platform, email="split.across@example.com")
+    filler = b"." * 50
+    fresh_platform.cell("sg").blobs.put(
+        "exports/big.bin", filler + b"split.across@example.com" + filler * 5
+    )
+    report = scan(fresh_platform)
+    assert sorted((f.kind, f.location) for f in report.findings) == [
+        ("outside-home", "exports/big.bin"),
+        ("plaintext", "exports/big.bin"),
+    ]
+
+
 def test_guard_refuses_other_regions(platform: Platform, new_user: Callable[..., SignedUp]) -> None:
     user = new_user("NZ")
     with pytest.raises(ResidencyViolation):

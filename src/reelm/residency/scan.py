@@ -62,6 +62,7 @@ from reelm.media.blobcheck import (
     video_owners,
 )
 from reelm.media.models import Upload, Video
+from reelm.storage.blobs import BlobStore, RangeNotSatisfiable
 from reelm.storage.crypto import DecryptionFailed, cipher_for
 from reelm.storage.db import CATALOG, Database
 from reelm.storage.keys import KeyDestroyed
@@ -322,9 +323,33 @@ def _scan_blobs(
                     yield from _region_media(key, places[key], region, owners, directory)
                 if automaton is None:
                     continue
-                data = cell.blobs.get(key)
-                yield from _match(automaton, data.decode("latin-1"), where, region, key)
-                yield from _match(automaton, data.hex(), where, region, key)
+                yield from _scan_blob(automaton, cell.blobs, key, where, region)
+
+
+BLOB_PIECE = 4 * 1024 * 1024
+
+
+def _scan_blob(
+    automaton: Any, store: BlobStore, key: str, where: str, region: str
+) -> Iterator[Finding]:
+    """Search a blob piece by piece (originals are hundreds of MB), each piece starting with
+    the previous one's last bytes so that a value across the cut is found; each finding once."""
+    overlap = automaton.get_stats()["longest_word"]
+    seen: set[tuple[str, str, str]] = set()
+    tail = b""
+    try:
+        with store.open_range(key, chunk_size=BLOB_PIECE) as pieces:
+            for piece in pieces:
+                data = tail + piece
+                for text in (data.decode("latin-1"), data.hex()):
+                    for finding in _match(automaton, text, where, region, key):
+                        mark = (finding.kind, finding.user_id, finding.value)
+                        if mark not in seen:
+                            seen.add(mark)
+                            yield finding
+                tail = data[-overlap:]
+    except RangeNotSatisfiable:  # an empty blob holds nothing
+        return
 
 
 def _region_media(
