@@ -204,9 +204,11 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    @app.post("/me/videos/{video_id}/delete", include_in_schema=False)
-    async def delete_form(request: Request, video_id: str) -> Response:
-        """Without JavaScript: ask, then delete a video or cancel an upload in progress."""
+    async def owner_post(
+        request: Request, video_id: str, failed: str
+    ) -> tuple[CurrentUser, uuid.UUID, dict[str, str]] | Response:
+        """A no-JavaScript form about one of the viewer's videos: who, which, and the checked
+        form fields; or the response to send instead (log in first, or a bad form)."""
         user = viewer(request)
         if user is None:
             return RedirectResponse("/login?next=/me/videos", status_code=303)
@@ -215,8 +217,17 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             values = await pages.form(request)
         except FormError as exc:
             return pages.render(
-                request, "error.html", status=exc.status, title="Not deleted", detail=exc.message
+                request, "error.html", status=exc.status, title=failed, detail=exc.message
             )
+        return user, ident, values
+
+    @app.post("/me/videos/{video_id}/delete", include_in_schema=False)
+    async def delete_form(request: Request, video_id: str) -> Response:
+        """Without JavaScript: ask, then delete a video or cancel an upload in progress."""
+        posted = await owner_post(request, video_id, "Not deleted")
+        if isinstance(posted, Response):
+            return posted
+        user, ident, values = posted
         card = await run_in_threadpool(catalog.get_video, platform, user, ident)
         if not card.mine:
             raise NotFound("no such video")
@@ -230,17 +241,12 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
 
     @app.post("/me/videos/{video_id}/retry", include_in_schema=False)
     async def retry_form(request: Request, video_id: str) -> Response:
-        user = viewer(request)
-        if user is None:
-            return RedirectResponse("/login?next=/me/videos", status_code=303)
-        ident = _video_id(video_id)
+        posted = await owner_post(request, video_id, "Not retried")
+        if isinstance(posted, Response):
+            return posted
+        user, ident, _values = posted
         try:
-            await pages.form(request)
             await run_in_threadpool(videos.retry_video, platform, user, ident)
-        except FormError as exc:
-            return pages.render(
-                request, "error.html", status=exc.status, title="Not retried", detail=exc.message
-            )
         except AccountError as exc:
             return pages.render(
                 request, "error.html", status=exc.status, title="Not retried", detail=exc.detail
@@ -268,16 +274,10 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
     async def edit_form(request: Request, video_id: str) -> Response:
         """Without JavaScript: change the caption, who can watch and comments, then go back to
         where the form was (the video's page or your videos) with a notice."""
-        user = viewer(request)
-        if user is None:
-            return RedirectResponse("/login?next=/me/videos", status_code=303)
-        ident = _video_id(video_id)
-        try:
-            values = await pages.form(request)
-        except FormError as exc:
-            return pages.render(
-                request, "error.html", status=exc.status, title="Not saved", detail=exc.message
-            )
+        posted = await owner_post(request, video_id, "Not saved")
+        if isinstance(posted, Response):
+            return posted
+        user, ident, values = posted
         if "caption" in values:  # browsers send a textarea's line breaks as CRLF
             values["caption"] = values["caption"].replace("\r\n", "\n")
         card = await run_in_threadpool(own_card, user, ident)
