@@ -650,3 +650,39 @@ def test_purge_finishes_what_a_crash_left(fresh_platform: Platform) -> None:
         assert s.get(PublicProfile, done.user_id) is None
         entry = s.get(DirectoryEntry, done.user_id)
         assert entry is not None and entry.state == "deleted"
+
+
+def test_a_sign_up_that_never_reached_the_catalog_is_undone(
+    platform: Platform, new_user: Callable[..., SignedUp]
+) -> None:
+    """The process died between the region's commit and the catalog's: the region account has
+    no directory entry. The reconciler takes it back (key, rows, logged) once it is 10 minutes
+    old, and the email can sign up again."""
+    orphan = new_user("CA", email="orphan.signup@example.com")
+    fresh = new_user("CA")
+    kept = new_user("CA")
+    with platform.catalog.transaction() as c:
+        for user in (orphan, fresh):
+            c.execute(delete(PublicProfile).where(PublicProfile.user_id == user.user_id))
+            c.execute(delete(DirectoryEntry).where(DirectoryEntry.user_id == user.user_id))
+    cell = platform.cell("ca")
+    with cell.db.transaction() as s:
+        s.execute(
+            update(Account)
+            .where(Account.user_id.in_([orphan.user_id, kept.user_id]))
+            .values(created_at=func.now() - timedelta(minutes=11))
+        )
+    undone = lifecycle.reconcile_sign_ups(platform, "ca")
+    assert orphan.user_id in undone
+    assert fresh.user_id not in undone  # too young: its sign-up may still be committing
+    assert kept.user_id not in undone  # it has its directory entry
+    with cell.db.transaction() as s:
+        assert s.get(Account, orphan.user_id) is None
+        assert s.get(Account, kept.user_id) is not None
+    assert not cell.keys.has_data_key(orphan.user_id)
+    cell.log.integrate()
+    kinds = [e.kind for e in cell.log.entries_about(str(orphan.user_id))]
+    assert kinds[-2:] == ["account.creation_undone", "key.destroyed"]
+    again = new_user("US", email="orphan.signup@example.com")
+    assert again.home_region == "us"
+    assert lifecycle.reconcile_sign_ups(platform, "ca").count(orphan.user_id) == 0

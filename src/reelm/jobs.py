@@ -75,6 +75,14 @@ def media_sweep_task(context: procrastinate.JobContext, timestamp: int) -> int:
     return sweep(platform, region)
 
 
+def reconcile_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Every 10 minutes, per region: undo sign-ups that never reached the catalog."""
+    from reelm.accounts.lifecycle import reconcile_sign_ups
+
+    platform, region = _context(context)
+    return len(reconcile_sign_ups(platform, region))
+
+
 def _echo_progress(video_id: uuid.UUID, percent: int) -> None:
     if percent % 10 == 0:
         log.info("video %s: %d%%", video_id, percent)
@@ -103,6 +111,10 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         media_sweep_task
     )
     app.periodic(cron="*/10 * * * *", periodic_id="media-sweep")(media_sweep)
+    reconcile = app.task(name="accounts.reconcile", queue=MAINTENANCE, pass_context=True)(
+        reconcile_task
+    )
+    app.periodic(cron="*/10 * * * *", periodic_id="accounts-reconcile")(reconcile)
     return app
 
 

@@ -256,3 +256,48 @@ def purge_due(
                 )
             log.info("purged account %s in %s", user_id, cell.region)
     return purged
+
+
+# ---- sign-ups that never reached the catalog -----------------------------------------------
+
+ORPHAN_AFTER = timedelta(minutes=10)
+ORPHAN_WINDOW = timedelta(days=7)
+
+
+def reconcile_sign_ups(
+    platform: Platform, region: str, *, older_than: timedelta = ORPHAN_AFTER
+) -> list[uuid.UUID]:
+    """Take back the region's accounts whose sign-up never reached the catalog: the process
+    committed the account, then died before the catalog's directory entry committed (sign-up
+    writes the region first). Without a directory entry nobody can log in to them, yet their
+    email's blind index would block a new sign-up; so, as a failed sign-up is, they are undone:
+    key destroyed, rows deleted, both logged. Accounts younger than ``older_than`` are left
+    alone (their sign-up may still be committing). Runs every 10 minutes per region."""
+    cell = platform.cell(region)
+    moment = now()
+    with cell.db.transaction() as s:
+        recent = list(
+            s.scalars(
+                select(Account.user_id).where(
+                    Account.created_at < moment - older_than,
+                    Account.created_at > moment - older_than - ORPHAN_WINDOW,
+                )
+            )
+        )
+    orphans: list[uuid.UUID] = []
+    for start in range(0, len(recent), 1000):
+        chunk = recent[start : start + 1000]
+        with platform.catalog.transaction() as c:
+            known = set(
+                c.scalars(select(DirectoryEntry.user_id).where(DirectoryEntry.user_id.in_(chunk)))
+            )
+        orphans += [user_id for user_id in chunk if user_id not in known]
+    for user_id in orphans:
+        cell.keys.destroy_data_key(user_id)
+        with cell.db.transaction() as s:
+            s.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+            s.execute(delete(Account).where(Account.user_id == user_id))
+            cell.log.append(s, "account.creation_undone", str(user_id), {})
+            cell.log.append(s, "key.destroyed", str(user_id), {})
+        log.warning("undid sign-up %s in %s: it never reached the catalog", user_id, region)
+    return orphans
