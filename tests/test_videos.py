@@ -493,7 +493,9 @@ def test_deleting_a_video_leaves_no_blob(
     assert http.delete(f"/api/v1/videos/{public}", headers=other.auth).status_code == 404
 
 
-def _worker(platform: Platform, region: str) -> subprocess.Popen[bytes]:
+def _worker(
+    platform: Platform, region: str, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
     settings = platform.settings
     env = {
         **os.environ,
@@ -507,7 +509,7 @@ def _worker(platform: Platform, region: str) -> subprocess.Popen[bytes]:
         [str(reelm), "worker", "--region", region],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         start_new_session=True,
     )
 
@@ -832,3 +834,24 @@ def test_review_fixes_hold(
         "private, no-store"
     )
     assert http.get(source).headers["cache-control"] == "public, max-age=300"
+
+
+def test_reelm_worker_tells_what_it_makes(
+    media_platform: Platform, http: httpx.Client, uploader: Callable[[str], Uploader], clips: Clips
+) -> None:
+    who = uploader("US")
+    video_id = video_id_of(send(http, who, clips.one_second))
+    worker = _worker(media_platform, "us", stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while video(http, who, video_id)["status"] != "ready":
+            assert time.monotonic() < deadline, "the worker did not make the video"
+            assert worker.poll() is None, "the worker died"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        os.killpg(worker.pid, signal.SIGINT)
+        _out, err = worker.communicate(timeout=30)
+    said = err.decode()
+    assert "worker for region us running" in said
+    assert f"video {video_id}: ready" in said

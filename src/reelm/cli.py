@@ -8,6 +8,8 @@ import logging
 import signal
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -269,16 +271,48 @@ def worker(
     integrator = Integrator([platform.cell(region).log]).start()
     console.print(f"worker for region [bold]{region}[/bold] running (Ctrl-C to stop)")
     try:
-        with contextlib.suppress(KeyboardInterrupt):
+        with _video_progress() as echo, contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
                 queue_of(platform, region).work(
-                    platform, concurrency=concurrency, install_signal_handlers=True
+                    platform, concurrency=concurrency, install_signal_handlers=True, echo=echo
                 )
             )
     finally:
         integrator.stop()
         platform.close()
         console.print("worker stopped")
+
+
+@contextlib.contextmanager
+def _video_progress() -> Iterator[Callable[[uuid.UUID, int], None]]:
+    """A bar per video the worker is transcoding; a line when it is ready or not made."""
+    from rich.progress import BarColumn, Progress, TaskID, TimeElapsedColumn
+
+    from reelm.jobs import FINISHED_OTHERWISE
+
+    bars: dict[uuid.UUID, TaskID] = {}
+    lock = threading.Lock()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        "{task.percentage:>3.0f}%",
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+
+        def echo(video_id: uuid.UUID, percent: int) -> None:
+            with lock:
+                if video_id not in bars:
+                    bars[video_id] = progress.add_task(f"video {video_id}", total=100)
+                task = bars[video_id]
+                if percent in (100, FINISHED_OTHERWISE):
+                    progress.remove_task(bars.pop(video_id))
+                    outcome = "ready" if percent == 100 else "not made this time (see the log)"
+                    progress.console.print(f"video {video_id}: {outcome}")
+                else:
+                    progress.update(task, completed=percent)
+
+        yield echo
 
 
 @audit_app.command("verify")

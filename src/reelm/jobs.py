@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,15 +57,22 @@ def process_video_task(context: procrastinate.JobContext, video_id: str) -> str:
     from reelm.media.videos import MAX_ATTEMPTS, process_video
 
     platform, region = _context(context)
-    previous = context.job.attempts
-    return process_video(
-        platform,
-        region,
-        uuid.UUID(video_id),
-        attempt=previous + 1,
-        final_attempt=previous + 1 >= MAX_ATTEMPTS,
-        echo=_echo_progress,
-    )
+    echo: ProgressEcho = (context.additional_context or {}).get("echo") or _echo_progress
+    previous, ident = context.job.attempts, uuid.UUID(video_id)
+    try:
+        status = process_video(
+            platform,
+            region,
+            ident,
+            attempt=previous + 1,
+            final_attempt=previous + 1 >= MAX_ATTEMPTS,
+            echo=echo,
+        )
+    except Exception:
+        echo(ident, FINISHED_OTHERWISE)
+        raise
+    echo(ident, 100 if status == "ready" else FINISHED_OTHERWISE)
+    return status
 
 
 def media_sweep_task(context: procrastinate.JobContext, timestamp: int) -> int:
@@ -83,8 +91,16 @@ def reconcile_task(context: procrastinate.JobContext, timestamp: int) -> int:
     return len(reconcile_sign_ups(platform, region))
 
 
+# What a worker is told of each video it processes: a percentage, 100 when it is ready, or
+# FINISHED_OTHERWISE (failed, retried later, or deleted meanwhile).
+ProgressEcho = Callable[[uuid.UUID, int], None]
+FINISHED_OTHERWISE = -1
+
+
 def _echo_progress(video_id: uuid.UUID, percent: int) -> None:
-    if percent % 10 == 0:
+    if percent == FINISHED_OTHERWISE:
+        log.info("video %s: not made this time", video_id)
+    elif percent % 10 == 0:
         log.info("video %s: %d%%", video_id, percent)
 
 
@@ -165,6 +181,7 @@ class RegionQueue:
         wait: bool = True,
         concurrency: int = 1,
         install_signal_handlers: bool = False,
+        echo: ProgressEcho | None = None,
     ) -> None:
         """Run a worker for this region's queues until cancelled (or, wait=False, until idle)."""
         app = _new_app(procrastinate.PsycopgConnector(conninfo=_conninfo(self.url)))
@@ -177,7 +194,11 @@ class RegionQueue:
                     wait=wait,
                     concurrency=concurrency,
                     install_signal_handlers=install_signal_handlers,
-                    additional_context={"platform": platform, "region": self.region},
+                    additional_context={
+                        "platform": platform,
+                        "region": self.region,
+                        "echo": echo,
+                    },
                     listen_notify=wait,
                     update_heartbeat_interval=stall / 3,
                     stalled_worker_timeout=stall,
