@@ -81,14 +81,16 @@ def _home(platform: Platform, user_id: uuid.UUID) -> str:
 
 
 def grant(platform: Platform, user_id: uuid.UUID, role: Role) -> None:
+    """Logged before it takes effect, like a staff read: a crash in between leaves a logged
+    grant that did not happen (run it again), never a staff member the log does not show."""
     home = _home(platform, user_id)
+    platform.cell(home).log.append_now("staff.granted", str(user_id), {"role": role})
     with platform.catalog.transaction() as s:
         s.execute(
             insert(StaffMember)
             .values(user_id=user_id, role=role)
             .on_conflict_do_update(index_elements=["user_id"], set_={"role": role})
         )
-    platform.cell(home).log.append_now("staff.granted", str(user_id), {"role": role})
 
 
 def revoke(platform: Platform, user_id: uuid.UUID) -> bool:
