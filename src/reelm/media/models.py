@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Float,
+    Index,
     Integer,
     LargeBinary,
     SmallInteger,
@@ -78,12 +79,14 @@ class Video(RegionBase):
 
 
 class PublicVideo(CatalogBase):
-    """A ready public video, as anyone may see it. Renditions are in the public blob store."""
+    """A ready public video, as anyone may see it. Renditions are in the public blob store.
+    Indexes (migration c0004): (published_at, id) for the feed's keyset pages, (owner_id,
+    published_at, id) for a profile's grid, GIN on hashtags for hashtag pages."""
 
     __tablename__ = "public_videos"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
-    owner_id: Mapped[uuid.UUID] = mapped_column(UUID, index=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID)
     caption: Mapped[str] = mapped_column(Text, default="")
     hashtags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
     mentions: Mapped[list[str]] = mapped_column(ARRAY(String(24)), default=list)
@@ -95,5 +98,11 @@ class PublicVideo(CatalogBase):
     poster_key: Mapped[str] = mapped_column(String(200))
     share_count: Mapped[int] = mapped_column(BigInteger, default=0)
     published_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), index=True
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index("ix_public_videos_feed", published_at.desc(), id.desc()),
+        Index("ix_public_videos_owner_feed", owner_id, published_at.desc(), id.desc()),
+        Index("ix_public_videos_hashtags", hashtags, postgresql_using="gin"),
     )
