@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +43,17 @@ def _load_passwords(path: Path) -> dict[str, str]:
 
 
 def _save_passwords(path: Path, passwords: dict[str, str]) -> None:
+    """Write atomically, through a temporary file of this process's own (several processes
+    of one deployment may start at once: workers, the web process)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(passwords, f)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600
+            json.dump(passwords, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def provision(
@@ -56,9 +62,11 @@ def provision(
     """Idempotently create roles and databases; return the per-part URLs."""
     parts = [CATALOG, *regions]
     passwords = _load_passwords(secrets_file)
+    known = dict(passwords)
     for part in parts:
         passwords.setdefault(role_name(prefix, part), secrets.token_urlsafe(24))
-    _save_passwords(secrets_file, passwords)
+    if passwords != known:
+        _save_passwords(secrets_file, passwords)
 
     admin = make_url(admin_url).set(drivername="postgresql")
     conninfo = admin.render_as_string(hide_password=False)
