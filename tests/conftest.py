@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 from botocore.config import Config
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, sync_playwright
 
 from reelm.accounts.schemas import SignUp
 from reelm.accounts.service import SignedUp, sign_up
@@ -263,3 +265,30 @@ def new_bucket(moto: Moto) -> str:
     name = f"reelm-test-{secrets.token_hex(6)}"
     moto.client.create_bucket(Bucket=name)
     return name
+
+
+# ---- a real browser, for the page tests ------------------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser), one per run."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail(
+            "Chromium is not installed (apt-get install chromium); "
+            "to run without it, deselect the page tests with -m 'not browser'"
+        )
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

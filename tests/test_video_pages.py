@@ -10,7 +10,6 @@ in ``docs/screenshots/``.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -31,7 +30,6 @@ from playwright.sync_api import (
     Page,
     Route,
     expect,
-    sync_playwright,
 )
 from sqlalchemy import update
 
@@ -46,7 +44,7 @@ from reelm.web.video_pages import caption_html
 
 from . import tus
 from .conftest import PASSWORD, LiveServer, serving, unique_handle
-from .test_web_browser import CHROMIUM_ARGS, PHONE, assert_fits, create_user, log_in_in_page
+from .test_web_browser import PHONE, assert_fits, create_user, log_in_in_page
 
 pytestmark = pytest.mark.browser
 
@@ -120,17 +118,6 @@ def site(session_platform_factory: Callable[..., Platform]) -> Iterator[LiveServ
     finally:
         worker.stop()
         platform.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def new_context(browser: Browser, site: LiveServer, **options: Any) -> BrowserContext:

@@ -7,7 +7,6 @@ Set ``REELM_SCREENSHOTS=1`` to rewrite the README's screenshots in ``docs/screen
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Response, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Response
 
 from reelm.accounts import lifecycle
 from reelm.accounts.errors import NotFound
@@ -26,14 +25,6 @@ from .conftest import PASSWORD, LiveServer, unique_handle
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 INDIA_REASON = "section 69A of the Information Technology Act"
@@ -41,20 +32,6 @@ CSRF_REFUSED = "this form has expired or did not come from reelm"
 
 
 # ---- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail(
-            "Chromium is not installed (apt-get install chromium); "
-            "to run without it, deselect these tests with -m 'not browser'"
-        )
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def new_context(browser: Browser, **options: Any) -> BrowserContext:
