@@ -61,6 +61,8 @@ def create_app(platform: Platform) -> FastAPI:
     gate.install(app, platform)
     _security_headers(app)
     app.add_middleware(gate.BodyLimit, limit=platform.settings.max_body_bytes)
+    # Outermost: a request that met a migration fence runs again once the user has moved.
+    app.add_middleware(gate.MovingRetry, limit=platform.settings.max_body_bytes)
     app.include_router(accounts_api.router)
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)

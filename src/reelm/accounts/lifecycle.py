@@ -16,6 +16,7 @@ from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate
 from reelm.accounts.service import CurrentUser, now
 from reelm.bootstrap import Platform
 from reelm.regions.cell import UserScope
+from reelm.regions.fence import hold
 
 log = logging.getLogger("reelm.accounts")
 
@@ -134,6 +135,7 @@ def update_privacy(
     scope = _scope(platform, user)
     cipher = scope.cipher()
     with scope.cell.db.transaction() as s:
+        hold(s, user.user_id)
         account = s.get(Account, user.user_id, with_for_update=True)
         if account is None:
             raise NotFound("no such account")
@@ -169,6 +171,7 @@ def request_deletion(platform: Platform, user: CurrentUser) -> datetime:
     scope = _scope(platform, user)
     due = now() + timedelta(days=platform.settings.deletion_grace_days)
     with scope.cell.db.transaction() as s:
+        hold(s, user.user_id)
         s.execute(
             update(Account)
             .where(Account.user_id == user.user_id)
@@ -189,6 +192,7 @@ def request_deletion(platform: Platform, user: CurrentUser) -> datetime:
 
 def cancel_deletion(platform: Platform, scope: UserScope) -> None:
     with scope.cell.db.transaction() as s:
+        hold(s, scope.user_id)
         s.execute(
             update(Account)
             .where(Account.user_id == scope.user_id)
@@ -219,7 +223,16 @@ def purge_due(
         if regions is not None and cell.region not in regions:
             continue
         with cell.db.transaction() as s:
-            due = list(s.scalars(select(Account.user_id).where(Account.purge_after <= moment)))
+            due = list(
+                s.scalars(
+                    select(Account.user_id).where(
+                        Account.purge_after <= moment,
+                        # A copy being moved in, or a user being moved out, is the
+                        # migration's to finish; the purge comes after, in the new home.
+                        Account.migration.is_(None),
+                    )
+                )
+            )
         for user_id in due:
             # Videos first (they need the key to find nothing more: their blobs go by key
             # name), then the key, then the account.
@@ -279,6 +292,7 @@ def reconcile_sign_ups(
         recent = list(
             s.scalars(
                 select(Account.user_id).where(
+                    Account.migration.is_(None),
                     Account.created_at < moment - older_than,
                     Account.created_at > moment - older_than - ORPHAN_WINDOW,
                 )

@@ -81,6 +81,14 @@ class Account(RegionBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     deletion_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     purge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # Region migration fence (reelm.regions.fence): NULL for a user who lives here;
+    # 'incoming' for a copy being made here, 'frozen' while the user's writes pause for the
+    # last copy, 'moved' once the directory points elsewhere (until the purge).
+    migration: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (
+        CheckConstraint("migration IN ('incoming', 'frozen', 'moved')", name="migration"),
+    )
 
 
 class LoginSession(RegionBase):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,9 +27,13 @@ from reelm.accounts.errors import (
 from reelm.accounts.models import Account, DirectoryEntry, LoginSession, PublicProfile
 from reelm.accounts.schemas import PrivacySettings, SignUp, normalise_email, normalise_phone
 from reelm.bootstrap import Platform
+from reelm.regions import routing
 from reelm.regions.cell import Cell, UserScope
+from reelm.regions.fence import hold
 
 TOKEN_BYTES = 32
+# How long a request waits for a user's migration switch before giving up.
+MOVE_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
     market, email, phone, rules = check_sign_up(platform, data, today or date.today())
     if find_by_email(platform, email) is not None:
         raise EmailTaken("an account with this email already exists", field="email")
-    home = platform.policy.home_region(market)
+    home = routing.home_region(platform, market)
     cell = platform.cell(home)
     user_id = uuid.uuid4()
     password_hash = password_hasher(platform).hash(data.password)
@@ -290,6 +295,7 @@ def log_in(
     token = f"{user_id.hex}.{secrets.token_urlsafe(TOKEN_BYTES)}"
     token_hash = _hash_token(token)
     with cell.db.transaction() as s:
+        hold(s, user_id)
         if hasher.check_needs_rehash(stored):
             row = s.get(Account, user_id, with_for_update=True)
             if row is not None:
@@ -312,7 +318,11 @@ def public_handle(platform: Platform, user_id: uuid.UUID) -> str:
 
 
 def authenticate(platform: Platform, token: str) -> CurrentUser:
-    """The user behind a session token, or NotAuthenticated."""
+    """The user behind a session token, or NotAuthenticated.
+
+    A session survives a region migration: its hash moves with the account. A request that
+    read the directory just before the switch may find the source's copy marked 'moved' (or
+    already purged): it reads the directory again and follows the user to the new home."""
     user_hex, _, secret = token.partition(".")
     try:
         user_id = uuid.UUID(hex=user_hex)
@@ -320,17 +330,28 @@ def authenticate(platform: Platform, token: str) -> CurrentUser:
         raise NotAuthenticated("not signed in") from None
     if not secret or len(token) > 200:
         raise NotAuthenticated("not signed in")
-    entry = _directory(platform, user_id)
-    if entry is None or entry.state != "active":
-        raise NotAuthenticated("not signed in")
-    scope = platform.cell(entry.home_region).for_user(user_id, entry.home_region)
     token_hash = _hash_token(token)
-    with scope.cell.db.transaction() as s:
-        row = s.execute(
-            select(LoginSession.expires_at, Account.market)
-            .join(Account, Account.user_id == LoginSession.user_id)
-            .where(LoginSession.token_hash == token_hash, LoginSession.user_id == user_id)
-        ).first()
+    deadline = time.monotonic() + MOVE_WAIT
+    while True:
+        entry = _directory(platform, user_id)
+        if entry is None or entry.state != "active":
+            raise NotAuthenticated("not signed in")
+        scope = platform.cell(entry.home_region).for_user(user_id, entry.home_region)
+        with scope.cell.db.transaction() as s:
+            row = s.execute(
+                select(LoginSession.expires_at, Account.market, Account.migration)
+                .join(Account, Account.user_id == LoginSession.user_id)
+                .where(LoginSession.token_hash == token_hash, LoginSession.user_id == user_id)
+            ).first()
+        moved = row is not None and row.migration == "moved"
+        if row is None or moved:
+            again = _directory(platform, user_id)
+            if (moved or (again is not None and again.epoch != entry.epoch)) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+                continue
+        break
     if row is None or row.expires_at <= now():
         raise NotAuthenticated("your session has ended; sign in again")
     return CurrentUser(
@@ -342,4 +363,5 @@ def log_out(platform: Platform, user: CurrentUser) -> None:
     cell = platform.cell(user.home_region)
     cell.for_user(user.user_id, user.home_region)
     with cell.db.transaction() as s:
+        hold(s, user.user_id)
         s.execute(delete(LoginSession).where(LoginSession.token_hash == user.token_hash))

@@ -7,6 +7,7 @@ operator's edge sets, or (demo only) from the market picker cookie.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser, authenticate
-from reelm.api.problems import blocked_response, problem
+from reelm.api.problems import MOVING_HEADER, blocked_response, problem
 from reelm.bootstrap import Platform
 from reelm.regions.policy import MarketBlocked, is_country
 from reelm.web.csrf import CSRF_COOKIE, Csrf, load_or_create_secret
@@ -208,3 +209,73 @@ class BodyLimit:
                 "body-too-large", f"request bodies are limited to {self.limit} bytes"
             )
             await response(scope, receive, send)
+
+
+class MovingRetry:
+    """Replays a request that met a user's migration fence (503 ``moving``), so that a user's
+    writes pause instead of failing while their data moves to another region.
+
+    The body (already capped by BodyLimit; at most ``limit`` bytes are kept) is buffered, and a
+    503 carrying the ``X-Reelm-Moving`` header is held back and the request run again after a
+    short pause, for up to ``wait`` seconds; each run resolves the session again, so once the
+    directory points to the new home the request goes there. Streamed uploads are not replayed:
+    they get the 503 and Retry-After, and the tus client resumes."""
+
+    def __init__(self, app: ASGIApp, limit: int, wait: float = 15.0) -> None:
+        self.app = app
+        self.limit = limit
+        self.wait = wait
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or streams_body(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit or not message.get("more_body", False):
+                break
+        replayable = size <= self.limit and messages[-1]["type"] == "http.request"
+        deadline = asyncio.get_running_loop().time() + self.wait
+        pause = 0.1
+        while True:
+            held = await self._attempt(scope, list(messages), receive, send)
+            if not held:
+                return
+            now = asyncio.get_running_loop().time()
+            if not replayable or now + pause > deadline:
+                for message in held:
+                    await send(message)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def _attempt(
+        self, scope: Scope, queue: list[Message], receive: Receive, send: Send
+    ) -> list[Message]:
+        """Run the request once; returns the response held back when it met a fence."""
+        held: list[Message] = []
+
+        async def replay() -> Message:
+            if queue:
+                return queue.pop(0)
+            return await receive()
+
+        async def hold_moving(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                if MOVING_HEADER.lower().encode() in names:
+                    held.append(message)
+                    return
+            if held:
+                held.append(message)
+                return
+            await send(message)
+
+        await self.app(scope, replay, hold_moving)
+        return held

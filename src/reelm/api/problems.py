@@ -16,11 +16,14 @@ from reelm.accounts.errors import AccountError, RateLimited
 from reelm.media.errors import PROBLEM_TYPES as MEDIA_PROBLEMS
 from reelm.media.errors import MediaRejected
 from reelm.regions.cell import ResidencyViolation
+from reelm.regions.fence import UserMoving
 from reelm.regions.policy import MarketBlocked, UnknownMarket
 
 PROBLEM_JSON = "application/problem+json"
 
 # slug -> (status, title). The slug is the stable part of the type URI.
+MOVING_HEADER = "X-Reelm-Moving"
+
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-input": (422, "Invalid input"),
     "not-staff": (403, "Staff only"),
@@ -40,6 +43,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "unsupported-media-type": (415, "Unsupported media type"),
     "method-not-allowed": (405, "Method not allowed"),
     "residency-guard": (421, "Request reached the wrong region"),
+    "moving": (503, "Your data is moving to another region"),
     "upload-offset-mismatch": (409, "Upload offset does not match"),
     "upload-too-large": (413, "Upload too large"),
     "too-many-uploads": (429, "Too many uploads in progress"),
@@ -179,6 +183,19 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ResidencyViolation)
     async def residency(request: Request, exc: ResidencyViolation) -> Response:
         return problem("residency-guard", "this region does not hold that account's data")
+
+    @app.exception_handler(UserMoving)
+    async def moving(request: Request, exc: UserMoving) -> Response:
+        # Retried by gate.MovingRetry for a request it can replay; a streamed upload gets it
+        # and resumes after Retry-After (tus clients do).
+        return respond(
+            request,
+            problem(
+                "moving",
+                "your data is moving to another region; try again in a moment",
+                headers={"Retry-After": "2", MOVING_HEADER: "1"},
+            ),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -26,6 +26,7 @@ from reelm.accounts.service import CurrentUser, now
 from reelm.bootstrap import Platform
 from reelm.media.models import Upload, Video
 from reelm.regions.cell import UserScope
+from reelm.regions.fence import UserMoving, hold, is_settled
 
 UPLOAD_TTL = timedelta(hours=24)
 MAX_OPEN_UPLOADS = 5
@@ -96,6 +97,7 @@ def create_upload(
     cipher = scope.cipher()
     upload_id = uuid.uuid4()
     with scope.cell.db.transaction() as s:
+        hold(s, user.user_id)
         # One creation at a time per user, so parallel requests cannot all pass the limits.
         s.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:who, 7))"),
@@ -165,6 +167,8 @@ async def append(
     """Append a PATCH body at ``offset``. A body that ends early keeps what arrived, so the
     client resumes from the new offset (tus semantics)."""
     row = await run_in_threadpool(_owned, platform, user, upload_id)
+    # Moving to another region: no bytes now (the client resumes, against the new home).
+    await run_in_threadpool(_settled, platform, user)
     if row.video_id is not None:
         raise UploadConflict("this upload is already complete")
     if row.offset == row.length:
@@ -194,6 +198,12 @@ async def append(
     return upload_state(platform, user, upload_id)
 
 
+def _settled(platform: Platform, user: CurrentUser) -> None:
+    with _scope(platform, user).cell.db.transaction() as s:
+        if not is_settled(s, user.user_id):
+            raise UserMoving(user.user_id)
+
+
 def _open_at(path: Path, offset: int) -> BinaryIO:
     f = path.open("r+b")
     f.truncate(offset)  # drop any tail a broken earlier request left unrecorded
@@ -214,6 +224,7 @@ def _record_offset(
 ) -> None:
     scope = _scope(platform, user)
     with scope.cell.db.transaction() as s:
+        hold(s, user.user_id)
         row = s.get(Upload, upload_id, with_for_update=True)
         if row is None:
             return
@@ -228,6 +239,7 @@ def terminate(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -> No
     checked or is a video: that is deleted as a video, not cancelled as an upload."""
     _owned(platform, user, upload_id)
     with _scope(platform, user).cell.db.transaction() as s:
+        hold(s, user.user_id)
         row = s.get(Upload, upload_id, with_for_update=True)
         if row is not None and (row.video_id is not None or row.offset == row.length):
             raise UploadConflict("every byte of this upload has arrived: delete the video instead")

@@ -48,6 +48,7 @@ from reelm.media.serving import BlobFile
 from reelm.media.transcode import Rendition, TranscodeFailed, plan_renditions, transcode
 from reelm.media.uploads import UploadMeta, discard, staging_path
 from reelm.regions.cell import Cell, UserScope
+from reelm.regions.fence import UserMoving, hold, is_settled
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob, encrypt_blob
 
@@ -183,6 +184,7 @@ def finish_upload(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -
     key = original_key(user.user_id, video_id)
     size = put_encrypted(cell, user.user_id, key, ORIGINAL, source, scratch_file(source))
     with cell.db.transaction() as s:
+        hold(s, user.user_id)
         # The upload's row, locked: a cancel that came while we checked and encrypted wins.
         if s.get(Upload, upload_id, with_for_update=True) is None:
             cell.blobs.delete(key)
@@ -247,6 +249,8 @@ class ProgressWriter:
     cell: Cell
     video_id: uuid.UUID
     echo: Callable[[uuid.UUID, int], None] | None = None
+    # The owner, whose migration fence each write holds (a frozen owner stops the job).
+    owner: uuid.UUID | None = None
     _last: int = -1
     _at: float = 0.0
 
@@ -257,6 +261,8 @@ class ProgressWriter:
             return
         self._last, self._at = percent, moment
         with self.cell.db.transaction() as s:
+            if self.owner is not None:
+                hold(s, self.owner)
             found = s.execute(
                 update(Video)
                 .where(Video.id == self.video_id, Video.status == "processing")
@@ -293,6 +299,9 @@ def process_video(
             return "gone"
         if video.status in ("ready", "failed"):
             return video.status
+        if not is_settled(s, video.owner_id):
+            # The owner is moving to another region: the job is made again there.
+            return "moved"
         video.status, video.progress, video.attempts = "processing", 0, attempt
         video.failure = None
         owner = video.owner_id
@@ -303,11 +312,17 @@ def process_video(
     try:
         source = _source(platform, cell, owner, video_id)
         info = probe_isolated(source, limits(platform))
-        renditions = _transcode(info, source, work, ProgressWriter(cell, video_id, echo))
+        renditions = _transcode(info, source, work, ProgressWriter(cell, video_id, echo, owner))
         stored = _store(platform, cell, owner, video_id, renditions)
         status = _publish(platform, cell, video_id, stored)
     except VideoGone:
         status = "gone"
+    except UserMoving:
+        # The owner is being moved to another region: the destination makes the video (the
+        # migration queues it there); what this attempt wrote here is purged with the rest.
+        log.info("video %s: its owner is moving; left to the new region", video_id)
+        shutil.rmtree(work, ignore_errors=True)
+        return "moved"
     except MediaRejected as exc:
         status = _fail(cell, video_id, exc.detail)
     except Exception as exc:
@@ -373,10 +388,24 @@ def _store(
     video_id: uuid.UUID,
     renditions: list[Rendition],
 ) -> list[dict[str, Any]]:
+    # The fence is held while the files are written: a migration freezing the owner waits
+    # for them (and copies them), or this finds the owner moving and writes nothing.
     with cell.db.transaction() as s:
+        hold(s, owner)
         video = s.get(Video, video_id)
-    if video is None:
-        raise VideoGone(video_id)
+        if video is None:
+            raise VideoGone(video_id)
+        return _store_files(platform, cell, owner, video, renditions)
+
+
+def _store_files(
+    platform: Platform,
+    cell: Cell,
+    owner: uuid.UUID,
+    video: Video,
+    renditions: list[Rendition],
+) -> list[dict[str, Any]]:
+    video_id = video.id
     stored = []
     for r in renditions:
         if is_public(video):
@@ -407,6 +436,7 @@ def _publish(
         video = s.get(Video, video_id, with_for_update=True)
         if video is None:
             raise VideoGone(video_id)
+        hold(s, video.owner_id)
         moved_from: list[dict[str, Any]] = []
         if _stored_publicly(stored) != is_public(video):
             # The owner changed the visibility while the job worked: follow it.
@@ -536,6 +566,7 @@ def retry_video(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> N
     if video.status != "failed":
         raise VideoNotReady(f"only a failed video can be retried; this one is {video.status}")
     with platform.cell(user.home_region).db.transaction() as s:
+        hold(s, user.user_id)
         s.execute(
             update(Video)
             .where(Video.id == video_id, Video.status == "failed")
@@ -565,6 +596,7 @@ def update_video(
     scope = _scope(platform, user)
     cell = scope.cell
     with cell.db.transaction() as s:
+        hold(s, user.user_id)
         video = s.get(Video, video_id, with_for_update=True)
         if video is None:
             raise NotFound("no such video")
@@ -595,6 +627,7 @@ def remove_video(platform: Platform, cell: Cell, video: Video) -> None:
     removes what it wrote); a crash rolls the row back and a second delete finishes the work.
     Out of the feed first, then the bytes, then the rows that point to them."""
     with cell.db.transaction() as s:
+        hold(s, video.owner_id)
         s.get(Video, video.id, with_for_update=True)
         with platform.catalog.transaction() as c:
             c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))

@@ -17,6 +17,8 @@ def target_metadata(kind: str) -> MetaData:
     # Importing the model modules registers their tables on the bases.
     import reelm.accounts.models
     import reelm.media.models
+    import reelm.migration.models
+    import reelm.regions.models
     import reelm.transparency.models  # noqa: F401
 
     return CatalogBase.metadata if kind == CATALOG else RegionBase.metadata

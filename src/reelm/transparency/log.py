@@ -146,6 +146,13 @@ class TransparencyLog:
         line = f"\u2014 {self.origin} {base64.b64encode(kid + signature).decode()}\n"
         return body.decode() + "\n" + line
 
+    def sign_document(self, prefix: bytes, digest: bytes) -> bytes:
+        """Sign another document's digest (a migration report) with the log's key. The
+        prefix names the kind of document, so such a signature never reads as a checkpoint's
+        (a checkpoint body starts with the log's origin line, never with a prefix)."""
+        assert prefix.endswith(b"\n") and not prefix.startswith(self.origin.encode())
+        return self._signer.sign(prefix + digest)
+
     # ---- reading -------------------------------------------------------------------------
     def _size(self, conn: Connection) -> int:
         return int(conn.scalar(select(func.coalesce(func.max(LogCheckpoint.size), 0))) or 0)

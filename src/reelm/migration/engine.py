@@ -1,0 +1,1097 @@
+"""Moving users between regions: plan -> copy -> verify -> switch -> purge -> attest.
+
+Users move in batches (all users of a batch share one source region). Every step is
+idempotent and journaled in the catalog (``migration_users.state``); a run killed at any
+moment is finished by running it again (``resume``):
+
+- **copy**: the user's blobs first, while the user keeps using the app (pre-copy); then the
+  user is *frozen* in the source (``reelm.regions.fence``: writes wait), every row is copied
+  (protected columns decrypted with the source key and encrypted with a new data key wrapped by
+  the destination's master key; blind indexes recomputed with the destination's index key), and
+  blobs added or changed since the pre-copy are copied too. The copy waits in the destination
+  as ``incoming`` (no one reads it: the directory still points to the source).
+- **verify**: the canonical content (``digest.py``) is computed on each side with that side's
+  keys: rows decrypted, every blob read back in full and hashed. A mismatch is copied once more;
+  a second mismatch leaves the user where they are (unfrozen, the copy removed) and reports it.
+- **switch**: in one catalog transaction the directory entry points to the destination with
+  the epoch raised, and the journal says so. Then the destination's copy is activated (and its
+  arrival logged), the source's is marked ``moved`` (refusing writes and session reads), and
+  the videos waiting for processing are queued in the destination.
+- **purge**: the source's jobs, blobs, staged files and wrapped data key, then its rows (the
+  departure and the key's destruction logged with them). With the key gone, every older copy
+  of the source (a backup, a ``pg_dump``) is unreadable for the user.
+- **attest**: once every user is through, each region's log is integrated and a signed report
+  is written; ``migration.completed`` entries in every log involved carry its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from reelm.accounts.models import Account, DirectoryEntry
+from reelm.bootstrap import Platform
+from reelm.media.models import Upload, Video
+from reelm.media.serving import BlobFile
+from reelm.migration import digest as digests
+from reelm.migration.models import Migration, MigrationUser
+from reelm.migration.tables import MOVED_TABLES, MovedTable
+from reelm.regions.cell import Cell
+from reelm.regions.models import MarketRoute
+from reelm.storage.blobs import BlobStore
+from reelm.storage.crypto import (
+    BLOB_CHUNK,
+    UserCipher,
+    decrypt_blob_range,
+    encrypt_blob,
+    plain_size,
+)
+
+log = logging.getLogger("reelm.migration")
+
+BEFORE_SWITCH = ("planned", "copied", "verified")
+DONE = ("attested",)
+BLOB_PREFIXES = ("originals", "private")
+ORIGINAL_NAME = "original"
+DEFAULT_BATCH = 200
+# How long the purge waits for a source job that is running a moved user's video to notice
+# the fence and end.
+RUNNING_JOB_WAIT = 30.0
+
+
+class MigrationError(Exception):
+    """A migration cannot start or go on (a clear message for the operator)."""
+
+
+# ---- fault injection -------------------------------------------------------------------------
+
+FAULT_ENV = "REELM_MIGRATION_FAULT"
+FAULT_POINTS = (
+    "after-start",
+    "after-precopy",
+    "after-freeze",
+    "after-copy",
+    "after-verify",
+    "after-switch",
+    "after-activate",
+    "after-purge-blobs",
+    "after-purge-keys",
+    "after-purge",
+    "before-report",
+    "after-report",
+)
+
+
+class Faults:
+    """Kill the process (SIGKILL, like a crash) at a named step boundary, for the tests.
+
+    ``REELM_MIGRATION_FAULT=after-copy`` kills at the first batch's copy; ``after-copy:3``
+    at the third time the point is reached."""
+
+    def __init__(self, spec: str | None = None) -> None:
+        spec = spec if spec is not None else os.environ.get(FAULT_ENV, "")
+        self.point, _, nth = spec.partition(":")
+        if self.point and self.point not in FAULT_POINTS:
+            raise MigrationError(f"unknown fault point {self.point!r}")
+        self.remaining = int(nth or 1)
+
+    def __call__(self, point: str) -> None:
+        if point != self.point:
+            return
+        self.remaining -= 1
+        if self.remaining <= 0:
+            log.warning("fault injection: killing the process at %s", point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- progress -------------------------------------------------------------------------------
+
+# phase ("copy", "purge", ...), users done, users in all, bytes copied so far
+Progress = Callable[[str, int, int, int], None]
+
+
+def _quiet(phase: str, done: int, total: int, copied: int) -> None:
+    return None
+
+
+# ---- plan -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    destination: str
+    market: str | None
+    users: dict[str, list[uuid.UUID]] = field(default_factory=dict)  # by source region
+    rows: dict[str, int] = field(default_factory=dict)  # by table
+    bytes: int = 0  # protected blob bytes (plaintext) to move
+    skipped: dict[str, int] = field(default_factory=dict)  # why -> how many
+
+    @property
+    def user_count(self) -> int:
+        return sum(len(v) for v in self.users.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "market": self.market,
+            "users": {region: len(ids) for region, ids in self.users.items()},
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "skipped": self.skipped,
+        }
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def make_plan(
+    platform: Platform,
+    destination: str,
+    *,
+    market: str | None = None,
+    user_ids: Iterable[uuid.UUID] | None = None,
+    exclude: set[uuid.UUID] | None = None,
+) -> Plan:
+    """Who moves, and how much. ``market`` selects by the market recorded with each account;
+    ``user_ids`` names users (both: the named users of that market)."""
+    if destination not in platform.cells:
+        raise MigrationError(f"unknown region {destination!r}")
+    if market is None and user_ids is None:
+        raise MigrationError("name a market or a list of users")
+    if market is not None:
+        market = platform.policy.check_open(market)
+    wanted = None if user_ids is None else set(user_ids)
+    plan = Plan(destination, market)
+    exclude = exclude or set()
+    for region, cell in platform.cells.items():
+        if region == destination:
+            continue
+        query = select(Account.user_id).where(Account.migration.is_(None))
+        if market is not None:
+            query = query.where(Account.market == market)
+        with cell.db.transaction() as s:
+            if wanted is not None:
+                found: list[uuid.UUID] = []
+                for chunk in _batches(sorted(wanted), 5000):
+                    found += s.scalars(query.where(Account.user_id.in_(chunk)))
+            else:
+                found = list(s.scalars(query))
+        ids = sorted(u for u in found if u not in exclude)
+        if not ids:
+            continue
+        plan.users[region] = ids
+        _measure(cell, ids, plan)
+    if wanted is not None:
+        planned = {u for ids in plan.users.values() for u in ids}
+        missing = wanted - planned
+        if missing:
+            with platform.catalog.transaction() as c:
+                homes = dict(
+                    c.execute(
+                        select(DirectoryEntry.user_id, DirectoryEntry.home_region).where(
+                            DirectoryEntry.user_id.in_(missing)
+                        )
+                    ).all()
+                )
+            here = sum(1 for u in missing if homes.get(u) == destination)
+            if here:
+                plan.skipped["already in the destination"] = here
+            if len(missing) - here:
+                plan.skipped["not found or not of the market"] = len(missing) - here
+    return plan
+
+
+def _measure(cell: Cell, ids: list[uuid.UUID], plan: Plan) -> None:
+    with cell.db.transaction() as s:
+        for moved in MOVED_TABLES:
+            column = moved.table.c[moved.user_column]
+            count = 0
+            for chunk in _batches(ids, 5000):
+                count += (
+                    s.scalar(select(func.count()).select_from(moved.table).where(column.in_(chunk)))
+                    or 0
+                )
+            plan.rows[moved.name] = plan.rows.get(moved.name, 0) + count
+        for chunk in _batches(ids, 5000):
+            for original, renditions, visibility in s.execute(
+                select(Video.original_bytes, Video.renditions, Video.visibility).where(
+                    Video.owner_id.in_(chunk)
+                )
+            ):
+                plan.bytes += original or 0
+                if visibility != "public":
+                    plan.bytes += sum(int(r.get("bytes") or 0) for r in renditions or [])
+
+
+# ---- starting --------------------------------------------------------------------------------
+
+
+def start(platform: Platform, plan: Plan, *, batch_size: int = DEFAULT_BATCH) -> uuid.UUID:
+    """Record the migration and its users; point the market to the destination at once (new
+    sign-ups go there from now on) and log the start in every region involved."""
+    if plan.user_count == 0 and plan.market is None:
+        raise MigrationError("nobody to move")
+    migration_id = uuid.uuid4()
+    with platform.catalog.transaction() as c:
+        busy = c.scalar(
+            select(func.count())
+            .select_from(MigrationUser)
+            .join(Migration, Migration.id == MigrationUser.migration_id)
+            .where(
+                Migration.state == "running",
+                MigrationUser.state.notin_(("attested", "failed")),
+                MigrationUser.user_id.in_([u for ids in plan.users.values() for u in ids][:50000]),
+            )
+        )
+        if busy:
+            raise MigrationError(
+                f"{busy} of these users are in a migration still running: resume it first"
+            )
+        c.add(
+            Migration(
+                id=migration_id,
+                market=plan.market,
+                destination=plan.destination,
+                state="running",
+                plan={**plan.as_dict(), "batch_size": batch_size},
+            )
+        )
+        c.flush()
+        _journal_users(c, migration_id, plan)
+        if plan.market is not None:
+            _route(c, plan.market, plan.destination, migration_id)
+    details = {"migration": str(migration_id), "market": plan.market, "to": plan.destination}
+    for region in {plan.destination, *plan.users}:
+        platform.cell(region).log.append_now(
+            "migration.started",
+            None,
+            {**details, "users": len(plan.users.get(region, []))},
+        )
+    return migration_id
+
+
+def _journal_users(c: Session, migration_id: uuid.UUID, plan: Plan) -> None:
+    rows = [
+        {
+            "migration_id": migration_id,
+            "user_id": u,
+            "source": region,
+            "state": "planned",
+            "rows": 0,
+            "blobs": 0,
+            "bytes": 0,
+        }
+        for region, ids in plan.users.items()
+        for u in ids
+    ]
+    for chunk in _batches(rows, 5000):
+        c.execute(pg_insert(MigrationUser).on_conflict_do_nothing(), chunk)
+
+
+def _route(c: Session, market: str, region: str, migration_id: uuid.UUID | None) -> None:
+    c.execute(
+        pg_insert(MarketRoute)
+        .values(market=market, region=region, migration_id=migration_id)
+        .on_conflict_do_update(
+            index_elements=["market"],
+            set_={"region": region, "migration_id": migration_id, "changed_at": func.now()},
+        )
+    )
+
+
+# ---- one user's content, on one side ---------------------------------------------------------
+
+
+def _blob_name(key: str) -> str:
+    return ORIGINAL_NAME if key.startswith("originals/") else key.rsplit("/", 1)[-1]
+
+
+def _user_blob_keys(store: BlobStore, user_id: uuid.UUID) -> list[str]:
+    keys: list[str] = []
+    for prefix in BLOB_PREFIXES:
+        keys += store.iter_keys(f"{prefix}/{user_id}/")
+    return sorted(keys)
+
+
+def _plain_chunks(store: BlobStore, data_key: bytes, owner: uuid.UUID, key: str) -> Iterator[bytes]:
+    sealed = BlobFile(store, key)
+    total = sealed.size
+    size = plain_size(total)
+    for start in range(0, max(size, 1), BLOB_CHUNK * 16):
+        yield decrypt_blob_range(
+            data_key, owner, _blob_name(key), sealed, total, start, start + BLOB_CHUNK * 16
+        )
+
+
+class _Plain:
+    """A file-like view of a decrypted blob for encrypt_blob (reads in BLOB_CHUNK pieces)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            piece = next(self._chunks, None)
+            if piece is None:
+                break
+            self._buffer += piece
+        out, self._buffer = (
+            (self._buffer, b"") if size < 0 else (self._buffer[:size], self._buffer[size:])
+        )
+        self.sha.update(out)
+        self.size += len(out)
+        return out
+
+
+def _blob_digest(store: BlobStore, data_key: bytes, owner: uuid.UUID, key: str) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    for piece in _plain_chunks(store, data_key, owner, key):
+        sha.update(piece)
+        size += len(piece)
+    return sha.hexdigest(), size
+
+
+def _staged_files(platform: Platform, region: str, upload_ids: Iterable[uuid.UUID]) -> list[Path]:
+    directory = platform.settings.staging_dir(region)
+    return [p for u in upload_ids if (p := directory / f"{u}.part").exists()]
+
+
+def _file_digest(path: Path, length: int) -> tuple[str, int]:
+    """SHA-256 of a staged upload's first ``length`` bytes (the ones its row accounts for:
+    bytes past the recorded offset are an interrupted request's, and the client resends them)."""
+    sha, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while size < length and (piece := f.read(min(1 << 20, length - size))):
+            sha.update(piece)
+            size += len(piece)
+    return sha.hexdigest(), size
+
+
+@dataclass
+class _Side:
+    """What one region holds of a batch of users: rows per user per table."""
+
+    rows: dict[uuid.UUID, dict[str, list[dict[str, Any]]]]
+
+
+def _read_rows(cell: Cell, ids: list[uuid.UUID]) -> _Side:
+    rows: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {
+        u: {m.name: [] for m in MOVED_TABLES} for u in ids
+    }
+    with cell.db.transaction() as s:
+        for moved in MOVED_TABLES:
+            table = moved.table
+            order = list(table.primary_key.columns)
+            for row in s.execute(
+                select(table).where(table.c[moved.user_column].in_(ids)).order_by(*order)
+            ).mappings():
+                rows[row[moved.user_column]][moved.name].append(dict(row))
+    return _Side(rows)
+
+
+def _document_rows(
+    moved: MovedTable, rows: list[dict[str, Any]], cipher: UserCipher
+) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        doc: dict[str, Any] = {}
+        for column, value in row.items():
+            if column in moved.indexes or column in moved.local:
+                continue
+            if column in moved.encrypted:
+                value = cipher.decrypt_optional(moved.encrypted[column], value)
+            doc[column] = value
+        out.append(doc)
+    return out
+
+
+def _document(
+    platform: Platform, cell: Cell, user_id: uuid.UUID, rows: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """The user's canonical content as this cell holds it, read with this cell's keys."""
+    cipher = UserCipher(user_id, cell.keys.data_key(user_id))
+    tables = {m.name: _document_rows(m, rows[m.name], cipher) for m in MOVED_TABLES}
+    data_key = cell.keys.data_key(user_id)
+    blobs = {}
+    for key in _user_blob_keys(cell.blobs, user_id):
+        sha, size = _blob_digest(cell.blobs, data_key, user_id, key)
+        blobs[key] = {"sha256": sha, "size": size}
+    offsets = {r["id"]: r["offset"] for r in rows["uploads"]}
+    staged = {}
+    for path in _staged_files(platform, cell.region, offsets):
+        sha, size = _file_digest(path, offsets[uuid.UUID(path.stem)])
+        staged[path.name] = {"sha256": sha, "size": size}
+    return {"user": str(user_id), "tables": tables, "blobs": blobs, "staged": staged}
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    migration_id: uuid.UUID
+    moved: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # user id -> reason
+    rows: int = 0
+    blobs: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    report: dict[str, Any] | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        platform: Platform,
+        migration_id: uuid.UUID,
+        *,
+        progress: Progress | None = None,
+        faults: Faults | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.platform = platform
+        self.migration_id = migration_id
+        self.progress = progress or _quiet
+        self.fault = faults or Faults()
+        with platform.catalog.transaction() as c:
+            migration = c.get(Migration, migration_id)
+            if migration is None:
+                raise MigrationError(f"no migration {migration_id}")
+            self.migration = migration
+        self.dest = platform.cell(migration.destination)
+        self.batch_size = batch_size or int(migration.plan.get("batch_size", DEFAULT_BATCH))
+        self.outcome = Outcome(migration_id)
+        self.copied_bytes = 0
+
+    # -- driving ---------------------------------------------------------------------------
+    def run(self, *, retry_failed: bool = False) -> Outcome:
+        began = time.monotonic()
+        if retry_failed:
+            self._set_state(self._users_in(("failed",)), "planned", error=None)
+        self.fault("after-start")
+        while True:
+            self._move_all()
+            # Sign-ups of the market that landed in another region while the route changed
+            # (they read the old route): found and moved too, until there are none.
+            if self.migration.market is None or not self._adopt_stragglers():
+                break
+        self._finish()
+        self.outcome.seconds = time.monotonic() - began
+        return self.outcome
+
+    def _users_in(self, states: tuple[str, ...]) -> list[uuid.UUID]:
+        with self.platform.catalog.transaction() as c:
+            return list(
+                c.scalars(
+                    select(MigrationUser.user_id).where(
+                        MigrationUser.migration_id == self.migration_id,
+                        MigrationUser.state.in_(states),
+                    )
+                )
+            )
+
+    def _counts(self) -> dict[str, int]:
+        with self.platform.catalog.transaction() as c:
+            return dict(
+                c.execute(
+                    select(MigrationUser.state, func.count())
+                    .where(MigrationUser.migration_id == self.migration_id)
+                    .group_by(MigrationUser.state)
+                ).all()
+            )
+
+    def _move_all(self) -> None:
+        counts = self._counts()
+        total = sum(counts.values()) - counts.get("failed", 0)
+        done = counts.get("purged", 0) + counts.get("attested", 0)
+        self.progress("move", done, total, self.copied_bytes)
+        while True:
+            with self.platform.catalog.transaction() as c:
+                batch = list(
+                    c.execute(
+                        select(MigrationUser.user_id, MigrationUser.source, MigrationUser.state)
+                        .where(
+                            MigrationUser.migration_id == self.migration_id,
+                            MigrationUser.state.in_((*BEFORE_SWITCH, "switched")),
+                        )
+                        .order_by(MigrationUser.source, MigrationUser.user_id)
+                        .limit(self.batch_size)
+                    ).all()
+                )
+            if not batch:
+                return
+            source = batch[0].source
+            rows = [r for r in batch if r.source == source]
+            self._move_batch(self.platform.cell(source), rows)
+            done += sum(1 for r in rows if r.user_id not in self._failed_now)
+            self.progress("move", done, total, self.copied_bytes)
+
+    # -- one batch --------------------------------------------------------------------------
+    _failed_now: set[uuid.UUID] = set()
+
+    def _move_batch(self, src: Cell, rows: list[Any]) -> None:
+        self._failed_now = set()
+        early = [r.user_id for r in rows if r.state in BEFORE_SWITCH]
+        if early:
+            precopied = self._copy_blobs(src, early, {}, prune=False)
+            self.fault("after-precopy")
+            self._freeze(src, early)
+            self.fault("after-freeze")
+            self._copy_rows(src, early)
+            self._copy_blobs(src, early, precopied)
+            self._copy_staged(src, early)
+            self._set_state(early, "copied")
+            self.fault("after-copy")
+            verified = self._verify(src, early)
+            self.fault("after-verify")
+            self._switch(src, verified)
+            self.fault("after-switch")
+        switched = [r.user_id for r in rows if r.state == "switched"]
+        switched += [u for u in early if u not in self._failed_now]
+        if switched:
+            self._activate(src, switched)
+            self.fault("after-activate")
+            self._purge(src, switched)
+
+    def _set_state(
+        self, ids: list[uuid.UUID], state: str, *, error: str | None = None, **values: Any
+    ) -> None:
+        if not ids:
+            return
+        with self.platform.catalog.transaction() as c:
+            c.execute(
+                update(MigrationUser)
+                .where(
+                    MigrationUser.migration_id == self.migration_id,
+                    MigrationUser.user_id.in_(ids),
+                )
+                .values(state=state, error=error, **values)
+            )
+
+    # -- copy -------------------------------------------------------------------------------
+    def _copy_blobs(
+        self,
+        src: Cell,
+        ids: list[uuid.UUID],
+        precopied: dict[str, tuple[int, float | None]],
+        *,
+        prune: bool = True,
+    ) -> dict[str, tuple[int, float | None]]:
+        """Copy every protected blob of the users, re-encrypted; skip the ones already copied
+        and unchanged since (``precopied``: key -> source size and modification time). Remove
+        destination blobs the source no longer has. Returns what it saw."""
+        seen: dict[str, tuple[int, float | None]] = {}
+        for user_id in ids:
+            if not src.keys.has_data_key(user_id):
+                continue
+            new_key = self.dest.keys.create_data_key(user_id)
+            old_key = src.keys.data_key(user_id)
+            keys = _user_blob_keys(src.blobs, user_id)
+            for key in keys:
+                stamp = (src.blobs.size(key), src.blobs.modified(key))
+                seen[key] = stamp
+                if precopied.get(key) == stamp and self.dest.blobs.exists(key):
+                    continue
+                plain = _Plain(_plain_chunks(src.blobs, old_key, user_id, key))
+                scratch = self._scratch()
+                try:
+                    with scratch.open("wb") as sealed:
+                        encrypt_blob(new_key, user_id, _blob_name(key), plain, sealed)
+                    self.dest.blobs.put_file(key, scratch)
+                finally:
+                    scratch.unlink(missing_ok=True)
+                self.copied_bytes += plain.size
+            if prune:  # the final pass: the destination keeps exactly the source's blobs
+                for key in _user_blob_keys(self.dest.blobs, user_id):
+                    if key not in seen:
+                        self.dest.blobs.delete(key)
+        return seen
+
+    def _scratch(self) -> Path:
+        directory = self.platform.settings.staging_dir(self.dest.region)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return directory / f".migration.{uuid.uuid4().hex}"
+
+    def _freeze(self, src: Cell, ids: list[uuid.UUID]) -> None:
+        """Writes of these users wait from now on (see reelm.regions.fence): lock the account
+        rows (waiting for writes in flight to commit) and mark them frozen."""
+        with src.db.transaction() as s:
+            s.execute(
+                select(Account.user_id)
+                .where(Account.user_id.in_(ids))
+                .order_by(Account.user_id)
+                .with_for_update()
+            )
+            s.execute(
+                update(Account)
+                .where(Account.user_id.in_(ids), Account.migration.is_(None))
+                .values(migration="frozen")
+            )
+
+    def _copy_rows(self, src: Cell, ids: list[uuid.UUID]) -> None:
+        side = _read_rows(src, ids)
+        out: dict[str, list[dict[str, Any]]] = {m.name: [] for m in MOVED_TABLES}
+        counts: dict[uuid.UUID, int] = {}
+        for user_id in ids:
+            tables = side.rows[user_id]
+            if not tables["accounts"]:
+                continue
+            old = UserCipher(user_id, src.keys.data_key(user_id))
+            new = UserCipher(user_id, self.dest.keys.create_data_key(user_id))
+            counts[user_id] = sum(len(v) for v in tables.values())
+            for moved in MOVED_TABLES:
+                for row in tables[moved.name]:
+                    out[moved.name].append(self._reencrypt(moved, row, old, new))
+        with self.dest.db.transaction() as s:
+            for moved in reversed(MOVED_TABLES):
+                s.execute(delete(moved.table).where(moved.table.c[moved.user_column].in_(ids)))
+            for moved in MOVED_TABLES:
+                for chunk in _batches(out[moved.name], 1000):
+                    s.execute(insert(moved.table), chunk)
+        with self.platform.catalog.transaction() as c:
+            for user_id, count in counts.items():
+                c.execute(
+                    update(MigrationUser)
+                    .where(
+                        MigrationUser.migration_id == self.migration_id,
+                        MigrationUser.user_id == user_id,
+                    )
+                    .values(rows=count)
+                )
+        self.outcome.rows += sum(counts.values())
+
+    def _reencrypt(
+        self, moved: MovedTable, row: dict[str, Any], old: UserCipher, new: UserCipher
+    ) -> dict[str, Any]:
+        copy = dict(row)
+        plain: dict[str, str | None] = {}
+        for column, name in moved.encrypted.items():
+            plain[column] = old.decrypt_optional(name, row[column])
+            copy[column] = new.encrypt_optional(name, plain[column])
+        for column, source in moved.indexes.items():
+            value = plain[source]
+            copy[column] = (
+                None if value is None else self.dest.blind_index(moved.encrypted[source], value)
+            )
+        if "migration" in moved.local:
+            copy["migration"] = "incoming"
+        return copy
+
+    def _copy_staged(self, src: Cell, ids: list[uuid.UUID]) -> None:
+        """Uploads in progress: their bytes so far, so the upload resumes where it stopped."""
+        with src.db.transaction() as s:
+            offsets = dict(
+                s.execute(select(Upload.id, Upload.offset).where(Upload.owner_id.in_(ids)))
+                .tuples()
+                .all()
+            )
+        target = self.platform.settings.staging_dir(self.dest.region)
+        for path in _staged_files(self.platform, src.region, offsets):
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            partial = target / f".migration.{uuid.uuid4().hex}"
+            with path.open("rb") as f, partial.open("wb") as out:
+                os.chmod(partial, 0o600)
+                remaining = offsets[uuid.UUID(path.stem)]
+                while remaining > 0 and (piece := f.read(min(1 << 20, remaining))):
+                    out.write(piece)
+                    remaining -= len(piece)
+                out.flush()
+                os.fsync(out.fileno())
+            partial.replace(target / path.name)
+
+    # -- verify ----------------------------------------------------------------------------
+    def _verify(self, src: Cell, ids: list[uuid.UUID], *, second: bool = False) -> list[uuid.UUID]:
+        src_side, dst_side = _read_rows(src, ids), _read_rows(self.dest, ids)
+        good: list[uuid.UUID] = []
+        bad: dict[uuid.UUID, str] = {}
+        totals: dict[uuid.UUID, tuple[bytes, int, int]] = {}
+        for user_id in ids:
+            if not src_side.rows[user_id]["accounts"]:
+                bad[user_id] = "the account is gone from the source"
+                continue
+            try:
+                a = _document(self.platform, src, user_id, src_side.rows[user_id])
+                b = _document(self.platform, self.dest, user_id, dst_side.rows[user_id])
+            except Exception as exc:  # a blob that does not open, a key missing...
+                bad[user_id] = f"could not read the copy: {type(exc).__name__}"
+                continue
+            if digests.digest(a) != digests.digest(b):
+                bad[user_id] = "digest mismatch in " + ", ".join(digests.differences(a, b))
+                continue
+            good.append(user_id)
+            totals[user_id] = (
+                digests.digest(b),
+                len(b["blobs"]),
+                sum(v["size"] for v in b["blobs"].values()),
+            )
+        with self.platform.catalog.transaction() as c:
+            for user_id, (value, blobs, size) in totals.items():
+                c.execute(
+                    update(MigrationUser)
+                    .where(
+                        MigrationUser.migration_id == self.migration_id,
+                        MigrationUser.user_id == user_id,
+                    )
+                    .values(state="verified", digest=value, blobs=blobs, bytes=size)
+                )
+        if bad and not second:
+            retry = list(bad)
+            log.warning("%d users did not verify; copying them once more", len(retry))
+            self._copy_rows(src, retry)
+            self._copy_blobs(src, retry, {})
+            self._copy_staged(src, retry)
+            return good + self._verify(src, retry, second=True)
+        for user_id, reason in bad.items():
+            self._give_up(src, user_id, reason)
+        return good
+
+    def _give_up(self, src: Cell, user_id: uuid.UUID, reason: str) -> None:
+        """The user stays where they are: the copy goes, the source thaws, the reason is kept."""
+        log.error("user %s stays in %s: %s", user_id, src.region, reason)
+        self._remove_copy(src, user_id)
+        with src.db.transaction() as s:
+            s.execute(
+                update(Account)
+                .where(Account.user_id == user_id, Account.migration == "frozen")
+                .values(migration=None)
+            )
+        self._set_state([user_id], "failed", error=reason[:500])
+        self._failed_now.add(user_id)
+        self.outcome.failed[str(user_id)] = reason
+
+    def _remove_copy(self, src: Cell, user_id: uuid.UUID) -> None:
+        dest = self.dest
+        with dest.db.transaction() as s:
+            uploads = list(s.scalars(select(Upload.id).where(Upload.owner_id == user_id)))
+            for moved in reversed(MOVED_TABLES):
+                s.execute(delete(moved.table).where(moved.table.c[moved.user_column] == user_id))
+        for key in _user_blob_keys(dest.blobs, user_id):
+            dest.blobs.delete(key)
+        for path in _staged_files(self.platform, dest.region, uploads):
+            path.unlink(missing_ok=True)
+        dest.keys.destroy_data_key(user_id)
+
+    # -- switch ----------------------------------------------------------------------------
+    def _switch(self, src: Cell, ids: list[uuid.UUID]) -> None:
+        """The directory points to the destination (epoch raised), in the same catalog
+        transaction as the journal's 'switched'."""
+        if not ids:
+            return
+        with self.platform.catalog.transaction() as c:
+            c.execute(
+                update(DirectoryEntry)
+                .where(DirectoryEntry.user_id.in_(ids), DirectoryEntry.home_region == src.region)
+                .values(home_region=self.dest.region, epoch=DirectoryEntry.epoch + 1)
+            )
+            c.execute(
+                update(MigrationUser)
+                .where(
+                    MigrationUser.migration_id == self.migration_id,
+                    MigrationUser.user_id.in_(ids),
+                    MigrationUser.state == "verified",
+                )
+                .values(state="switched")
+            )
+
+    def _activate(self, src: Cell, ids: list[uuid.UUID]) -> None:
+        """After the switch: the destination's copy becomes the user's data (arrival logged
+        once, with it), the source's refuses writes, waiting videos are queued."""
+        digests_by_user = self._journal_digests(ids)
+        with self.dest.db.transaction() as s:
+            arrived = list(
+                s.scalars(
+                    update(Account)
+                    .where(Account.user_id.in_(ids), Account.migration == "incoming")
+                    .values(migration=None)
+                    .returning(Account.user_id)
+                )
+            )
+            for user_id in arrived:
+                self.dest.log.append(
+                    s,
+                    "migration.arrived",
+                    str(user_id),
+                    {
+                        "migration": str(self.migration_id),
+                        "from": src.region,
+                        "digest": digests_by_user.get(user_id, b"").hex(),
+                    },
+                )
+            waiting = list(
+                s.scalars(
+                    select(Video.id).where(
+                        Video.owner_id.in_(arrived), Video.status.in_(("queued", "processing"))
+                    )
+                )
+            )
+        with src.db.transaction() as s:
+            s.execute(
+                update(Account)
+                .where(Account.user_id.in_(ids), Account.migration.is_distinct_from("moved"))
+                .values(migration="moved")
+            )
+        if waiting:
+            from reelm.media.videos import enqueue
+
+            for video_id in waiting:
+                enqueue(self.platform, self.dest.region, video_id)
+
+    def _journal_digests(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, bytes]:
+        with self.platform.catalog.transaction() as c:
+            return {
+                u: d
+                for u, d in c.execute(
+                    select(MigrationUser.user_id, MigrationUser.digest).where(
+                        MigrationUser.migration_id == self.migration_id,
+                        MigrationUser.user_id.in_(ids),
+                    )
+                )
+                if d is not None
+            }
+
+    # -- purge -----------------------------------------------------------------------------
+    def _purge(self, src: Cell, ids: list[uuid.UUID]) -> None:
+        with src.db.transaction() as s:
+            videos = list(s.scalars(select(Video.id).where(Video.owner_id.in_(ids))))
+            uploads = list(s.scalars(select(Upload.id).where(Upload.owner_id.in_(ids))))
+        self._purge_jobs(src, videos)
+        for user_id in ids:
+            for key in _user_blob_keys(src.blobs, user_id):
+                src.blobs.delete(key)
+        staging = self.platform.settings.staging_dir(src.region)
+        for item in {*videos, *uploads}:
+            for path in staging.glob(f"{item}.*"):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                    missing_ok=True
+                )
+            for path in staging.glob(f".{item}.*"):
+                path.unlink(missing_ok=True)
+        self.fault("after-purge-blobs")
+        destroyed = [u for u in ids if src.keys.destroy_data_key(u)]
+        self.fault("after-purge-keys")
+        digests_by_user = self._journal_digests(ids)
+        with src.db.transaction() as s:
+            for moved in reversed(MOVED_TABLES[1:]):
+                s.execute(delete(moved.table).where(moved.table.c[moved.user_column].in_(ids)))
+            departed = list(
+                s.scalars(
+                    delete(Account).where(Account.user_id.in_(ids)).returning(Account.user_id)
+                )
+            )
+            for user_id in departed:
+                details = {
+                    "migration": str(self.migration_id),
+                    "to": self.dest.region,
+                    "digest": digests_by_user.get(user_id, b"").hex(),
+                }
+                src.log.append(s, "migration.departed", str(user_id), details)
+                src.log.append(
+                    s, "key.destroyed", str(user_id), {"migration": str(self.migration_id)}
+                )
+        log.info(
+            "purged %d moved users from %s (%d keys destroyed now)",
+            len(ids),
+            src.region,
+            len(destroyed),
+        )
+        self._set_state(ids, "purged")
+        self.outcome.moved += len(ids)
+        self.fault("after-purge")
+
+    def _purge_jobs(self, src: Cell, videos: list[uuid.UUID]) -> None:
+        """Delete the source's jobs naming these videos. A job running one of them ends on its
+        own (the fence stops it before it writes anything): it is waited for."""
+        if not videos:
+            return
+        names = [str(v) for v in videos]
+        deadline = time.monotonic() + RUNNING_JOB_WAIT
+        while True:
+            with src.db.transaction() as s:
+                s.execute(
+                    text(
+                        "DELETE FROM procrastinate_jobs WHERE args->>'video_id' = ANY(:ids) "
+                        "AND status <> 'doing'"
+                    ),
+                    {"ids": names},
+                )
+                running = s.scalar(
+                    text(
+                        "SELECT count(*) FROM procrastinate_jobs "
+                        "WHERE args->>'video_id' = ANY(:ids)"
+                    ),
+                    {"ids": names},
+                )
+            if not running or time.monotonic() > deadline:
+                if running:
+                    log.warning("%d running jobs of moved videos left in %s", running, src.region)
+                return
+            time.sleep(0.5)
+
+    # -- stragglers --------------------------------------------------------------------------
+    def _adopt_stragglers(self) -> bool:
+        assert self.migration.market is not None
+        with self.platform.catalog.transaction() as c:
+            known = set(
+                c.scalars(
+                    select(MigrationUser.user_id).where(
+                        MigrationUser.migration_id == self.migration_id
+                    )
+                )
+            )
+        plan = make_plan(
+            self.platform, self.dest.region, market=self.migration.market, exclude=known
+        )
+        if plan.user_count == 0:
+            return False
+        with self.platform.catalog.transaction() as c:
+            _journal_users(c, self.migration_id, plan)
+        return True
+
+    # -- attest ----------------------------------------------------------------------------
+    def _finish(self) -> None:
+        from reelm.migration.report import build_report
+
+        counts = self._counts()
+        failed = counts.get("failed", 0)
+        regions = {self.dest.region, *self._sources()}
+        for region in regions:
+            self.platform.cell(region).log.integrate_all()
+        purged = self._users_in(("purged",))
+        self._set_state(purged, "attested")
+        self.fault("before-report")
+        self.outcome.failed.update(self._failures())
+        self.outcome.report = build_report(self.platform, self.migration_id)
+        self.fault("after-report")
+        with self.platform.catalog.transaction() as c:
+            c.execute(
+                update(Migration)
+                .where(Migration.id == self.migration_id)
+                .values(
+                    state="running" if failed else "done",
+                    finished_at=None if failed else datetime.now(UTC),
+                    report_sha256=bytes.fromhex(self.outcome.report["report_sha256"]),
+                )
+            )
+
+    def _sources(self) -> set[str]:
+        with self.platform.catalog.transaction() as c:
+            return set(
+                c.scalars(
+                    select(MigrationUser.source)
+                    .where(MigrationUser.migration_id == self.migration_id)
+                    .distinct()
+                )
+            )
+
+    def _failures(self) -> dict[str, str]:
+        with self.platform.catalog.transaction() as c:
+            return {
+                str(u): e or ""
+                for u, e in c.execute(
+                    select(MigrationUser.user_id, MigrationUser.error).where(
+                        MigrationUser.migration_id == self.migration_id,
+                        MigrationUser.state == "failed",
+                    )
+                )
+            }
+
+
+# ---- status ---------------------------------------------------------------------------------
+
+
+def running_migration(platform: Platform) -> uuid.UUID | None:
+    with platform.catalog.transaction() as c:
+        return c.scalar(
+            select(Migration.id)
+            .where(Migration.state == "running")
+            .order_by(Migration.created_at.desc())
+            .limit(1)
+        )
+
+
+def status(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
+    with platform.catalog.transaction() as c:
+        migration = c.get(Migration, migration_id)
+        if migration is None:
+            raise MigrationError(f"no migration {migration_id}")
+        states = dict(
+            c.execute(
+                select(MigrationUser.state, func.count())
+                .where(MigrationUser.migration_id == migration_id)
+                .group_by(MigrationUser.state)
+            ).all()
+        )
+        sources = dict(
+            c.execute(
+                select(MigrationUser.source, func.count())
+                .where(MigrationUser.migration_id == migration_id)
+                .group_by(MigrationUser.source)
+            ).all()
+        )
+    return {
+        "migration": str(migration.id),
+        "market": migration.market,
+        "destination": migration.destination,
+        "state": migration.state,
+        "created_at": migration.created_at.isoformat(),
+        "finished_at": migration.finished_at.isoformat() if migration.finished_at else None,
+        "users": states,
+        "sources": sources,
+        "plan": migration.plan,
+        "report_sha256": migration.report_sha256.hex() if migration.report_sha256 else None,
+    }
+
+
+def in_transit(platform: Platform) -> dict[str, tuple[str, str, str]]:
+    """Users of running migrations not yet purged: user id -> (source, destination, state).
+    residency-scan treats their copies as in transit, not as leaks."""
+    with platform.catalog.transaction() as c:
+        rows = c.execute(
+            select(
+                MigrationUser.user_id,
+                MigrationUser.source,
+                Migration.destination,
+                MigrationUser.state,
+            )
+            .join(Migration, Migration.id == MigrationUser.migration_id)
+            .where(
+                Migration.state == "running",
+                MigrationUser.state.in_((*BEFORE_SWITCH, "switched", "failed")),
+            )
+        ).all()
+    return {str(u): (s, d, st) for u, s, d, st in rows}
+
+
+__all__ = [
+    "FAULT_ENV",
+    "FAULT_POINTS",
+    "Faults",
+    "MigrationError",
+    "Outcome",
+    "Plan",
+    "Runner",
+    "in_transit",
+    "make_plan",
+    "running_migration",
+    "start",
+    "status",
+]

@@ -1,0 +1,61 @@
+"""What a migration moves: every region table that holds a user's rows, and how its
+protected columns are re-encrypted. A region table that is in neither list fails a test, so
+a new table (likes, watch history...) cannot be forgotten by the migration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Table
+
+from reelm.storage.db import RegionBase
+
+
+@dataclass(frozen=True)
+class MovedTable:
+    name: str
+    user_column: str
+    # Ciphertext column -> the field name its associated data binds (reelm/field/<user>/<f>).
+    encrypted: dict[str, str]
+    # Blind-index column -> the ciphertext column whose plaintext it indexes (region-keyed,
+    # so recomputed with the destination's index key).
+    indexes: dict[str, str] = field(default_factory=dict)
+    # Columns that describe the row's place, not the user's data (not copied, not digested).
+    local: tuple[str, ...] = ()
+
+    @property
+    def table(self) -> Table:
+        return RegionBase.metadata.tables[self.name]
+
+
+# In insertion order (sessions reference accounts); deletion goes the other way.
+MOVED_TABLES: tuple[MovedTable, ...] = (
+    MovedTable(
+        "accounts",
+        "user_id",
+        {
+            "email_ct": "email",
+            "phone_ct": "phone",
+            "birth_date_ct": "birth_date",
+            "password_ct": "password",
+            "settings_ct": "settings",
+        },
+        indexes={"email_bidx": "email_ct", "phone_bidx": "phone_ct"},
+        local=("migration",),
+    ),
+    MovedTable("sessions", "user_id", {"user_agent_ct": "user_agent"}),
+    MovedTable("uploads", "owner_id", {"metadata_ct": "upload_meta"}),
+    MovedTable("videos", "owner_id", {"caption_ct": "caption"}),
+)
+
+# Region tables that stay, and why.
+STAYING_TABLES: dict[str, str] = {
+    "tlog_queue": "the region's transparency log: append-only history, ids only",
+    "tlog_entries": "the region's transparency log: append-only history, ids only",
+    "tlog_nodes": "the region's transparency log: hashes",
+    "tlog_checkpoints": "the region's transparency log: signed tree heads",
+    "alembic_version": "schema version",
+}
+# procrastinate's tables stay too: a moving user's jobs are deleted from the source at the
+# purge and made again in the destination from the videos' state at the switch.
+STAYING_PREFIXES = ("procrastinate_",)
