@@ -336,6 +336,196 @@ def audit_verify(
     raise typer.Exit(run(base_url, state, entry or [], key or []))
 
 
+@audit_app.command("verify-migration")
+def audit_verify_migration(
+    report_file: Annotated[Path, typer.Argument(help="A report written by reelm migrate.")],
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Check against this deployment's public logs (else: this config's)."),
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option(help="Pin REGION=VERIFIER_KEY instead of taking the deployment's."),
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Check a migration report: its signature, its anchors in every region's log, and that
+    each user's departure and arrival are logged with the digest it states. Exit 1 if not."""
+    from reelm.migration import report as reports
+    from reelm.transparency.verify import VerifierKey
+
+    try:
+        document = json.loads(report_file.read_text())
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read the report[/red]: {exc}")
+        raise typer.Exit(2) from None
+    platform = None
+    if base_url is not None:
+        keys, fetch = reports.http_sources(base_url)
+    else:
+        platform = _platform(_settings(config, data_dir=data_dir), upgrade=False)
+        keys, fetch = reports.platform_keys(platform), reports.platform_fetcher(platform)
+    for spec in key or []:
+        region, _, text_ = spec.partition("=")
+        keys[region] = VerifierKey.parse(text_)
+    try:
+        problems = reports.verify_report(document, keys, fetch)
+    finally:
+        if platform is not None:
+            platform.close()
+    body = document.get("body", {}) if isinstance(document, dict) else {}
+    if problems:
+        for problem_ in problems:
+            console.print(f"[red]FAIL[/red] {problem_}")
+        raise typer.Exit(1)
+    totals = body.get("totals", {})
+    console.print(
+        f"[green]verified[/green]: migration {body.get('migration')} to "
+        f"{body.get('destination')}: {totals.get('users')} users, {totals.get('rows')} rows, "
+        f"{totals.get('blobs')} blobs, every departure and arrival in the logs"
+    )
+
+
+@app.command()
+def migrate(
+    market: Annotated[
+        str | None, typer.Option(help="Move every user of this market (ISO 3166-1 alpha-2).")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="The destination region.")] = None,
+    users: Annotated[
+        Path | None, typer.Option(help="Move the users listed in this file (one id per line).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show the plan; change nothing.")] = False,
+    resume: Annotated[bool, typer.Option(help="Finish the migration still running.")] = False,
+    status_: Annotated[
+        bool, typer.Option("--status", help="Show the last migration's state.")
+    ] = False,
+    batch: Annotated[int, typer.Option(min=1, max=5000, help="Users per batch.")] = 200,
+    report: Annotated[
+        Path | None, typer.Option(help="Where to write the signed report (JSON).")
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Move users' protected data to another region: copy, verify, switch, purge the source
+    (keys destroyed), attest in the logs, and write a signed report."""
+    from reelm.migration import engine
+
+    platform = _platform(_settings(config, data_dir=data_dir))
+    try:
+        if status_ or resume:
+            migration_id = engine.running_migration(platform) or engine.last_migration(platform)
+            if migration_id is None:
+                console.print("no migration on record")
+                raise typer.Exit(0 if status_ else 2)
+            if status_:
+                print(json.dumps(engine.status(platform, migration_id), indent=2))
+                return
+        else:
+            if to is None or (market is None and users is None):
+                console.print("[red]give --to and --market or --users[/red]")
+                raise typer.Exit(2)
+            ids = _read_user_ids(users) if users is not None else None
+            try:
+                plan = engine.make_plan(platform, to, market=market, user_ids=ids)
+            except Exception as exc:  # MigrationError, MarketBlocked, UnknownMarket
+                console.print(f"[red]cannot plan[/red]: {exc}")
+                raise typer.Exit(2) from None
+            _print_plan(plan)
+            if dry_run:
+                return
+            migration_id = engine.start(platform, plan, batch_size=batch)
+            console.print(f"migration {migration_id} started")
+        outcome = _run_migration(platform, migration_id)
+        target = report or Path(f"migration-{migration_id}.json")
+        if outcome.report is not None:
+            from reelm.migration.report import dumps
+
+            target.write_text(dumps(outcome.report))
+        rate = outcome.moved / outcome.seconds if outcome.seconds else 0.0
+        console.print(
+            f"[green]moved {outcome.moved} users[/green] in {outcome.seconds:.1f} s "
+            f"({rate:.0f} users/s); report: {target}"
+        )
+        for user_id, reason in sorted(outcome.failed.items()):
+            console.print(f"[red]stayed[/red] user {user_id}: {reason}")
+        if outcome.failed:
+            console.print("fix the cause, then run [bold]reelm migrate --resume[/bold]")
+            raise typer.Exit(1)
+    finally:
+        platform.close()
+
+
+def _read_user_ids(path: Path) -> list[uuid.UUID]:
+    ids = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            ids.append(uuid.UUID(line))
+        except ValueError:
+            console.print(f"[red]{path}:{number}: not a user id[/red]")
+            raise typer.Exit(2) from None
+    return ids
+
+
+def _print_plan(plan) -> None:  # type: ignore[no-untyped-def]
+    table = Table(
+        title=f"Plan: to {plan.destination}" + (f", market {plan.market}" if plan.market else "")
+    )
+    table.add_column("from")
+    table.add_column("users", justify="right")
+    for region, ids in sorted(plan.users.items()):
+        table.add_row(region, str(len(ids)))
+    console.print(table)
+    rows = ", ".join(f"{n} {t}" for t, n in plan.rows.items())
+    console.print(
+        f"{plan.user_count} users; rows: {rows or 'none'}; {plan.bytes / 1e6:.1f} MB of media"
+    )
+    for why, count in plan.skipped.items():
+        console.print(f"skipped {count}: {why}")
+
+
+def _run_migration(platform, migration_id):  # type: ignore[no-untyped-def]
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from reelm.migration import engine
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]} users/s, {task.fields[mbps]} MB/s"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("moving", total=None, rate="-", mbps="-")
+        began = time.monotonic()
+
+        def step(phase: str, done: int, total: int, copied: int) -> None:
+            elapsed = max(time.monotonic() - began, 1e-6)
+            bar.update(
+                task,
+                completed=done,
+                total=total,
+                rate=f"{done / elapsed:.0f}",
+                mbps=f"{copied / elapsed / 1e6:.1f}",
+            )
+
+        return engine.Runner(platform, migration_id, progress=step).run(retry_failed=True)
+
+
 def _user_id(platform, handle: str):  # type: ignore[no-untyped-def]
     from reelm.accounts.lifecycle import public_profile
 

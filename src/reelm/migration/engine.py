@@ -295,7 +295,7 @@ def _journal_users(c: Session, migration_id: uuid.UUID, plan: Plan) -> None:
             "state": "planned",
             "rows": 0,
             "blobs": 0,
-            "bytes": 0,
+            "blob_bytes": 0,
         }
         for region, ids in plan.users.items()
         for u in ids
@@ -700,9 +700,8 @@ class Runner:
         """Uploads in progress: their bytes so far, so the upload resumes where it stopped."""
         with src.db.transaction() as s:
             offsets = dict(
-                s.execute(select(Upload.id, Upload.offset).where(Upload.owner_id.in_(ids)))
-                .tuples()
-                .all()
+                (r.id, r.offset)
+                for r in s.execute(select(Upload.id, Upload.offset).where(Upload.owner_id.in_(ids)))
             )
         target = self.platform.settings.staging_dir(self.dest.region)
         for path in _staged_files(self.platform, src.region, offsets):
@@ -751,7 +750,7 @@ class Runner:
                         MigrationUser.migration_id == self.migration_id,
                         MigrationUser.user_id == user_id,
                     )
-                    .values(state="verified", digest=value, blobs=blobs, bytes=size)
+                    .values(state="verified", digest=value, blobs=blobs, blob_bytes=size)
                 )
         if bad and not second:
             retry = list(bad)
@@ -1026,6 +1025,11 @@ def running_migration(platform: Platform) -> uuid.UUID | None:
             .order_by(Migration.created_at.desc())
             .limit(1)
         )
+
+
+def last_migration(platform: Platform) -> uuid.UUID | None:
+    with platform.catalog.transaction() as c:
+        return c.scalar(select(Migration.id).order_by(Migration.created_at.desc()).limit(1))
 
 
 def status(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class MigrationUser(CatalogBase):
     state: Mapped[str] = mapped_column(String(16), default="planned")
     rows: Mapped[int] = mapped_column(Integer, default=0)
     blobs: Mapped[int] = mapped_column(Integer, default=0)
-    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    blob_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     # SHA-256 over the user's canonical content, equal on both sides once verified.
     digest: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)

@@ -79,7 +79,7 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
                     MigrationUser.state,
                     MigrationUser.rows,
                     MigrationUser.blobs,
-                    MigrationUser.bytes,
+                    MigrationUser.blob_bytes,
                     MigrationUser.digest,
                     MigrationUser.error,
                 )
@@ -109,7 +109,7 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
             "failed": sum(1 for u in users if u.state == "failed"),
             "rows": sum(u.rows for u in moved),
             "blobs": sum(u.blobs for u in moved),
-            "bytes": sum(u.bytes for u in moved),
+            "bytes": sum(u.blob_bytes for u in moved),
         },
         "sources": {
             region: len(subjects) for region, subjects in sorted(subjects_by_source.items())
@@ -120,7 +120,7 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
                 "from": u.source,
                 "rows": u.rows,
                 "blobs": u.blobs,
-                "bytes": u.bytes,
+                "bytes": u.blob_bytes,
                 "digest": (u.digest or b"").hex(),
                 "departed": departed.get(str(u.user_id)),
                 "arrived": arrived.get(str(u.user_id)),
@@ -317,3 +317,46 @@ def _check_users(body: dict[str, Any], fetch: EntryFetcher) -> list[str]:
 
 def platform_keys(platform: Platform) -> dict[str, VerifierKey]:
     return {region: cell.log.verifier_key for region, cell in platform.cells.items()}
+
+
+def http_sources(base_url: str) -> tuple[dict[str, VerifierKey], EntryFetcher]:
+    """Verifier keys and entries from a deployment's public transparency API (what an
+    outside auditor has). Pin the keys with --key to not trust the deployment for them."""
+    from reelm.transparency.auditor import Client
+
+    client = Client(base_url)
+    keys = {
+        r["region"]: VerifierKey.parse(r["verifier_key"])
+        for r in client.json("/api/v1/transparency")["regions"]
+    }
+    notes: dict[str, Any] = {}
+
+    def fetch(region: str, index: int) -> LoggedEntry | None:
+        if region not in keys:
+            return None
+        if region not in notes:
+            note = client.get(f"/transparency/{region}/checkpoint").decode()
+            notes[region] = open_note(note, keys[region])
+        checkpoint = notes[region]
+        found = client.json(f"/api/v1/transparency/{region}/entries", start=index, end=index + 1)[
+            "entries"
+        ]
+        if not found or checkpoint.size <= index:
+            return None
+        entry = base64.b64decode(found[0]["entry"])
+        proof = client.json(
+            f"/api/v1/transparency/{region}/proof/inclusion", index=index, size=checkpoint.size
+        )["proof"]
+        try:
+            verify_inclusion(
+                index,
+                checkpoint.size,
+                leaf_hash(entry),
+                [base64.b64decode(p) for p in proof],
+                checkpoint.root,
+            )
+        except VerificationError:
+            return LoggedEntry(entry, False)
+        return LoggedEntry(entry, True)
+
+    return keys, fetch

@@ -11,7 +11,7 @@ from reelm.regions.models import MarketRoute
 
 def routes(platform: Platform) -> dict[str, str]:
     with platform.catalog.transaction() as c:
-        return dict(c.execute(select(MarketRoute.market, MarketRoute.region)).tuples().all())
+        return dict(c.execute(select(MarketRoute.market, MarketRoute.region)).all())
 
 
 def home_region(platform: Platform, market: str) -> str:

@@ -61,7 +61,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("rows", sa.Integer(), nullable=False),
         sa.Column("blobs", sa.Integer(), nullable=False),
-        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.Column("blob_bytes", sa.BigInteger(), nullable=False),
         sa.Column("digest", sa.LargeBinary(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column(
