@@ -22,6 +22,7 @@ from reelm.config import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from reelm.bootstrap import Platform
     from reelm.media.blobcheck import BlobReport
+    from reelm.migration.engine import Outcome
 
 app = typer.Typer(
     help="reelm: short videos, with each user's private data kept at home.", no_args_is_help=True
@@ -419,8 +420,15 @@ def migrate(
             if migration_id is None:
                 console.print("no migration on record")
                 raise typer.Exit(0 if status_ else 2)
+            current = engine.status(platform, migration_id)
             if status_:
-                print(json.dumps(engine.status(platform, migration_id), indent=2))
+                print(json.dumps(current, indent=2))
+                return
+            if current["state"] != "running":
+                console.print(
+                    f"migration {migration_id} is {current['state']}: nothing to resume "
+                    f"(report SHA-256 {current['report_sha256']})"
+                )
                 return
         else:
             if to is None or (market is None and users is None):
@@ -488,7 +496,7 @@ def _print_plan(plan) -> None:  # type: ignore[no-untyped-def]
         console.print(f"skipped {count}: {why}")
 
 
-def _run_migration(platform, migration_id):  # type: ignore[no-untyped-def]
+def _run_migration(platform: Platform, migration_id: uuid.UUID) -> Outcome:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

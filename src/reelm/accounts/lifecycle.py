@@ -135,7 +135,7 @@ def update_privacy(
     scope = _scope(platform, user)
     cipher = scope.cipher()
     with scope.cell.db.transaction() as s:
-        hold(s, user.user_id)
+        hold(s, user.user_id, row_lock=True)
         account = s.get(Account, user.user_id, with_for_update=True)
         if account is None:
             raise NotFound("no such account")

@@ -295,8 +295,9 @@ def log_in(
     token = f"{user_id.hex}.{secrets.token_urlsafe(TOKEN_BYTES)}"
     token_hash = _hash_token(token)
     with cell.db.transaction() as s:
-        hold(s, user_id)
-        if hasher.check_needs_rehash(stored):
+        rehash = hasher.check_needs_rehash(stored)
+        hold(s, user_id, row_lock=rehash)
+        if rehash:
             row = s.get(Account, user_id, with_for_update=True)
             if row is not None:
                 row.password_ct = cipher.encrypt("password", hasher.hash(password))

@@ -68,6 +68,7 @@ DONE = ("attested",)
 BLOB_PREFIXES = ("originals", "private")
 ORIGINAL_NAME = "original"
 DEFAULT_BATCH = 200
+RUN_LOCK_SPACE = 0x6D67  # first key of the run's advisory lock: "mg"
 # How long the purge waits for a source job that is running a moved user's video to notice
 # the fence and end.
 RUNNING_JOB_WAIT = 30.0
@@ -276,13 +277,7 @@ def start(platform: Platform, plan: Plan, *, batch_size: int = DEFAULT_BATCH) ->
         _journal_users(c, migration_id, plan)
         if plan.market is not None:
             _route(c, plan.market, plan.destination, migration_id)
-    details = {"migration": str(migration_id), "market": plan.market, "to": plan.destination}
-    for region in {plan.destination, *plan.users}:
-        platform.cell(region).log.append_now(
-            "migration.started",
-            None,
-            {**details, "users": len(plan.users.get(region, []))},
-        )
+    # 'migration.started' is logged in every region involved by the first run (Runner).
     return migration_id
 
 
@@ -425,15 +420,22 @@ def _document_rows(
 
 
 def _document(
-    platform: Platform, cell: Cell, user_id: uuid.UUID, rows: dict[str, list[dict[str, Any]]]
+    platform: Platform,
+    cell: Cell,
+    user_id: uuid.UUID,
+    rows: dict[str, list[dict[str, Any]]],
+    hashed: dict[str, tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """The user's canonical content as this cell holds it, read with this cell's keys."""
+    """The user's canonical content as this cell holds it, read with this cell's keys.
+    ``hashed``: blobs already hashed in full on this side (key -> SHA-256, size), and known
+    unchanged since; every other blob is read and hashed now."""
     cipher = UserCipher(user_id, cell.keys.data_key(user_id))
     tables = {m.name: _document_rows(m, rows[m.name], cipher) for m in MOVED_TABLES}
     data_key = cell.keys.data_key(user_id)
     blobs = {}
     for key in _user_blob_keys(cell.blobs, user_id):
-        sha, size = _blob_digest(cell.blobs, data_key, user_id, key)
+        known = (hashed or {}).get(key)
+        sha, size = known if known is not None else _blob_digest(cell.blobs, data_key, user_id, key)
         blobs[key] = {"sha256": sha, "size": size}
     offsets = {r["id"]: r["offset"] for r in rows["uploads"]}
     staged = {}
@@ -444,6 +446,17 @@ def _document(
 
 
 # ---- the run ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlobCheck:
+    """One blob copied: the source's size and modification time when it was read, and the
+    SHA-256 of its plaintext as read from the source and as read back from the destination."""
+
+    stamp: tuple[int, datetime]
+    source_sha: str
+    dest_sha: str
+    size: int
 
 
 @dataclass
@@ -484,7 +497,30 @@ class Runner:
 
     # -- driving ---------------------------------------------------------------------------
     def run(self, *, retry_failed: bool = False) -> Outcome:
+        """Take the migration's lock (one runner at a time), then move everyone left."""
+        if self.migration.state != "running":
+            raise MigrationError(f"migration {self.migration_id} is {self.migration.state}")
+        with self.platform.catalog.engine.connect() as conn:
+            got = conn.scalar(
+                text("SELECT pg_try_advisory_lock(:space, hashtext(:id))"),
+                {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
+            )
+            if not got:
+                raise MigrationError(
+                    f"migration {self.migration_id} is being run by another process"
+                )
+            try:
+                return self._run(retry_failed=retry_failed)
+            finally:
+                conn.execute(
+                    text("SELECT pg_advisory_unlock(:space, hashtext(:id))"),
+                    {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
+                )
+
+    def _run(self, *, retry_failed: bool) -> Outcome:
         began = time.monotonic()
+        self._sweep_scratch()
+        self._log_started()
         if retry_failed:
             self._set_state(self._users_in(("failed",)), "planned", error=None)
         self.fault("after-start")
@@ -494,9 +530,40 @@ class Runner:
             # (they read the old route): found and moved too, until there are none.
             if self.migration.market is None or not self._adopt_stragglers():
                 break
+            self._log_started()
         self._finish()
         self.outcome.seconds = time.monotonic() - began
         return self.outcome
+
+    def _sweep_scratch(self) -> None:
+        """Temporary files an interrupted run left in the destination's staging area."""
+        directory = self.platform.settings.staging_dir(self.dest.region)
+        if directory.exists():
+            for path in directory.glob(".migration.*"):
+                path.unlink(missing_ok=True)
+
+    def _log_started(self) -> None:
+        """``migration.started`` in every region involved, once (a crash between the journal's
+        commit and the log's is made good here)."""
+        details = {
+            "migration": str(self.migration_id),
+            "market": self.migration.market,
+            "to": self.dest.region,
+        }
+        needle = str(self.migration_id).encode()
+        for region in sorted({self.dest.region, *self._sources()}):
+            cell = self.platform.cell(region)
+            with cell.db.transaction() as s:
+                done = s.scalar(
+                    text(
+                        "SELECT EXISTS (SELECT 1 FROM tlog_entries WHERE kind = :k "
+                        "AND position(:n IN entry) > 0) OR EXISTS (SELECT 1 FROM tlog_queue "
+                        "WHERE kind = :k AND position(:n IN entry) > 0)"
+                    ),
+                    {"k": "migration.started", "n": needle},
+                )
+                if not done:
+                    cell.log.append(s, "migration.started", None, details)
 
     def _users_in(self, states: tuple[str, ...]) -> list[uuid.UUID]:
         with self.platform.catalog.transaction() as c:
@@ -551,17 +618,21 @@ class Runner:
     def _move_batch(self, src: Cell, rows: list[Any]) -> None:
         self._failed_now = set()
         early = [r.user_id for r in rows if r.state in BEFORE_SWITCH]
+        early = self._drop_deleted(src, early)
         if early:
-            precopied = self._copy_blobs(src, early, {}, prune=False)
+            # Blobs are copied, read back and hashed before the freeze: the frozen window
+            # only copies and hashes what changed since, so writes pause for seconds even
+            # when the users have gigabytes of media.
+            checks = self._copy_blobs(src, early, {}, prune=False)
             self.fault("after-precopy")
             self._freeze(src, early)
             self.fault("after-freeze")
             self._copy_rows(src, early)
-            self._copy_blobs(src, early, precopied)
+            checks = self._copy_blobs(src, early, checks)
             self._copy_staged(src, early)
             self._set_state(early, "copied")
             self.fault("after-copy")
-            verified = self._verify(src, early)
+            verified = self._verify(src, early, checks)
             self.fault("after-verify")
             self._switch(src, verified)
             self.fault("after-switch")
@@ -571,6 +642,27 @@ class Runner:
             self._activate(src, switched)
             self.fault("after-activate")
             self._purge(src, switched)
+
+    def _drop_deleted(self, src: Cell, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Users whose account was purged (their deletion came due) before their turn have
+        nothing left to move: they leave the journal, and a blob pre-copied by an interrupted
+        run goes too."""
+        with src.db.transaction() as s:
+            present = set(s.scalars(select(Account.user_id).where(Account.user_id.in_(ids))))
+        gone = [u for u in ids if u not in present]
+        for user_id in gone:
+            self._remove_copy(src, user_id)
+        if gone:
+            with self.platform.catalog.transaction() as c:
+                c.execute(
+                    delete(MigrationUser).where(
+                        MigrationUser.migration_id == self.migration_id,
+                        MigrationUser.user_id.in_(gone),
+                        MigrationUser.state.in_(BEFORE_SWITCH),
+                    )
+                )
+            log.info("%d users were deleted before their turn: nothing to move", len(gone))
+        return [u for u in ids if u in present]
 
     def _set_state(
         self, ids: list[uuid.UUID], state: str, *, error: str | None = None, **values: Any
@@ -592,39 +684,42 @@ class Runner:
         self,
         src: Cell,
         ids: list[uuid.UUID],
-        precopied: dict[str, tuple[int, float | None]],
+        known: dict[str, BlobCheck],
         *,
         prune: bool = True,
-    ) -> dict[str, tuple[int, float | None]]:
-        """Copy every protected blob of the users, re-encrypted; skip the ones already copied
-        and unchanged since (``precopied``: key -> source size and modification time). Remove
-        destination blobs the source no longer has. Returns what it saw."""
-        seen: dict[str, tuple[int, float | None]] = {}
+    ) -> dict[str, BlobCheck]:
+        """Copy every protected blob of the users, re-encrypted under the destination key, and
+        read each copy back to hash it. A blob in ``known`` whose source size and modification
+        time are unchanged is not copied again. ``prune``: remove destination blobs the
+        source no longer has. Returns the checks of every blob the source has now."""
+        checks: dict[str, BlobCheck] = {}
         for user_id in ids:
             if not src.keys.has_data_key(user_id):
                 continue
             new_key = self.dest.keys.create_data_key(user_id)
             old_key = src.keys.data_key(user_id)
-            keys = _user_blob_keys(src.blobs, user_id)
-            for key in keys:
+            for key in _user_blob_keys(src.blobs, user_id):
                 stamp = (src.blobs.size(key), src.blobs.modified(key))
-                seen[key] = stamp
-                if precopied.get(key) == stamp and self.dest.blobs.exists(key):
+                check = known.get(key)
+                if check is not None and check.stamp == stamp and self.dest.blobs.exists(key):
+                    checks[key] = check
                     continue
                 plain = _Plain(_plain_chunks(src.blobs, old_key, user_id, key))
                 scratch = self._scratch()
                 try:
                     with scratch.open("wb") as sealed:
-                        encrypt_blob(new_key, user_id, _blob_name(key), plain, sealed)
+                        encrypt_blob(new_key, user_id, _blob_name(key), plain, sealed)  # type: ignore[arg-type]
                     self.dest.blobs.put_file(key, scratch)
                 finally:
                     scratch.unlink(missing_ok=True)
+                dest_sha, _ = _blob_digest(self.dest.blobs, new_key, user_id, key)
+                checks[key] = BlobCheck(stamp, plain.sha.hexdigest(), dest_sha, plain.size)
                 self.copied_bytes += plain.size
             if prune:  # the final pass: the destination keeps exactly the source's blobs
                 for key in _user_blob_keys(self.dest.blobs, user_id):
-                    if key not in seen:
+                    if key not in checks:
                         self.dest.blobs.delete(key)
-        return seen
+        return checks
 
     def _scratch(self) -> Path:
         directory = self.platform.settings.staging_dir(self.dest.region)
@@ -699,10 +794,10 @@ class Runner:
     def _copy_staged(self, src: Cell, ids: list[uuid.UUID]) -> None:
         """Uploads in progress: their bytes so far, so the upload resumes where it stopped."""
         with src.db.transaction() as s:
-            offsets = dict(
-                (r.id, r.offset)
+            offsets = {
+                r.id: r.offset
                 for r in s.execute(select(Upload.id, Upload.offset).where(Upload.owner_id.in_(ids)))
-            )
+            }
         target = self.platform.settings.staging_dir(self.dest.region)
         for path in _staged_files(self.platform, src.region, offsets):
             target.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -718,7 +813,26 @@ class Runner:
             partial.replace(target / path.name)
 
     # -- verify ----------------------------------------------------------------------------
-    def _verify(self, src: Cell, ids: list[uuid.UUID], *, second: bool = False) -> list[uuid.UUID]:
+    def _verify(
+        self,
+        src: Cell,
+        ids: list[uuid.UUID],
+        checks: dict[str, BlobCheck] | None = None,
+        *,
+        second: bool = False,
+    ) -> list[uuid.UUID]:
+        """Compare each user's digest on both sides. Blobs copied in this run were hashed as
+        they were read from the source and again as read back from the destination (and the
+        source's are unchanged since: same size and time, and the user is frozen); blobs
+        copied by an earlier, interrupted run are read again on both sides now."""
+        checks = checks or {}
+        unchanged = {
+            key: check
+            for key, check in checks.items()
+            if (src.blobs.size(key), src.blobs.modified(key)) == check.stamp
+        }
+        src_hashed = {k: (c.source_sha, c.size) for k, c in unchanged.items()}
+        dst_hashed = {k: (c.dest_sha, c.size) for k, c in unchanged.items()}
         src_side, dst_side = _read_rows(src, ids), _read_rows(self.dest, ids)
         good: list[uuid.UUID] = []
         bad: dict[uuid.UUID, str] = {}
@@ -728,8 +842,8 @@ class Runner:
                 bad[user_id] = "the account is gone from the source"
                 continue
             try:
-                a = _document(self.platform, src, user_id, src_side.rows[user_id])
-                b = _document(self.platform, self.dest, user_id, dst_side.rows[user_id])
+                a = _document(self.platform, src, user_id, src_side.rows[user_id], src_hashed)
+                b = _document(self.platform, self.dest, user_id, dst_side.rows[user_id], dst_hashed)
             except Exception as exc:  # a blob that does not open, a key missing...
                 bad[user_id] = f"could not read the copy: {type(exc).__name__}"
                 continue
@@ -756,9 +870,9 @@ class Runner:
             retry = list(bad)
             log.warning("%d users did not verify; copying them once more", len(retry))
             self._copy_rows(src, retry)
-            self._copy_blobs(src, retry, {})
+            again = self._copy_blobs(src, retry, {})
             self._copy_staged(src, retry)
-            return good + self._verify(src, retry, second=True)
+            return good + self._verify(src, retry, again, second=True)
         for user_id, reason in bad.items():
             self._give_up(src, user_id, reason)
         return good
@@ -776,6 +890,20 @@ class Runner:
         self._set_state([user_id], "failed", error=reason[:500])
         self._failed_now.add(user_id)
         self.outcome.failed[str(user_id)] = reason
+        # A job the fence stopped left its video waiting: it is made here after all.
+        with src.db.transaction() as s:
+            waiting = list(
+                s.scalars(
+                    select(Video.id).where(
+                        Video.owner_id == user_id, Video.status.in_(("queued", "processing"))
+                    )
+                )
+            )
+        if waiting:
+            from reelm.media.videos import enqueue
+
+            for video_id in waiting:
+                enqueue(self.platform, src.region, video_id)
 
     def _remove_copy(self, src: Cell, user_id: uuid.UUID) -> None:
         dest = self.dest
@@ -796,20 +924,29 @@ class Runner:
         if not ids:
             return
         with self.platform.catalog.transaction() as c:
-            c.execute(
-                update(DirectoryEntry)
-                .where(DirectoryEntry.user_id.in_(ids), DirectoryEntry.home_region == src.region)
-                .values(home_region=self.dest.region, epoch=DirectoryEntry.epoch + 1)
+            flipped = set(
+                c.scalars(
+                    update(DirectoryEntry)
+                    .where(
+                        DirectoryEntry.user_id.in_(ids), DirectoryEntry.home_region == src.region
+                    )
+                    .values(home_region=self.dest.region, epoch=DirectoryEntry.epoch + 1)
+                    .returning(DirectoryEntry.user_id)
+                )
             )
             c.execute(
                 update(MigrationUser)
                 .where(
                     MigrationUser.migration_id == self.migration_id,
-                    MigrationUser.user_id.in_(ids),
+                    MigrationUser.user_id.in_(flipped),
                     MigrationUser.state == "verified",
                 )
                 .values(state="switched")
             )
+        # The directory did not point to the source (changed by hand?): never purge those.
+        for user_id in ids:
+            if user_id not in flipped:
+                self._give_up(src, user_id, "the directory entry no longer points to the source")
 
     def _activate(self, src: Cell, ids: list[uuid.UUID]) -> None:
         """After the switch: the destination's copy becomes the user's data (arrival logged
@@ -1079,7 +1216,7 @@ def in_transit(platform: Platform) -> dict[str, tuple[str, str, str]]:
             .join(Migration, Migration.id == MigrationUser.migration_id)
             .where(
                 Migration.state == "running",
-                MigrationUser.state.in_((*BEFORE_SWITCH, "switched", "failed")),
+                MigrationUser.state.in_((*BEFORE_SWITCH, "switched")),
             )
         ).all()
     return {str(u): (s, d, st) for u, s, d, st in rows}

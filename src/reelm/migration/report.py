@@ -51,19 +51,23 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _entries(platform: Platform, region: str, subjects: list[str], kind: str) -> dict[str, int]:
-    """Index of the first ``kind`` entry about each subject in the region's log."""
+def _entries(
+    platform: Platform, region: str, subjects: list[str], kind: str, migration: str
+) -> dict[str, int]:
+    """Index of this migration's ``kind`` entry about each subject in the region's log."""
     found: dict[str, int] = {}
     db = platform.cell(region).db
     for start in range(0, len(subjects), 5000):
         chunk = subjects[start : start + 5000]
         with db.transaction() as s:
-            for subject, idx in s.execute(
-                select(LogEntry.subject, LogEntry.idx)
+            for subject, idx, entry in s.execute(
+                select(LogEntry.subject, LogEntry.idx, LogEntry.entry)
                 .where(LogEntry.subject.in_(chunk), LogEntry.kind == kind)
                 .order_by(LogEntry.idx)
             ):
-                found.setdefault(subject, int(idx))
+                details = json.loads(entry).get("details", {})
+                if subject is not None and details.get("migration") == migration:
+                    found.setdefault(subject, int(idx))
     return found
 
 
@@ -92,10 +96,13 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
     subjects_by_source: dict[str, list[str]] = {}
     for u in moved:
         subjects_by_source.setdefault(u.source, []).append(str(u.user_id))
-    arrived = _entries(platform, dest, [str(u.user_id) for u in moved], "migration.arrived")
+    mid = str(migration_id)
+    arrived = _entries(platform, dest, [str(u.user_id) for u in moved], "migration.arrived", mid)
     departed: dict[str, int] = {}
+    destroyed: dict[str, int] = {}
     for region, subjects in subjects_by_source.items():
-        departed.update(_entries(platform, region, subjects, "migration.departed"))
+        departed.update(_entries(platform, region, subjects, "migration.departed", mid))
+        destroyed.update(_entries(platform, region, subjects, "key.destroyed", mid))
     body: dict[str, Any] = {
         "format": FORMAT,
         "migration": str(migration_id),
@@ -123,6 +130,7 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
                 "bytes": u.blob_bytes,
                 "digest": (u.digest or b"").hex(),
                 "departed": departed.get(str(u.user_id)),
+                "key_destroyed": destroyed.get(str(u.user_id)),
                 "arrived": arrived.get(str(u.user_id)),
             }
             for u in moved
@@ -288,6 +296,7 @@ def _check_users(body: dict[str, Any], fetch: EntryFetcher) -> list[str]:
     for user in body.get("users", []):
         for kind, region, index in (
             ("migration.departed", user.get("from"), user.get("departed")),
+            ("key.destroyed", user.get("from"), user.get("key_destroyed")),
             ("migration.arrived", body["destination"], user.get("arrived")),
         ):
             where = f"user {user.get('user')}: {kind}"
@@ -302,9 +311,10 @@ def _check_users(body: dict[str, Any], fetch: EntryFetcher) -> list[str]:
             details = event.get("details", {})
             if (
                 event.get("kind") != kind
+                or event.get("region") != region
                 or event.get("subject") != user.get("user")
                 or details.get("migration") != migration
-                or details.get("digest") != user.get("digest")
+                or (kind != "key.destroyed" and details.get("digest") != user.get("digest"))
             ):
                 problems.append(f"{where}: the logged entry says otherwise")
             elif not found.included:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 _HOLD = text("SELECT migration FROM accounts WHERE user_id = :user_id FOR KEY SHARE")
+_HOLD_ROW = text("SELECT migration FROM accounts WHERE user_id = :user_id FOR UPDATE")
 
 
 class UserMoving(RuntimeError):
@@ -30,9 +31,12 @@ class UserMoving(RuntimeError):
         self.user_id = user_id
 
 
-def hold(session: Session, user_id: uuid.UUID) -> None:
-    """Keep the user from being frozen until this transaction ends, or raise UserMoving."""
-    row = session.execute(_HOLD, {"user_id": user_id}).first()
+def hold(session: Session, user_id: uuid.UUID, *, row_lock: bool = False) -> None:
+    """Keep the user from being frozen until this transaction ends, or raise UserMoving.
+
+    ``row_lock``: for a transaction that goes on to lock the account row FOR UPDATE itself
+    (two concurrent KEY SHARE holders both upgrading would deadlock)."""
+    row = session.execute(_HOLD_ROW if row_lock else _HOLD, {"user_id": user_id}).first()
     if row is None or row[0] is not None:
         raise UserMoving(user_id)
 

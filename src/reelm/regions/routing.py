@@ -17,8 +17,9 @@ def routes(platform: Platform) -> dict[str, str]:
 def home_region(platform: Platform, market: str) -> str:
     """The home region of a new user of ``market`` (raises MarketBlocked / UnknownMarket)."""
     code = platform.policy.check_open(market)
-    with platform.catalog.transaction() as c:
-        routed = c.scalar(select(MarketRoute.region).where(MarketRoute.market == code))
+    # A read only: nothing to commit (a sign-up's own catalog transaction comes after).
+    with platform.catalog.engine.connect() as conn:
+        routed = conn.scalar(select(MarketRoute.region).where(MarketRoute.market == code))
     if routed is not None and routed in platform.cells:
         return routed
     return platform.policy.home_region(code)

@@ -72,8 +72,8 @@ MIN_CLEAR_LEN = 6
 
 
 # Leaks: any one makes the scan fail. Notices: left-overs in the right place, reported only.
-LEAK_KINDS = ("plaintext", "outside-home", "unknown-user", "public-exposure")
-NOTICE_KINDS = ("orphan", "stale", "stray")
+LEAK_KINDS = ("plaintext", "outside-home", "unknown-user", "public-exposure", "market-elsewhere")
+NOTICE_KINDS = ("orphan", "stale", "stray", "in-transit")
 # Jobs that may still run: a stale payload among them is worth a notice; finished ones are history.
 PENDING_JOBS = ("todo", "doing", "aborting")
 
@@ -105,6 +105,10 @@ class Finding:
             what = f"{self.value} of a video found in no region"
         elif self.kind == "stray":
             what = f"{self.value} of no upload or video in any region"
+        elif self.kind == "in-transit":
+            what = f"{self.value} of a user a running migration is moving to or from here"
+        elif self.kind == "market-elsewhere":
+            what = f"{self.value} of a user whose market now lives in {home}"
         else:
             what = f"{self.value} outside home region {home}"
         return f"{self.where} {self.location}: {what} (user {self.user_id or '?'})"
@@ -271,13 +275,28 @@ def _scan_database(
 USER_COLUMNS = ("user_id", "owner_id")
 
 
+class Directory(dict[str, str]):
+    """User id -> home region, and the users a running migration is moving (id -> source,
+    destination): their data may be in both regions until the purge."""
+
+    transit: dict[str, tuple[str, str]]
+
+    def __init__(self, homes: dict[str, str], transit: dict[str, tuple[str, str]]) -> None:
+        super().__init__(homes)
+        self.transit = transit
+
+
 def _placed(
     uid: str, region: str, directory: dict[str, str], where: str, location: str, value: str
 ) -> Iterator[Finding]:
-    """A leak when protected data of ``uid`` sits in ``region`` and the user lives elsewhere."""
+    """A leak when protected data of ``uid`` sits in ``region`` and the user lives elsewhere
+    (a notice while a running migration moves the user between the two)."""
     home = directory.get(uid)
+    moving = getattr(directory, "transit", {}).get(uid)
     if home is None:
         yield Finding("unknown-user", uid, where, location, value, None)
+    elif home != region and moving is not None and region in moving:
+        yield Finding("in-transit", uid, where, location, value, home)
     elif home != region:
         yield Finding("outside-home", uid, where, location, value, home)
 
@@ -531,11 +550,15 @@ def _scan_staging(
 
 def scan(platform: Platform) -> ScanReport:
     report = ScanReport()
+    from reelm.migration.engine import in_transit
+
     with platform.catalog.transaction() as s:
-        directory = {
+        homes = {
             str(uid): home
             for uid, home in s.execute(select(DirectoryEntry.user_id, DirectoryEntry.home_region))
         }
+    transit = {uid: (src, dst) for uid, (src, dst, _state) in in_transit(platform).items()}
+    directory = Directory(homes, transit)
     automaton = _automaton(platform, report)
     seen: set[Finding] = set()
 
@@ -551,4 +574,30 @@ def scan(platform: Platform) -> ScanReport:
     add(_scan_public(platform, directory, report))
     add(_scan_jobs(platform, directory, report))
     add(_scan_staging(platform, directory, report))
+    add(_scan_markets(platform, directory))
     return report
+
+
+def _scan_markets(platform: Platform, directory: Directory) -> Iterator[Finding]:
+    """Users of a market a migration moved (``market_routes``) who still live elsewhere: their
+    data is outside the jurisdiction the market was moved to (``market-elsewhere``). Markets
+    never moved are not checked here: their users live where the policy put them at sign-up
+    (and a migration of listed users may move some ahead of their market)."""
+    from reelm.regions import routing
+
+    routes = routing.routes(platform)
+    if not routes:
+        return
+    for region, cell in platform.cells.items():
+        with cell.db.transaction() as s:
+            left = s.execute(
+                select(Account.user_id, Account.market).where(
+                    Account.migration.is_(None), Account.market.in_(list(routes))
+                )
+            ).all()
+        for user_id, market in left:
+            expected, uid = routes[market], str(user_id)
+            if expected == region or directory.get(uid) != region:
+                continue
+            kind = "in-transit" if uid in directory.transit else "market-elsewhere"
+            yield Finding(kind, uid, f"database:{cell.db.name}", "accounts", "account", expected)
