@@ -526,3 +526,37 @@ def test_a_user_who_keeps_writing_during_the_migration_loses_nothing(
     assert [c for v, _, _, c in state["videos"] if v == video_id] == [caption]
     assert _holds_anything(platform, "sg", user.user_id) == []
     print(f"{i} rounds of writes during the migration; slowest round {slowest:.2f} s")
+
+
+def test_an_aborted_migration_leaves_unswitched_users_home_and_writable(
+    crash_world: Platform, clip: Path, tmp_path: Path
+) -> None:
+    platform = crash_world
+    ids = _movers(platform, clip, 2)
+    before = {u: _state_of(platform, u) for u in ids}
+    listed = tmp_path / "users.txt"
+    listed.write_text("\n".join(str(u) for u in ids))
+    report = str(tmp_path / "r.json")
+    killed = _reelm(
+        platform, "migrate", "--users", str(listed), "--to", "us", "--report", report,
+        REELM_MIGRATION_FAULT="after-copy",
+    )  # fmt: skip
+    killed.communicate(timeout=120)
+    assert killed.returncode == -9
+    with platform.cell("sg").db.transaction() as s:
+        frozen = {s.get(Account, u).migration for u in ids}
+    assert frozen == {"frozen"}
+    aborted = _reelm(platform, "migrate", "--abort")
+    out, err = aborted.communicate(timeout=120)
+    assert aborted.returncode == 0, err.decode()[-2000:]
+    for user_id in ids:
+        assert _state_of(platform, user_id) == before[user_id]
+        assert _holds_anything(platform, "us", user_id) == []
+        with platform.cell("sg").db.transaction() as s:
+            assert s.get(Account, user_id).migration is None
+    status = _reelm(platform, "migrate", "--status")
+    out, _ = status.communicate(timeout=60)
+    assert json.loads(out)["state"] == "aborted"
+    again = _reelm(platform, "migrate", "--resume")
+    again.communicate(timeout=60)
+    assert again.returncode == 0  # nothing to resume

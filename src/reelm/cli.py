@@ -402,7 +402,16 @@ def migrate(
     status_: Annotated[
         bool, typer.Option("--status", help="Show the last migration's state.")
     ] = False,
-    batch: Annotated[int, typer.Option(min=1, max=5000, help="Users per batch.")] = 200,
+    abort: Annotated[
+        bool,
+        typer.Option(help="Stop the running migration: users not yet switched stay (unfrozen)."),
+    ] = False,
+    migration: Annotated[
+        str | None, typer.Option("--id", help="The migration (default: the running or last one).")
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(min=1, max=5000, help="Users per batch (default 200).")
+    ] = None,
     report: Annotated[
         Path | None, typer.Option(help="Where to write the signed report (JSON).")
     ] = None,
@@ -415,14 +424,29 @@ def migrate(
 
     platform = _platform(_settings(config, data_dir=data_dir))
     try:
-        if status_ or resume:
-            migration_id = engine.running_migration(platform) or engine.last_migration(platform)
+        if status_ or resume or abort:
+            try:
+                migration_id = (
+                    uuid.UUID(migration)
+                    if migration
+                    else engine.running_migration(platform) or engine.last_migration(platform)
+                )
+            except ValueError:
+                console.print(f"[red]not a migration id: {migration!r}[/red]")
+                raise typer.Exit(2) from None
             if migration_id is None:
                 console.print("no migration on record")
                 raise typer.Exit(0 if status_ else 2)
             current = engine.status(platform, migration_id)
             if status_:
                 print(json.dumps(current, indent=2))
+                return
+            if abort and current["state"] == "running":
+                outcome = engine.Runner(platform, migration_id).abort()
+                console.print(
+                    f"migration {migration_id} aborted: {outcome.moved} users had moved and "
+                    f"stay moved; {len(outcome.failed)} stay where they were"
+                )
                 return
             if current["state"] != "running":
                 console.print(
@@ -443,9 +467,9 @@ def migrate(
             _print_plan(plan)
             if dry_run:
                 return
-            migration_id = engine.start(platform, plan, batch_size=batch)
+            migration_id = engine.start(platform, plan, batch_size=batch or engine.DEFAULT_BATCH)
             console.print(f"migration {migration_id} started")
-        outcome = _run_migration(platform, migration_id)
+        outcome = _run_migration(platform, migration_id, batch)
         target = report or Path(f"migration-{migration_id}.json")
         if outcome.report is not None:
             from reelm.migration.report import dumps
@@ -496,7 +520,7 @@ def _print_plan(plan) -> None:  # type: ignore[no-untyped-def]
         console.print(f"skipped {count}: {why}")
 
 
-def _run_migration(platform: Platform, migration_id: uuid.UUID) -> Outcome:
+def _run_migration(platform: Platform, migration_id: uuid.UUID, batch: int | None) -> Outcome:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -531,7 +555,12 @@ def _run_migration(platform: Platform, migration_id: uuid.UUID) -> Outcome:
                 mbps=f"{copied / elapsed / 1e6:.1f}",
             )
 
-        return engine.Runner(platform, migration_id, progress=step).run(retry_failed=True)
+        runner = engine.Runner(platform, migration_id, progress=step, batch_size=batch)
+        try:
+            return runner.run(retry_failed=True)
+        except engine.MigrationError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
 
 
 def _user_id(platform, handle: str):  # type: ignore[no-untyped-def]

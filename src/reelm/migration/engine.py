@@ -612,6 +612,55 @@ class Runner:
             done += sum(1 for r in rows if r.user_id not in self._failed_now)
             self.progress("move", done, total, self.copied_bytes)
 
+    def abort(self) -> Outcome:
+        """Stop the migration. Users not yet switched stay where they are (copies removed,
+        unfrozen); users already switched have moved, so their purge is finished. A market
+        route this migration set is taken back (new sign-ups follow the configuration again)."""
+        with self.platform.catalog.engine.connect() as conn:
+            got = conn.scalar(
+                text("SELECT pg_try_advisory_lock(:space, hashtext(:id))"),
+                {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
+            )
+            if not got:
+                raise MigrationError(
+                    f"migration {self.migration_id} is being run by another process"
+                )
+            try:
+                with self.platform.catalog.transaction() as c:
+                    rows = list(
+                        c.execute(
+                            select(MigrationUser.user_id, MigrationUser.source).where(
+                                MigrationUser.migration_id == self.migration_id,
+                                MigrationUser.state.in_(BEFORE_SWITCH),
+                            )
+                        )
+                    )
+                for user_id, source in rows:
+                    self._give_up(self.platform.cell(source), user_id, "migration aborted")
+                self._move_all()  # the switched ones: activate and purge
+                for region in {self.dest.region, *self._sources()}:
+                    self.platform.cell(region).log.integrate_all()
+                self._set_state(self._users_in(("purged",)), "attested")
+                with self.platform.catalog.transaction() as c:
+                    if self.migration.market is not None:
+                        c.execute(
+                            delete(MarketRoute).where(
+                                MarketRoute.market == self.migration.market,
+                                MarketRoute.migration_id == self.migration_id,
+                            )
+                        )
+                    c.execute(
+                        update(Migration)
+                        .where(Migration.id == self.migration_id)
+                        .values(state="aborted", finished_at=datetime.now(UTC))
+                    )
+                return self.outcome
+            finally:
+                conn.execute(
+                    text("SELECT pg_advisory_unlock(:space, hashtext(:id))"),
+                    {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
+                )
+
     # -- one batch --------------------------------------------------------------------------
     _failed_now: set[uuid.UUID] = set()
 

@@ -20,7 +20,10 @@ KINDS: dict[str, str] = {
     "staff.read": "Staff reads of protected data",
     "legal.request": "Legal requests recorded",
     "moderation.action": "Moderation actions",
-    "migration.step": "Region migration steps",
+    "migration.started": "Region migrations started",
+    "migration.arrived": "Users moved into this region",
+    "migration.departed": "Users moved out of this region (their data purged here)",
+    "migration.completed": "Region migrations completed (signed report anchored)",
 }
 
 
