@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
+from reelm.accounts.errors import InvalidInput
 from reelm.accounts.lifecycle import request_deletion
 from reelm.accounts.models import Account, DirectoryEntry
 from reelm.accounts.schemas import SignUp
@@ -295,9 +296,9 @@ def test_a_market_moves_and_nothing_is_left_behind(world: dict[str, Any], tmp_pa
 
 def test_dry_run_and_bad_requests_change_nothing(world: dict[str, Any]) -> None:
     platform: Platform = world["platform"]
-    with pytest.raises(engine.MigrationError):
+    with pytest.raises(InvalidInput):
         engine.make_plan(platform, "mars", market="FR")
-    with pytest.raises(engine.MigrationError):
+    with pytest.raises(InvalidInput):
         engine.make_plan(platform, "us")
     from reelm.regions.policy import MarketBlocked, UnknownMarket
 
@@ -560,3 +561,63 @@ def test_an_aborted_migration_leaves_unswitched_users_home_and_writable(
     again = _reelm(platform, "migrate", "--resume")
     again.communicate(timeout=60)
     assert again.returncode == 0  # nothing to resume
+
+
+# ---- the operator API --------------------------------------------------------------------------
+
+
+def test_operators_run_a_migration_through_the_api(
+    session_platform_factory: Callable[..., Platform], clip: Path
+) -> None:
+    import time
+
+    from reelm.transparency.gateway import grant
+
+    platform = session_platform_factory(markets=MARKETS)
+    admin_token, admin = _person(platform, market="CA")
+    grant(platform, admin.user_id, "admin")
+    support_token, support = _person(platform, market="CA")
+    grant(platform, support.user_id, "support")
+    movers = _movers(platform, clip, 3)
+    as_admin = {"Authorization": f"Bearer {admin_token}"}
+    base = "/api/v1/staff/migrations"
+    with TestClient(create_app(platform), base_url="https://testserver") as http:
+        # Not for support staff, nor anonymous.
+        r = http.post(base, json={"to": "us", "market": "US"},
+                      headers={"Authorization": f"Bearer {support_token}"})  # fmt: skip
+        assert r.status_code == 403 and r.json()["type"].endswith("/not-staff")
+        assert http.post(base, json={"to": "us", "market": "US"}).status_code == 401
+        # Bad input: clear problems, nothing started.
+        for body, code in [
+            ({"to": "mars", "market": "US"}, 422),
+            ({"to": "us"}, 422),
+            ({"to": "us", "market": "IN"}, 451),
+            ({"to": "us", "market": "ZZ"}, 422),
+            ({"to": "us'; DROP TABLE directory; --", "market": "US"}, 422),
+            ({"to": "us", "users": ["not-a-uuid"]}, 422),
+            ({"to": "us", "market": "US", "batch_size": 10**9}, 422),
+            ({"to": "us", "market": "US", "extra": 1}, 422),
+        ]:
+            r = http.post(base, json=body, headers=as_admin)
+            assert r.status_code == code, (body, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+        assert engine.last_migration(platform) is None
+        r = http.get(f"{base}/{uuid.uuid4()}", headers=as_admin)
+        assert r.status_code == 404
+        # The plan, then the real thing.
+        r = http.post(base, json={"to": "us", "market": "US", "dry_run": True}, headers=as_admin)
+        assert r.status_code == 200 and r.json()["plan"]["users"] == {"sg": 3}
+        r = http.post(base, json={"to": "us", "market": "US", "batch_size": 1}, headers=as_admin)
+        assert r.status_code == 202, r.text
+        where = r.headers["Location"]
+        deadline = time.monotonic() + 120
+        while (state := http.get(where, headers=as_admin).json())["state"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert state["state"] == "done" and state["users"] == {"attested": 3}
+        report = http.get(f"{where}/report", headers=as_admin).json()
+        assert verify_report(report, platform_keys(platform), platform_fetcher(platform)) == []
+        r = http.post(f"{where}/resume", headers=as_admin)
+        assert r.status_code == 409
+    for user_id in movers:
+        assert _state_of(platform, user_id)["home"] == "us"

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
+from reelm.api import migrations as migrations_api
 from reelm.api import staff as staff_api
 from reelm.api import transparency as transparency_api
 from reelm.api import videos as videos_api
@@ -66,6 +67,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(accounts_api.router)
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)
+    app.include_router(migrations_api.router)
     app.include_router(videos_api.router)
     app.include_router(videos_api.media)
 

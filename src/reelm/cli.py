@@ -420,6 +420,7 @@ def migrate(
 ) -> None:
     """Move users' protected data to another region: copy, verify, switch, purge the source
     (keys destroyed), attest in the logs, and write a signed report."""
+    from reelm.accounts.errors import AccountError
     from reelm.migration import engine
 
     platform = _platform(_settings(config, data_dir=data_dir))
@@ -437,7 +438,11 @@ def migrate(
             if migration_id is None:
                 console.print("no migration on record")
                 raise typer.Exit(0 if status_ else 2)
-            current = engine.status(platform, migration_id)
+            try:
+                current = engine.status(platform, migration_id)
+            except AccountError as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(2) from None
             if status_:
                 print(json.dumps(current, indent=2))
                 return
@@ -530,6 +535,7 @@ def _run_migration(platform: Platform, migration_id: uuid.UUID, batch: int | Non
         TimeRemainingColumn,
     )
 
+    from reelm.accounts.errors import AccountError
     from reelm.migration import engine
 
     with Progress(
@@ -558,7 +564,7 @@ def _run_migration(platform: Platform, migration_id: uuid.UUID, batch: int | Non
         runner = engine.Runner(platform, migration_id, progress=step, batch_size=batch)
         try:
             return runner.run(retry_failed=True)
-        except engine.MigrationError as exc:
+        except AccountError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
 

@@ -44,6 +44,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "residency-guard": (421, "Request reached the wrong region"),
     "moving": (503, "Your data is moving to another region"),
+    "migration-refused": (409, "Migration refused"),
     "upload-offset-mismatch": (409, "Upload offset does not match"),
     "upload-too-large": (413, "Upload too large"),
     "too-many-uploads": (429, "Too many uploads in progress"),

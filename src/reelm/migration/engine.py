@@ -43,6 +43,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from reelm.accounts.errors import AccountError, InvalidInput, NotFound
 from reelm.accounts.models import Account, DirectoryEntry
 from reelm.bootstrap import Platform
 from reelm.media.models import Upload, Video
@@ -74,8 +75,15 @@ RUN_LOCK_SPACE = 0x6D67  # first key of the run's advisory lock: "mg"
 RUNNING_JOB_WAIT = 30.0
 
 
-class MigrationError(Exception):
+class MigrationError(AccountError):
     """A migration cannot start or go on (a clear message for the operator)."""
+
+    slug = "migration-refused"
+    status = 409
+    title = "Migration refused"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
 
 
 # ---- fault injection -------------------------------------------------------------------------
@@ -172,9 +180,9 @@ def make_plan(
     """Who moves, and how much. ``market`` selects by the market recorded with each account;
     ``user_ids`` names users (both: the named users of that market)."""
     if destination not in platform.cells:
-        raise MigrationError(f"unknown region {destination!r}")
+        raise InvalidInput(f"unknown region {destination[:40]!r}", field="to")
     if market is None and user_ids is None:
-        raise MigrationError("name a market or a list of users")
+        raise InvalidInput("name a market or a list of users", field="market")
     if market is not None:
         market = platform.policy.check_open(market)
     wanted = None if user_ids is None else set(user_ids)
@@ -488,7 +496,7 @@ class Runner:
         with platform.catalog.transaction() as c:
             migration = c.get(Migration, migration_id)
             if migration is None:
-                raise MigrationError(f"no migration {migration_id}")
+                raise NotFound(f"no migration {migration_id}")
             self.migration = migration
         self.dest = platform.cell(migration.destination)
         self.batch_size = batch_size or int(migration.plan.get("batch_size", DEFAULT_BATCH))
@@ -1174,6 +1182,7 @@ class Runner:
                     state="running" if failed else "done",
                     finished_at=None if failed else datetime.now(UTC),
                     report_sha256=bytes.fromhex(self.outcome.report["report_sha256"]),
+                    report=self.outcome.report,
                 )
             )
 
@@ -1222,7 +1231,7 @@ def status(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
     with platform.catalog.transaction() as c:
         migration = c.get(Migration, migration_id)
         if migration is None:
-            raise MigrationError(f"no migration {migration_id}")
+            raise NotFound(f"no migration {migration_id}")
         states = dict(
             c.execute(
                 select(MigrationUser.state, func.count())

@@ -38,6 +38,8 @@ class Migration(CatalogBase):
     # What the plan found (users, rows and bytes per source region) and the options it ran with.
     plan: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     report_sha256: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The last signed report (also written to a file by the CLI; served to operators).
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
