@@ -80,12 +80,18 @@ def regions(
 ) -> None:
     """Each region with its database, blob location and markets (passwords hidden)."""
     from reelm.regions.policy import ResidencyPolicy
+    from reelm.regions.routing import routes
     from reelm.storage.db import redact
 
     settings = _settings(config, data_dir=data_dir)
     policy = ResidencyPolicy.from_settings(settings)
     platform = _platform(settings, upgrade=False)
     try:
+        # Markets a region migration moved override the configuration (market_routes).
+        moved = routes(platform)
+        if moved:
+            markets = {**settings.markets, **moved}
+            policy = ResidencyPolicy(markets, policy.default_region, policy.blocked)
         rows = [
             {
                 "region": name,
@@ -104,7 +110,12 @@ def regions(
     if as_json:
         print(
             json.dumps(
-                {"regions": rows, "catalog": {"database": catalog}, "blocked_markets": blocked},
+                {
+                    "regions": rows,
+                    "catalog": {"database": catalog},
+                    "blocked_markets": blocked,
+                    "moved_markets": moved,
+                },
                 indent=2,
             )
         )
@@ -116,6 +127,8 @@ def regions(
     Console().print(f"catalog: {catalog}")
     for market, reason in blocked.items():
         Console().print(f"blocked {market}: {reason}")
+    for market, region in sorted(moved.items()):
+        Console().print(f"moved {market} to {region} by a region migration")
 
 
 @app.command("residency-scan")

@@ -21,7 +21,6 @@ from reelm.api.deps import CurrentUserDep, PlatformDep
 from reelm.api.problems import problem_responses
 from reelm.bootstrap import Platform
 from reelm.migration import engine
-from reelm.migration.models import Migration
 from reelm.transparency.gateway import NotStaff, staff_role
 
 log = logging.getLogger("reelm.migration")
@@ -126,10 +125,4 @@ def migration_report(
 ) -> JSONResponse:
     """The signed report (check it with ``reelm audit verify-migration``)."""
     _admin(platform, user)
-    with platform.catalog.transaction() as c:
-        migration = c.get(Migration, migration_id)
-    if migration is None or migration.report is None:
-        from reelm.accounts.errors import NotFound
-
-        raise NotFound("no report for this migration (yet)")
-    return JSONResponse(migration.report)
+    return JSONResponse(engine.stored_report(platform, migration_id))

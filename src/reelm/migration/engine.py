@@ -1260,6 +1260,60 @@ def status(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+def overview(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest migrations, for the public transparency page: market, regions, progress,
+    state and the report's SHA-256 (random ids and counts only)."""
+    with platform.catalog.transaction() as c:
+        migrations = list(
+            c.scalars(select(Migration).order_by(Migration.created_at.desc()).limit(limit))
+        )
+        counts: dict[uuid.UUID, dict[str, int]] = {}
+        sources: dict[uuid.UUID, set[str]] = {}
+        if migrations:
+            for mid, source, state, n in c.execute(
+                select(
+                    MigrationUser.migration_id,
+                    MigrationUser.source,
+                    MigrationUser.state,
+                    func.count(),
+                )
+                .where(MigrationUser.migration_id.in_([m.id for m in migrations]))
+                .group_by(MigrationUser.migration_id, MigrationUser.source, MigrationUser.state)
+            ):
+                by_state = counts.setdefault(mid, {})
+                by_state[state] = by_state.get(state, 0) + n
+                sources.setdefault(mid, set()).add(source)
+    out = []
+    for m in migrations:
+        by_state = counts.get(m.id, {})
+        total = sum(by_state.values())
+        out.append(
+            {
+                "id": str(m.id),
+                "market": m.market,
+                "sources": sorted(sources.get(m.id, set())),
+                "destination": m.destination,
+                "state": m.state,
+                "started_at": m.created_at,
+                "finished_at": m.finished_at,
+                "users": total,
+                "moved": by_state.get("purged", 0) + by_state.get("attested", 0),
+                "failed": by_state.get("failed", 0),
+                "report_sha256": m.report_sha256.hex() if m.report_sha256 else None,
+                "has_report": m.report is not None,
+            }
+        )
+    return out
+
+
+def stored_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
+    with platform.catalog.transaction() as c:
+        migration = c.get(Migration, migration_id)
+    if migration is None or migration.report is None:
+        raise NotFound("no report for this migration (yet)")
+    return migration.report
+
+
 def in_transit(platform: Platform) -> dict[str, tuple[str, str, str]]:
     """Users of running migrations not yet purged: user id -> (source, destination, state).
     residency-scan treats their copies as in transit, not as leaks."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from reelm.accounts.errors import NotFound
 from reelm.bootstrap import Platform
@@ -17,6 +19,25 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
     def index(request: Request) -> Response:
         reports = [region_report(c.log) for c in platform.cells.values()]
         return pages.render(request, "transparency_index.html", reports=reports)
+
+    @app.get("/transparency/migrations", response_class=HTMLResponse, include_in_schema=False)
+    def migrations(request: Request) -> Response:
+        from reelm.migration.engine import overview
+
+        rows = overview(platform)
+        running = any(r["state"] == "running" for r in rows)
+        return pages.render(request, "transparency_migrations.html", rows=rows, running=running)
+
+    @app.get("/transparency/migrations/{migration_id}/report.json", include_in_schema=False)
+    def migration_report(migration_id: uuid.UUID) -> Response:
+        from reelm.migration.engine import stored_report
+
+        return JSONResponse(
+            stored_report(platform, migration_id),
+            headers={
+                "Content-Disposition": f'attachment; filename="migration-{migration_id}.json"'
+            },
+        )
 
     @app.get("/transparency/{region}", response_class=HTMLResponse, include_in_schema=False)
     def report(request: Request, region: str) -> Response:
