@@ -42,7 +42,7 @@ from reelm.storage.db import RegionBase
 from reelm.storage.keys import KeyDestroyed
 
 from . import tus
-from .conftest import PASSWORD, unique_handle
+from .conftest import PASSWORD, _factory, unique_handle
 from .test_residency import _drop_restored, _libpq, _pg_dump_for, _restore
 from .test_transcode import FAST_H264, ffmpeg, pattern, tone
 
@@ -58,6 +58,15 @@ def test_every_region_table_is_moved_or_known_to_stay() -> None:
     moved = {m.name for m in MOVED_TABLES}
     for name in RegionBase.metadata.tables:
         assert name in moved or name in STAYING_TABLES or name.startswith(STAYING_PREFIXES), name
+
+
+@pytest.fixture(scope="module")
+def module_platforms(
+    admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Platform]]:
+    """Platforms shared by this module's tests, dropped when the module ends (each holds
+    connection pools to six databases; the server allows 100 connections)."""
+    yield from _factory(admin_url, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +149,8 @@ def _holds_anything(platform: Platform, region: str, user_id: uuid.UUID) -> list
 
 
 @pytest.fixture(scope="module")
-def world(
-    session_platform_factory: Callable[..., Platform], clip: Path
-) -> Iterator[dict[str, Any]]:
-    platform = session_platform_factory(markets=MARKETS)
+def world(module_platforms: Callable[..., Platform], clip: Path) -> Iterator[dict[str, Any]]:
+    platform = module_platforms(markets=MARKETS)
     people: dict[str, Any] = {}
     # A creator with a public and a private video, and an upload half done.
     token, alice = _person(platform, phone="+1 202 555 0147")
@@ -312,9 +319,9 @@ def test_dry_run_and_bad_requests_change_nothing(world: dict[str, Any]) -> None:
 
 
 def test_a_digest_mismatch_leaves_the_user_where_they_are(
-    session_platform_factory: Callable[..., Platform], monkeypatch: pytest.MonkeyPatch
+    platform_factory: Callable[..., Platform], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    platform = session_platform_factory(markets=MARKETS)
+    platform = platform_factory(markets=MARKETS)
     _, user = _person(platform)
     original = engine.Runner._reencrypt
 
@@ -390,8 +397,8 @@ def _movers(platform: Platform, clip: Path, count: int) -> list[uuid.UUID]:
 
 
 @pytest.fixture(scope="module")
-def crash_world(session_platform_factory: Callable[..., Platform]) -> Platform:
-    return session_platform_factory(markets=MARKETS)
+def crash_world(module_platforms: Callable[..., Platform]) -> Platform:
+    return module_platforms(markets=MARKETS)
 
 
 @pytest.mark.parametrize("point", engine.FAULT_POINTS)
@@ -471,7 +478,7 @@ def test_killed_at_random_times_then_resumed(
 
 
 def test_a_user_who_keeps_writing_during_the_migration_loses_nothing(
-    session_platform_factory: Callable[..., Platform], clip: Path
+    platform_factory: Callable[..., Platform], clip: Path
 ) -> None:
     """While a market moves (one user per batch, so it takes a while), a user logs in again
     and again, edits a video's caption and starts uploads. Every request succeeds (writes that
@@ -480,7 +487,7 @@ def test_a_user_who_keeps_writing_during_the_migration_loses_nothing(
     import threading
     import time
 
-    platform = session_platform_factory(markets=MARKETS)
+    platform = platform_factory(markets=MARKETS)
     token, user = _person(platform)
     handle = authenticate(platform, token).handle
     video_id = ingest(platform, user, clip, UploadMeta(caption="v0", visibility="private"))
@@ -567,13 +574,13 @@ def test_an_aborted_migration_leaves_unswitched_users_home_and_writable(
 
 
 def test_operators_run_a_migration_through_the_api(
-    session_platform_factory: Callable[..., Platform], clip: Path
+    platform_factory: Callable[..., Platform], clip: Path
 ) -> None:
     import time
 
     from reelm.transparency.gateway import grant
 
-    platform = session_platform_factory(markets=MARKETS)
+    platform = platform_factory(markets=MARKETS)
     admin_token, admin = _person(platform, market="CA")
     grant(platform, admin.user_id, "admin")
     support_token, support = _person(platform, market="CA")
@@ -629,11 +636,11 @@ def test_operators_run_a_migration_through_the_api(
 
 @pytest.mark.browser
 def test_the_public_migrations_page_shows_progress_and_the_report(
-    session_platform_factory: Callable[..., Platform], clip: Path, browser: Any, tmp_path: Path
+    platform_factory: Callable[..., Platform], clip: Path, browser: Any, tmp_path: Path
 ) -> None:
     from .conftest import serving
 
-    platform = session_platform_factory(markets=MARKETS)
+    platform = platform_factory(markets=MARKETS)
     _movers(platform, clip, 2)
     migration_id = engine.start(platform, engine.make_plan(platform, "us", market="US"))
     with serving(platform) as url:

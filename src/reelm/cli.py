@@ -460,7 +460,11 @@ def migrate(
                 print(json.dumps(current, indent=2))
                 return
             if abort and current["state"] == "running":
-                outcome = engine.Runner(platform, migration_id).abort()
+                try:
+                    outcome = engine.Runner(platform, migration_id).abort()
+                except AccountError as exc:
+                    console.print(f"[red]{exc}[/red]")
+                    raise typer.Exit(2) from None
                 console.print(
                     f"migration {migration_id} aborted: {outcome.moved} users had moved and "
                     f"stay moved; {len(outcome.failed)} stay where they were"
@@ -494,9 +498,11 @@ def migrate(
 
             target.write_text(dumps(outcome.report))
         rate = outcome.moved / outcome.seconds if outcome.seconds else 0.0
+        pause = max(outcome.pauses, default=0.0)
         console.print(
             f"[green]moved {outcome.moved} users[/green] in {outcome.seconds:.1f} s "
-            f"({rate:.0f} users/s); report: {target}"
+            f"({rate:.0f} users/s); writes paused at most {pause:.2f} s per batch; "
+            f"report: {target}"
         )
         for user_id, reason in sorted(outcome.failed.items()):
             console.print(f"[red]stayed[/red] user {user_id}: {reason}")

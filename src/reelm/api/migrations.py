@@ -105,6 +105,8 @@ def resume_migration(
     _admin(platform, user)
     if _status(platform, migration_id)["state"] != "running":
         raise engine.MigrationError(f"migration {migration_id} is not running")
+    if engine.being_run(platform, migration_id):
+        raise engine.MigrationError(f"migration {migration_id} is being run already")
     _start_thread(platform, migration_id)
     return _status(platform, migration_id)
 

@@ -11,8 +11,10 @@ moment is finished by running it again (``resume``):
   blobs added or changed since the pre-copy are copied too. The copy waits in the destination
   as ``incoming`` (no one reads it: the directory still points to the source).
 - **verify**: the canonical content (``digest.py``) is computed on each side with that side's
-  keys: rows decrypted, every blob read back in full and hashed. A mismatch is copied once more;
-  a second mismatch leaves the user where they are (unfrozen, the copy removed) and reports it.
+  keys: rows decrypted, every blob hashed in full on both sides (the source's as it is streamed
+  to the copy, the destination's as it is read back; both before the freeze for blobs that do
+  not change meanwhile, or again after a resumed crash). A mismatch is copied once more; a
+  second mismatch leaves the user where they are (unfrozen, the copy removed) and reports it.
 - **switch**: in one catalog transaction the directory entry points to the destination with
   the epoch raised, and the journal says so. Then the destination's copy is activated (and its
   arrival logged), the source's is marked ``moved`` (refusing writes and session reads), and
@@ -476,6 +478,8 @@ class Outcome:
     blobs: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    # Per batch, how long its users' writes were paused (freeze to activation), in seconds.
+    pauses: list[float] = field(default_factory=list)
     report: dict[str, Any] | None = None
 
 
@@ -682,6 +686,7 @@ class Runner:
             # when the users have gigabytes of media.
             checks = self._copy_blobs(src, early, {}, prune=False)
             self.fault("after-precopy")
+            frozen_at = time.monotonic()
             self._freeze(src, early)
             self.fault("after-freeze")
             self._copy_rows(src, early)
@@ -697,6 +702,8 @@ class Runner:
         switched += [u for u in early if u not in self._failed_now]
         if switched:
             self._activate(src, switched)
+            if early:
+                self.outcome.pauses.append(time.monotonic() - frozen_at)
             self.fault("after-activate")
             self._purge(src, switched)
 
@@ -1220,6 +1227,16 @@ def running_migration(platform: Platform) -> uuid.UUID | None:
             .order_by(Migration.created_at.desc())
             .limit(1)
         )
+
+
+def being_run(platform: Platform, migration_id: uuid.UUID) -> bool:
+    """Whether a process holds the migration's run lock now."""
+    params = {"space": RUN_LOCK_SPACE, "id": str(migration_id)}
+    with platform.catalog.engine.connect() as conn:
+        free = conn.scalar(text("SELECT pg_try_advisory_lock(:space, hashtext(:id))"), params)
+        if free:
+            conn.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:id))"), params)
+    return not free
 
 
 def last_migration(platform: Platform) -> uuid.UUID | None:
