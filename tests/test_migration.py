@@ -632,32 +632,3 @@ def test_operators_run_a_migration_through_the_api(
         assert http.get(f"/transparency/migrations/{uuid.uuid4()}/report.json").status_code == 404
     for user_id in movers:
         assert _state_of(platform, user_id)["home"] == "us"
-
-
-@pytest.mark.browser
-def test_the_public_migrations_page_shows_progress_and_the_report(
-    platform_factory: Callable[..., Platform], clip: Path, browser: Any, tmp_path: Path
-) -> None:
-    from .conftest import serving
-
-    platform = platform_factory(markets=MARKETS)
-    _movers(platform, clip, 2)
-    migration_id = engine.start(platform, engine.make_plan(platform, "us", market="US"))
-    with serving(platform) as url:
-        page = browser.new_page()
-        page.goto(f"{url}/transparency/migrations")
-        row = page.locator("table.report tbody tr").first
-        assert "US" in row.inner_text() and "running" in row.inner_text()
-        assert row.locator("progress").get_attribute("value") == "0"
-        engine.Runner(platform, migration_id).run()
-        page.goto(f"{url}/transparency/migrations")
-        row = page.locator("table.report tbody tr").first
-        assert "done" in row.inner_text() and "2 of 2 users" in row.inner_text()
-        assert row.locator("progress").get_attribute("value") == "2"
-        with page.expect_download() as download:
-            row.get_by_role("link", name="report").click()
-        saved = tmp_path / "report.json"
-        download.value.save_as(saved)
-        report = json.loads(saved.read_text())
-        assert verify_report(report, platform_keys(platform), platform_fetcher(platform)) == []
-        page.close()
