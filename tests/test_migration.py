@@ -326,10 +326,10 @@ def test_a_digest_mismatch_leaves_the_user_where_they_are(
     original = engine.Runner._reencrypt
 
     def corrupt(self: engine.Runner, moved: Any, row: dict[str, Any], old: Any, new: Any):  # type: ignore[no-untyped-def]
-        out = original(self, moved, row, old, new)
+        out, doc = original(self, moved, row, old, new)
         if moved.name == "accounts":
             out["email_ct"] = new.encrypt("email", "someone-else@example.com")
-        return out
+        return out, doc
 
     monkeypatch.setattr(engine.Runner, "_reencrypt", corrupt)
     plan = engine.make_plan(platform, "us", market="US")

@@ -2,19 +2,18 @@
 
 Computed independently on each side of a migration (each with its own region's keys): rows
 with their protected columns decrypted (blind indexes and the fence column left out: they are
-region-local), in primary-key order, as RFC 8785 canonical JSON; blobs by key, plaintext size
-and plaintext SHA-256; staged uploads by name, size and SHA-256. Equal digests mean the
-destination holds exactly what the source held."""
+region-local), in primary-key order, as canonical JSON (sorted keys, no whitespace); blobs
+by key, plaintext size and plaintext SHA-256; staged uploads by name, size and SHA-256.
+Equal digests mean the destination holds exactly what the source held."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-
-import rfc8785
 
 
 def canonical(value: Any) -> Any:
@@ -40,7 +39,13 @@ def canonical(value: Any) -> Any:
 
 
 def digest(document: dict[str, Any]) -> bytes:
-    return hashlib.sha256(rfc8785.dumps(canonical(document))).digest()
+    """SHA-256 of the document as canonical JSON: keys sorted, no whitespace, UTF-8. (The
+    values are only strings, integers, floats, booleans and null once ``canonical`` has run,
+    for which this is as canonical as RFC 8785 and several times faster in Python.)"""
+    text = json.dumps(
+        canonical(document), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(text.encode()).digest()
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

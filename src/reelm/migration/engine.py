@@ -41,7 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import any_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -166,6 +168,12 @@ class Plan:
         }
 
 
+def _among(column: Any, ids: Iterable[uuid.UUID]) -> Any:
+    """``column = ANY(:ids)``: one array parameter, however many ids (an IN list takes one
+    parameter per id, and PostgreSQL's protocol allows 65,535)."""
+    return column == any_(bindparam(None, list(ids), type_=ARRAY(PG_UUID(as_uuid=True))))
+
+
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -200,7 +208,7 @@ def make_plan(
             if wanted is not None:
                 found: list[uuid.UUID] = []
                 for chunk in _batches(sorted(wanted), 5000):
-                    found += s.scalars(query.where(Account.user_id.in_(chunk)))
+                    found += s.scalars(query.where(_among(Account.user_id, chunk)))
             else:
                 found = list(s.scalars(query))
         ids = sorted(u for u in found if u not in exclude)
@@ -216,7 +224,7 @@ def make_plan(
                 homes = dict(
                     c.execute(
                         select(DirectoryEntry.user_id, DirectoryEntry.home_region).where(
-                            DirectoryEntry.user_id.in_(missing)
+                            _among(DirectoryEntry.user_id, missing)
                         )
                     ).all()
                 )
@@ -235,14 +243,16 @@ def _measure(cell: Cell, ids: list[uuid.UUID], plan: Plan) -> None:
             count = 0
             for chunk in _batches(ids, 5000):
                 count += (
-                    s.scalar(select(func.count()).select_from(moved.table).where(column.in_(chunk)))
+                    s.scalar(
+                        select(func.count()).select_from(moved.table).where(_among(column, chunk))
+                    )
                     or 0
                 )
             plan.rows[moved.name] = plan.rows.get(moved.name, 0) + count
         for chunk in _batches(ids, 5000):
             for original, renditions, visibility in s.execute(
                 select(Video.original_bytes, Video.renditions, Video.visibility).where(
-                    Video.owner_id.in_(chunk)
+                    _among(Video.owner_id, chunk)
                 )
             ):
                 plan.bytes += original or 0
@@ -267,7 +277,7 @@ def start(platform: Platform, plan: Plan, *, batch_size: int = DEFAULT_BATCH) ->
             .where(
                 Migration.state == "running",
                 MigrationUser.state.notin_(("attested", "failed")),
-                MigrationUser.user_id.in_([u for ids in plan.users.values() for u in ids][:50000]),
+                _among(MigrationUser.user_id, [u for ids in plan.users.values() for u in ids]),
             )
         )
         if busy:
@@ -407,7 +417,7 @@ def _read_rows(cell: Cell, ids: list[uuid.UUID]) -> _Side:
             table = moved.table
             order = list(table.primary_key.columns)
             for row in s.execute(
-                select(table).where(table.c[moved.user_column].in_(ids)).order_by(*order)
+                select(table).where(_among(table.c[moved.user_column], ids)).order_by(*order)
             ).mappings():
                 rows[row[moved.user_column]][moved.name].append(dict(row))
     return _Side(rows)
@@ -433,21 +443,25 @@ def _document(
     platform: Platform,
     cell: Cell,
     user_id: uuid.UUID,
-    rows: dict[str, list[dict[str, Any]]],
+    rows: dict[str, list[dict[str, Any]]] | None,
     hashed: dict[str, tuple[str, int]] | None = None,
+    tables: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The user's canonical content as this cell holds it, read with this cell's keys.
     ``hashed``: blobs already hashed in full on this side (key -> SHA-256, size), and known
-    unchanged since; every other blob is read and hashed now."""
-    cipher = UserCipher(user_id, cell.keys.data_key(user_id))
-    tables = {m.name: _document_rows(m, rows[m.name], cipher) for m in MOVED_TABLES}
+    unchanged since; every other blob is read and hashed now. ``tables``: the rows already
+    decrypted on this side (the copy decrypts the source's anyway), instead of ``rows``."""
     data_key = cell.keys.data_key(user_id)
+    if tables is None:
+        assert rows is not None
+        cipher = UserCipher(user_id, data_key)
+        tables = {m.name: _document_rows(m, rows[m.name], cipher) for m in MOVED_TABLES}
     blobs = {}
     for key in _user_blob_keys(cell.blobs, user_id):
         known = (hashed or {}).get(key)
         sha, size = known if known is not None else _blob_digest(cell.blobs, data_key, user_id, key)
         blobs[key] = {"sha256": sha, "size": size}
-    offsets = {r["id"]: r["offset"] for r in rows["uploads"]}
+    offsets = {r["id"]: r["offset"] for r in tables["uploads"]}
     staged = {}
     for path in _staged_files(platform, cell.region, offsets):
         sha, size = _file_digest(path, offsets[uuid.UUID(path.stem)])
@@ -506,6 +520,7 @@ class Runner:
         self.batch_size = batch_size or int(migration.plan.get("batch_size", DEFAULT_BATCH))
         self.outcome = Outcome(migration_id)
         self.copied_bytes = 0
+        self._source_docs: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {}
 
     # -- driving ---------------------------------------------------------------------------
     def run(self, *, retry_failed: bool = False) -> Outcome:
@@ -712,7 +727,7 @@ class Runner:
         nothing left to move: they leave the journal, and a blob pre-copied by an interrupted
         run goes too."""
         with src.db.transaction() as s:
-            present = set(s.scalars(select(Account.user_id).where(Account.user_id.in_(ids))))
+            present = set(s.scalars(select(Account.user_id).where(_among(Account.user_id, ids))))
         gone = [u for u in ids if u not in present]
         for user_id in gone:
             self._remove_copy(src, user_id)
@@ -721,7 +736,7 @@ class Runner:
                 c.execute(
                     delete(MigrationUser).where(
                         MigrationUser.migration_id == self.migration_id,
-                        MigrationUser.user_id.in_(gone),
+                        _among(MigrationUser.user_id, gone),
                         MigrationUser.state.in_(BEFORE_SWITCH),
                     )
                 )
@@ -738,7 +753,7 @@ class Runner:
                 update(MigrationUser)
                 .where(
                     MigrationUser.migration_id == self.migration_id,
-                    MigrationUser.user_id.in_(ids),
+                    _among(MigrationUser.user_id, ids),
                 )
                 .values(state=state, error=error, **values)
             )
@@ -796,13 +811,13 @@ class Runner:
         with src.db.transaction() as s:
             s.execute(
                 select(Account.user_id)
-                .where(Account.user_id.in_(ids))
+                .where(_among(Account.user_id, ids))
                 .order_by(Account.user_id)
                 .with_for_update()
             )
             s.execute(
                 update(Account)
-                .where(Account.user_id.in_(ids), Account.migration.is_(None))
+                .where(_among(Account.user_id, ids), Account.migration.is_(None))
                 .values(migration="frozen")
             )
 
@@ -817,35 +832,62 @@ class Runner:
             old = UserCipher(user_id, src.keys.data_key(user_id))
             new = UserCipher(user_id, self.dest.keys.create_data_key(user_id))
             counts[user_id] = sum(len(v) for v in tables.values())
+            docs: dict[str, list[dict[str, Any]]] = {}
             for moved in MOVED_TABLES:
+                docs[moved.name] = []
                 for row in tables[moved.name]:
-                    out[moved.name].append(self._reencrypt(moved, row, old, new))
+                    copy, doc = self._reencrypt(moved, row, old, new)
+                    out[moved.name].append(copy)
+                    docs[moved.name].append(doc)
+            # The source's side of the verification: the frozen rows, decrypted with the
+            # source key as they were read for the copy.
+            self._source_docs[user_id] = docs
         with self.dest.db.transaction() as s:
             for moved in reversed(MOVED_TABLES):
-                s.execute(delete(moved.table).where(moved.table.c[moved.user_column].in_(ids)))
+                s.execute(delete(moved.table).where(_among(moved.table.c[moved.user_column], ids)))
             for moved in MOVED_TABLES:
                 for chunk in _batches(out[moved.name], 1000):
                     s.execute(insert(moved.table), chunk)
-        with self.platform.catalog.transaction() as c:
-            for user_id, count in counts.items():
-                c.execute(
-                    update(MigrationUser)
-                    .where(
-                        MigrationUser.migration_id == self.migration_id,
-                        MigrationUser.user_id == user_id,
-                    )
-                    .values(rows=count)
-                )
+        self._journal_values("rows = v.n", {"n": ("integer", counts)})
         self.outcome.rows += sum(counts.values())
+
+    def _journal_values(
+        self, assignments: str, columns: dict[str, tuple[str, dict[Any, Any]]]
+    ) -> None:
+        """One UPDATE of many users' journal rows: ``columns`` maps a name to its SQL type and
+        the values per user id; ``assignments`` uses them as ``v.<name>``."""
+        users = sorted(next(iter(columns.values()))[1])
+        if not users:
+            return
+        names = ", ".join(columns)
+        arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, (kind, _) in columns.items())
+        params: dict[str, Any] = {"m": self.migration_id, "u": users}
+        for name, (_, values) in columns.items():
+            params[name] = [values[u] for u in users]
+        with self.platform.catalog.transaction() as c:
+            c.execute(
+                text(
+                    f"UPDATE migration_users AS j SET {assignments}, updated_at = now() "
+                    f"FROM unnest(CAST(:u AS uuid[]), {arrays}) AS v(u, {names}) "
+                    "WHERE j.migration_id = :m AND j.user_id = v.u"
+                ),
+                params,
+            )
 
     def _reencrypt(
         self, moved: MovedTable, row: dict[str, Any], old: UserCipher, new: UserCipher
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The row for the destination, and the row's canonical document (decrypted)."""
         copy = dict(row)
         plain: dict[str, str | None] = {}
         for column, name in moved.encrypted.items():
             plain[column] = old.decrypt_optional(name, row[column])
             copy[column] = new.encrypt_optional(name, plain[column])
+        doc = {
+            column: plain.get(column, value)
+            for column, value in row.items()
+            if column not in moved.indexes and column not in moved.local
+        }
         for column, source in moved.indexes.items():
             value = plain[source]
             copy[column] = (
@@ -853,14 +895,16 @@ class Runner:
             )
         if "migration" in moved.local:
             copy["migration"] = "incoming"
-        return copy
+        return copy, doc
 
     def _copy_staged(self, src: Cell, ids: list[uuid.UUID]) -> None:
         """Uploads in progress: their bytes so far, so the upload resumes where it stopped."""
         with src.db.transaction() as s:
             offsets = {
                 r.id: r.offset
-                for r in s.execute(select(Upload.id, Upload.offset).where(Upload.owner_id.in_(ids)))
+                for r in s.execute(
+                    select(Upload.id, Upload.offset).where(_among(Upload.owner_id, ids))
+                )
             }
         target = self.platform.settings.staging_dir(self.dest.region)
         for path in _staged_files(self.platform, src.region, offsets):
@@ -897,39 +941,48 @@ class Runner:
         }
         src_hashed = {k: (c.source_sha, c.size) for k, c in unchanged.items()}
         dst_hashed = {k: (c.dest_sha, c.size) for k, c in unchanged.items()}
-        src_side, dst_side = _read_rows(src, ids), _read_rows(self.dest, ids)
+        known = {u: self._source_docs.pop(u) for u in ids if u in self._source_docs}
+        src_side = _read_rows(src, [u for u in ids if u not in known])
+        dst_side = _read_rows(self.dest, ids)
         good: list[uuid.UUID] = []
         bad: dict[uuid.UUID, str] = {}
         totals: dict[uuid.UUID, tuple[bytes, int, int]] = {}
         for user_id in ids:
-            if not src_side.rows[user_id]["accounts"]:
+            tables = known.get(user_id)
+            if tables is None and not src_side.rows[user_id]["accounts"]:
                 bad[user_id] = "the account is gone from the source"
                 continue
             try:
-                a = _document(self.platform, src, user_id, src_side.rows[user_id], src_hashed)
+                a = _document(
+                    self.platform,
+                    src,
+                    user_id,
+                    src_side.rows.get(user_id),
+                    src_hashed,
+                    tables=tables,
+                )
                 b = _document(self.platform, self.dest, user_id, dst_side.rows[user_id], dst_hashed)
             except Exception as exc:  # a blob that does not open, a key missing...
                 bad[user_id] = f"could not read the copy: {type(exc).__name__}"
                 continue
-            if digests.digest(a) != digests.digest(b):
+            theirs = digests.digest(b)
+            if digests.digest(a) != theirs:
                 bad[user_id] = "digest mismatch in " + ", ".join(digests.differences(a, b))
                 continue
             good.append(user_id)
             totals[user_id] = (
-                digests.digest(b),
+                theirs,
                 len(b["blobs"]),
                 sum(v["size"] for v in b["blobs"].values()),
             )
-        with self.platform.catalog.transaction() as c:
-            for user_id, (value, blobs, size) in totals.items():
-                c.execute(
-                    update(MigrationUser)
-                    .where(
-                        MigrationUser.migration_id == self.migration_id,
-                        MigrationUser.user_id == user_id,
-                    )
-                    .values(state="verified", digest=value, blobs=blobs, blob_bytes=size)
-                )
+        self._journal_values(
+            "state = 'verified', digest = v.d, blobs = v.b, blob_bytes = v.s",
+            {
+                "d": ("bytea", {u: t[0] for u, t in totals.items()}),
+                "b": ("integer", {u: t[1] for u, t in totals.items()}),
+                "s": ("bigint", {u: t[2] for u, t in totals.items()}),
+            },
+        )
         if bad and not second:
             retry = list(bad)
             log.warning("%d users did not verify; copying them once more", len(retry))
@@ -992,7 +1045,8 @@ class Runner:
                 c.scalars(
                     update(DirectoryEntry)
                     .where(
-                        DirectoryEntry.user_id.in_(ids), DirectoryEntry.home_region == src.region
+                        _among(DirectoryEntry.user_id, ids),
+                        DirectoryEntry.home_region == src.region,
                     )
                     .values(home_region=self.dest.region, epoch=DirectoryEntry.epoch + 1)
                     .returning(DirectoryEntry.user_id)
@@ -1002,7 +1056,7 @@ class Runner:
                 update(MigrationUser)
                 .where(
                     MigrationUser.migration_id == self.migration_id,
-                    MigrationUser.user_id.in_(flipped),
+                    _among(MigrationUser.user_id, flipped),
                     MigrationUser.state == "verified",
                 )
                 .values(state="switched")
@@ -1020,7 +1074,7 @@ class Runner:
             arrived = list(
                 s.scalars(
                     update(Account)
-                    .where(Account.user_id.in_(ids), Account.migration == "incoming")
+                    .where(_among(Account.user_id, ids), Account.migration == "incoming")
                     .values(migration=None)
                     .returning(Account.user_id)
                 )
@@ -1039,14 +1093,14 @@ class Runner:
             waiting = list(
                 s.scalars(
                     select(Video.id).where(
-                        Video.owner_id.in_(arrived), Video.status.in_(("queued", "processing"))
+                        _among(Video.owner_id, arrived), Video.status.in_(("queued", "processing"))
                     )
                 )
             )
         with src.db.transaction() as s:
             s.execute(
                 update(Account)
-                .where(Account.user_id.in_(ids), Account.migration.is_distinct_from("moved"))
+                .where(_among(Account.user_id, ids), Account.migration.is_distinct_from("moved"))
                 .values(migration="moved")
             )
         if waiting:
@@ -1062,7 +1116,7 @@ class Runner:
                 for u, d in c.execute(
                     select(MigrationUser.user_id, MigrationUser.digest).where(
                         MigrationUser.migration_id == self.migration_id,
-                        MigrationUser.user_id.in_(ids),
+                        _among(MigrationUser.user_id, ids),
                     )
                 )
                 if d is not None
@@ -1071,8 +1125,8 @@ class Runner:
     # -- purge -----------------------------------------------------------------------------
     def _purge(self, src: Cell, ids: list[uuid.UUID]) -> None:
         with src.db.transaction() as s:
-            videos = list(s.scalars(select(Video.id).where(Video.owner_id.in_(ids))))
-            uploads = list(s.scalars(select(Upload.id).where(Upload.owner_id.in_(ids))))
+            videos = list(s.scalars(select(Video.id).where(_among(Video.owner_id, ids))))
+            uploads = list(s.scalars(select(Upload.id).where(_among(Upload.owner_id, ids))))
         self._purge_jobs(src, videos)
         for user_id in ids:
             for key in _user_blob_keys(src.blobs, user_id):
@@ -1091,10 +1145,10 @@ class Runner:
         digests_by_user = self._journal_digests(ids)
         with src.db.transaction() as s:
             for moved in reversed(MOVED_TABLES[1:]):
-                s.execute(delete(moved.table).where(moved.table.c[moved.user_column].in_(ids)))
+                s.execute(delete(moved.table).where(_among(moved.table.c[moved.user_column], ids)))
             departed = list(
                 s.scalars(
-                    delete(Account).where(Account.user_id.in_(ids)).returning(Account.user_id)
+                    delete(Account).where(_among(Account.user_id, ids)).returning(Account.user_id)
                 )
             )
             for user_id in departed:
