@@ -8,10 +8,12 @@ the database and must delete for real (a KMS with scheduled key deletion does).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 from uuid import UUID
@@ -41,21 +43,68 @@ class KeyStore(Protocol):
 
     def destroy_data_key(self, subject: UUID) -> bool: ...
 
+    def create_data_keys(self, subjects: Iterable[UUID]) -> None:
+        """Create the keys many subjects lack, durably, in one go (a region migration)."""
+        ...
+
+    def destroy_data_keys(self, subjects: Iterable[UUID]) -> list[UUID]:
+        """Destroy many subjects' keys, durably, in one go; returns those that existed."""
+        ...
+
     def index_key(self) -> bytes: ...
 
     def signing_seed(self, purpose: str) -> bytes: ...
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only, atomically."""
+def _write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write a file readable by its owner only, atomically (``sync``: durably, directory
+    entry included)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if sync:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _flush(directory: Path, files: list[Path]) -> None:
+    """Make many files written without fsync durable: one syncfs(2) of the file system on
+    Linux (about 6 ms, against 0.3 ms per file for fsync), else an fsync of each."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        syncfs = None
+    if syncfs is not None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in files:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_dir(directory)
 
 
 def read_or_create_secret(path: Path, size: int = KEY_BYTES) -> bytes:
@@ -117,6 +166,44 @@ class LocalKeyStore:
         self._remember(subject, key)
         return key
 
+    def create_data_keys(self, subjects: Iterable[UUID]) -> None:
+        made = []
+        for subject in subjects:
+            path = self._path(subject)
+            if path.exists():
+                continue
+            key = secrets.token_bytes(KEY_BYTES)
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            _write_private(
+                path, nonce + self._master.encrypt(nonce, key, self._aad(subject)), sync=False
+            )
+            self._remember(subject, key)
+            made.append(path)
+        if made:
+            _flush(self._users, made)
+
+    def destroy_data_keys(self, subjects: Iterable[UUID]) -> list[UUID]:
+        """Overwrite every key file, flush, then unlink them all and flush the directory."""
+        found: list[tuple[UUID, Path]] = []
+        for subject in subjects:
+            with self._lock:
+                self._cache.pop(subject, None)
+            path = self._path(subject)
+            try:
+                size = path.stat().st_size
+                with path.open("r+b") as f:
+                    f.write(secrets.token_bytes(size))
+            except FileNotFoundError:
+                continue
+            found.append((subject, path))
+        if not found:
+            return []
+        _flush(self._users, [p for _, p in found])
+        for _, path in found:
+            path.unlink(missing_ok=True)
+        _fsync_dir(self._users)
+        return [subject for subject, _ in found]
+
     def data_key(self, subject: UUID) -> bytes:
         with self._lock:
             # Another process (a purge job) may have destroyed the key: the file decides.
@@ -149,11 +236,7 @@ class LocalKeyStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        dir_fd = os.open(self._users, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(self._users)
         return True
 
     def index_key(self) -> bytes:
