@@ -632,3 +632,64 @@ def test_operators_run_a_migration_through_the_api(
         assert http.get(f"/transparency/migrations/{uuid.uuid4()}/report.json").status_code == 404
     for user_id in movers:
         assert _state_of(platform, user_id)["home"] == "us"
+
+
+# ---- the write fence, alone ------------------------------------------------------------------
+
+
+def test_writes_wait_at_the_fence_and_go_through_when_it_lifts(
+    platform_factory: Callable[..., Platform], clip: Path
+) -> None:
+    """A frozen user's API write and page form wait (the server replays them) and succeed once
+    the fence lifts; nothing is lost and the client sees no error."""
+    import re
+    import threading
+    import time
+
+    from reelm.web.csrf import CSRF_FIELD
+
+    platform = platform_factory(markets=MARKETS)
+    token, user = _person(platform)
+    video_id = ingest(platform, user, clip, UploadMeta(caption="before", visibility="private"))
+    sg = platform.cell("sg")
+
+    def fence(state: str | None) -> None:
+        with sg.db.transaction() as s:
+            s.execute(
+                text("UPDATE accounts SET migration = :m WHERE user_id = :u"),
+                {"m": state, "u": user.user_id},
+            )
+
+    def lift_after(seconds: float) -> threading.Thread:
+        thread = threading.Timer(seconds, fence, args=(None,))
+        thread.start()
+        return thread
+
+    with TestClient(create_app(platform), base_url="https://testserver") as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        fence("frozen")
+        lifting = lift_after(1.0)
+        began = time.monotonic()
+        r = http.patch(f"/api/v1/videos/{video_id}", json={"caption": "api"}, headers=auth)
+        waited = time.monotonic() - began
+        lifting.join()
+        assert r.status_code == 200, r.text
+        assert waited >= 0.9  # it waited at the fence rather than failing
+        assert _state_of(platform, user.user_id)["videos"][0][3] == "api"
+
+        # The same through the page form (cookie session, CSRF token), answered in HTML.
+        http.cookies.set("reelm_session", token)
+        page = http.get(f"/me/videos/{video_id}/edit", headers={"Accept": "text/html"})
+        csrf = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', page.text)
+        assert csrf is not None
+        fence("frozen")
+        lifting = lift_after(1.0)
+        r = http.post(
+            f"/me/videos/{video_id}/edit",
+            data={CSRF_FIELD: csrf.group(1), "caption": "page", "visibility": "private"},
+            headers={"Accept": "text/html"},
+            follow_redirects=False,
+        )
+        lifting.join()
+        assert r.status_code == 303, r.text[:500]
+        assert _state_of(platform, user.user_id)["videos"][0][3] == "page"

@@ -18,7 +18,7 @@ from reelm.accounts import lifecycle, service
 from reelm.accounts.errors import AccountError
 from reelm.accounts.schemas import Links, PrivacyUpdate, ProfileUpdate, SignUp
 from reelm.api.gate import MARKET_COOKIE, SESSION_COOKIE
-from reelm.api.problems import blocked_response, wants_html
+from reelm.api.problems import MOVING_HEADER, blocked_response, wants_html
 from reelm.bootstrap import Platform
 from reelm.media import catalog
 from reelm.regions.policy import (
@@ -143,6 +143,9 @@ class Pages:
         )
         if "retry-after" in problem.headers:
             response.headers["Retry-After"] = problem.headers["retry-after"]
+        if MOVING_HEADER.lower() in problem.headers:
+            # A write that met a migration fence: gate.MovingRetry replays the request.
+            response.headers[MOVING_HEADER] = problem.headers[MOVING_HEADER.lower()]
         return response
 
 
