@@ -268,6 +268,17 @@ def test_a_market_moves_and_nothing_is_left_behind(world: dict[str, Any], tmp_pa
     assert len(state["videos"]) == 4
     assert scan(platform).clean
 
+    # The pending deletion moved with its date, and comes due in the new home.
+    from datetime import UTC, datetime, timedelta
+
+    from reelm.accounts.lifecycle import purge_due
+
+    bob = people["bob"]["user"].user_id
+    assert before[bob]["purge_after"] is not None
+    assert purge_due(platform, at=datetime.now(UTC)) == []
+    assert purge_due(platform, at=datetime.now(UTC) + timedelta(days=31)) == [bob]
+    assert _holds_anything(platform, "us", bob) == []
+
     # New sign-ups of the market land in us.
     _, newcomer = _person(platform)
     assert newcomer.home_region == "us"
