@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from reelm.accounts.errors import InvalidInput
 from reelm.accounts.lifecycle import request_deletion
@@ -704,3 +704,38 @@ def test_writes_wait_at_the_fence_and_go_through_when_it_lifts(
         lifting.join()
         assert r.status_code == 303, r.text[:500]
         assert _state_of(platform, user.user_id)["videos"][0][3] == "page"
+
+
+def test_an_upload_caught_while_being_finished_moves_with_its_bytes(
+    platform_factory: Callable[..., Platform], clip: Path
+) -> None:
+    """The fence can stop an upload's finishing after its bytes were renamed for probing and
+    before the video exists: those bytes move too, and the client finishes it in the new home."""
+    from reelm.media.uploads import staging_path
+
+    platform = platform_factory(markets=MARKETS)
+    token, user = _person(platform)
+    data = clip.read_bytes()
+    with TestClient(create_app(platform), base_url="https://testserver") as http:
+        created = tus.create(http, token, len(data), caption="caught", visibility="private")
+        url = created.headers["Location"]
+        assert tus.patch(http, token, url, 0, data[:-1]).status_code == 204
+        upload_id = uuid.UUID(url.rsplit("/", 1)[-1])
+        # As if the last byte arrived and finishing stopped right after the rename.
+        staged = staging_path(platform, "sg", upload_id)
+        with staged.open("ab") as f:
+            f.write(data[-1:])
+        staged.rename(staged.with_suffix(".src"))
+        with platform.cell("sg").db.transaction() as s:
+            s.execute(update(Upload).where(Upload.id == upload_id).values(offset=len(data)))
+        outcome = engine.Runner(
+            platform, engine.start(platform, engine.make_plan(platform, "us", market="US"))
+        ).run()
+        assert outcome.failed == {} and outcome.moved == 1
+        assert not staging_path(platform, "sg", upload_id).with_suffix(".src").exists()
+        done = tus.patch(http, token, url, len(data), b"")
+        assert done.status_code == 204, done.text
+    state = _state_of(platform, user.user_id)
+    assert state["home"] == "us"
+    assert [(v, status) for v, status, _, _ in state["videos"]] == [(upload_id, "queued")]
+    assert _holds_anything(platform, "sg", user.user_id) == []

@@ -166,6 +166,9 @@ def finish_upload(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -
         return video_id
     if upload is None or upload.owner_id != user.user_id or upload.offset != upload.length:
         raise NotFound("no such complete upload")
+    with cell.db.transaction() as s:
+        if not is_settled(s, user.user_id):  # moving: finish it in the new home, after
+            raise UserMoving(user.user_id)
     staged = staging_path(platform, region, upload_id)
     source = source_path(platform, region, video_id)
     if staged.exists():

@@ -385,9 +385,23 @@ def _blob_digest(store: BlobStore, data_key: bytes, owner: uuid.UUID, key: str) 
     return sha.hexdigest(), size
 
 
-def _staged_files(platform: Platform, region: str, upload_ids: Iterable[uuid.UUID]) -> list[Path]:
+def _staged_files(
+    platform: Platform, region: str, uploads: dict[uuid.UUID, uuid.UUID | None]
+) -> list[Path]:
+    """The staged bytes of uploads that are not videos yet (upload id -> its video id): the
+    ``<id>.part`` being written, or the ``<id>.src`` an upload being finished was renamed to
+    (its bytes are nowhere else until the video's original is stored)."""
     directory = platform.settings.staging_dir(region)
-    return [p for u in upload_ids if (p := directory / f"{u}.part").exists()]
+    found = []
+    for upload_id, video_id in uploads.items():
+        if video_id is not None:
+            continue  # the original is in the blob store; a .src left is a transcode source
+        for suffix in (".part", ".src"):
+            path = directory / f"{upload_id}{suffix}"
+            if path.exists():
+                found.append(path)
+                break
+    return found
 
 
 def _file_digest(path: Path, length: int) -> tuple[str, int]:
@@ -462,8 +476,9 @@ def _document(
         sha, size = known if known is not None else _blob_digest(cell.blobs, data_key, user_id, key)
         blobs[key] = {"sha256": sha, "size": size}
     offsets = {r["id"]: r["offset"] for r in tables["uploads"]}
+    pending = {r["id"]: r["video_id"] for r in tables["uploads"]}
     staged = {}
-    for path in _staged_files(platform, cell.region, offsets):
+    for path in _staged_files(platform, cell.region, pending):
         sha, size = _file_digest(path, offsets[uuid.UUID(path.stem)])
         staged[path.name] = {"sha256": sha, "size": size}
     return {"user": str(user_id), "tables": tables, "blobs": blobs, "staged": staged}
@@ -903,14 +918,17 @@ class Runner:
     def _copy_staged(self, src: Cell, ids: list[uuid.UUID]) -> None:
         """Uploads in progress: their bytes so far, so the upload resumes where it stopped."""
         with src.db.transaction() as s:
-            offsets = {
-                r.id: r.offset
-                for r in s.execute(
-                    select(Upload.id, Upload.offset).where(_among(Upload.owner_id, ids))
+            uploads = list(
+                s.execute(
+                    select(Upload.id, Upload.offset, Upload.video_id).where(
+                        _among(Upload.owner_id, ids)
+                    )
                 )
-            }
+            )
+        offsets = {r.id: r.offset for r in uploads}
         target = self.platform.settings.staging_dir(self.dest.region)
-        for path in _staged_files(self.platform, src.region, offsets):
+        pending = {r.id: r.video_id for r in uploads}
+        for path in _staged_files(self.platform, src.region, pending):
             target.mkdir(parents=True, exist_ok=True, mode=0o700)
             partial = target / f".migration.{uuid.uuid4().hex}"
             with path.open("rb") as f, partial.open("wb") as out:
@@ -1028,7 +1046,7 @@ class Runner:
     def _remove_copy(self, src: Cell, user_id: uuid.UUID) -> None:
         dest = self.dest
         with dest.db.transaction() as s:
-            uploads = list(s.scalars(select(Upload.id).where(Upload.owner_id == user_id)))
+            uploads = dict.fromkeys(s.scalars(select(Upload.id).where(Upload.owner_id == user_id)))
             for moved in reversed(MOVED_TABLES):
                 s.execute(delete(moved.table).where(moved.table.c[moved.user_column] == user_id))
         for key in _user_blob_keys(dest.blobs, user_id):
@@ -1095,8 +1113,11 @@ class Runner:
                 )
             waiting = list(
                 s.scalars(
+                    # Every switched user's, not only those activated now: a crash after the
+                    # activation committed must not leave a video waiting without a job (the
+                    # queueing lock keeps it to one job per video).
                     select(Video.id).where(
-                        _among(Video.owner_id, arrived), Video.status.in_(("queued", "processing"))
+                        _among(Video.owner_id, ids), Video.status.in_(("queued", "processing"))
                     )
                 )
             )
