@@ -42,7 +42,16 @@ from reelm.storage.db import RegionBase
 from reelm.storage.keys import KeyDestroyed
 
 from . import tus
-from .conftest import PASSWORD, _factory, unique_handle
+from .conftest import (
+    ACCESS_KEY,
+    PASSWORD,
+    S3_REGION,
+    SECRET_KEY,
+    Moto,
+    _factory,
+    new_bucket,
+    unique_handle,
+)
 from .test_residency import _drop_restored, _libpq, _pg_dump_for, _restore
 from .test_transcode import FAST_H264, ffmpeg, pattern, tone
 
@@ -739,3 +748,40 @@ def test_an_upload_caught_while_being_finished_moves_with_its_bytes(
     assert state["home"] == "us"
     assert [(v, status) for v, status, _, _ in state["videos"]] == [(upload_id, "queued")]
     assert _holds_anything(platform, "sg", user.user_id) == []
+
+
+def test_a_migration_between_s3_stores(
+    platform_factory: Callable[..., Platform],
+    moto: Moto,
+    monkeypatch: pytest.MonkeyPatch,
+    clip: Path,
+) -> None:
+    """Production layout: both regions' blobs in S3 buckets (moto's server on loopback). The
+    originals and private renditions end in the destination's bucket only, and verify."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    sg_bucket, us_bucket = new_bucket(moto), new_bucket(moto)
+    s3 = {"s3_endpoint_url": moto.url, "s3_region": S3_REGION}
+    platform = platform_factory(
+        markets=MARKETS,
+        regions={
+            "sg": {"blob_url": f"s3://{sg_bucket}/blobs", **s3},
+            "us": {"blob_url": f"s3://{us_bucket}/blobs", **s3},
+        },
+    )
+    _, user = _person(platform)
+    ingest(platform, user, clip, UploadMeta(caption="in s3", visibility="private"))
+    _run_jobs(platform, "sg")
+    before = _state_of(platform, user.user_id)
+    assert len(before["blobs"]) >= 3  # original, renditions, poster
+
+    outcome = engine.Runner(
+        platform, engine.start(platform, engine.make_plan(platform, "us", market="US"))
+    ).run()
+    assert outcome.failed == {} and outcome.moved == 1
+    after = _state_of(platform, user.user_id)
+    assert after["home"] == "us" and after["blobs"] == before["blobs"]
+    assert moto.client.list_objects_v2(Bucket=sg_bucket).get("Contents", []) == []
+    in_us = {o["Key"] for o in moto.client.list_objects_v2(Bucket=us_bucket)["Contents"]}
+    assert in_us == {f"blobs/{key}" for key in before["blobs"]}
+    assert scan(platform).clean
