@@ -785,3 +785,25 @@ def test_a_migration_between_s3_stores(
     in_us = {o["Key"] for o in moto.client.list_objects_v2(Bucket=us_bucket)["Contents"]}
     assert in_us == {f"blobs/{key}" for key in before["blobs"]}
     assert scan(platform).clean
+
+
+def test_the_command_plans_and_refuses_clearly(crash_world: Platform, clip: Path) -> None:
+    platform = crash_world
+    _movers(platform, clip, 1)
+    run = _reelm(platform, "migrate", "--market", "US", "--to", "us", "--dry-run")
+    _out, err = run.communicate(timeout=60)
+    text_ = err.decode()
+    assert run.returncode == 0, text_
+    assert "Plan: move market US to us" in text_ and " accounts, " in text_
+    assert engine.running_migration(platform) is None  # a dry run starts nothing
+    for args, message in [
+        (["--market", "IN", "--to", "us"], "blocked"),
+        (["--market", "XX", "--to", "us"], "not an ISO 3166-1"),
+        (["--market", "US", "--to", "mars"], "unknown region"),
+        (["--to", "us"], "give --to and --market or --users"),
+        (["--resume", "--id", "not-an-id"], "not a migration id"),
+    ]:
+        run = _reelm(platform, "migrate", *args)
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 2, (args, err.decode()[-500:])
+        assert message in err.decode(), (args, err.decode()[-500:])

@@ -1,10 +1,13 @@
 """The public page of region migrations in a real browser (Chromium): progress while one runs,
 then the signed report, downloaded and verified. In a module of its own, late in the run: the
-Playwright session must not start before the tests that run asyncio in the main thread."""
+Playwright session must not start before the tests that run asyncio in the main thread.
+
+Set ``REELM_SCREENSHOTS=1`` to rewrite docs/screenshots/migrations.png (in the README)."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ from reelm.migration.report import platform_fetcher, platform_keys, verify_repor
 
 from .test_migration import MARKETS, _movers
 from .test_transcode import FAST_H264, ffmpeg, pattern, tone
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +51,11 @@ def test_the_public_migrations_page_shows_progress_and_the_report(
         row = page.locator("table.report tbody tr").first
         assert "done" in row.inner_text() and "2 of 2 users" in row.inner_text()
         assert row.locator("progress").get_attribute("value") == "2"
+        page.set_viewport_size({"width": 900, "height": 420})
+        shot = page.screenshot(full_page=True)
+        assert shot.startswith(b"\x89PNG")
+        if os.environ.get("REELM_SCREENSHOTS") == "1":
+            (SCREENSHOTS / "migrations.png").write_bytes(shot)
         with page.expect_download() as download:
             row.get_by_role("link", name="report").click()
         saved = tmp_path / "report.json"

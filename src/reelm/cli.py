@@ -528,20 +528,20 @@ def _read_user_ids(path: Path) -> list[uuid.UUID]:
 
 
 def _print_plan(plan) -> None:  # type: ignore[no-untyped-def]
-    table = Table(
-        title=f"Plan: to {plan.destination}" + (f", market {plan.market}" if plan.market else "")
-    )
-    table.add_column("from")
-    table.add_column("users", justify="right")
+    what = f"market {plan.market}" if plan.market else "the listed users"
+    console.print(f"Plan: move {what} to {plan.destination}")
+    table = Table("from", "users")
     for region, ids in sorted(plan.users.items()):
-        table.add_row(region, str(len(ids)))
+        table.add_row(region, f"{len(ids):,}")
     console.print(table)
-    rows = ", ".join(f"{n} {t}" for t, n in plan.rows.items())
+    rows = ", ".join(f"{n:,} {t}" for t, n in plan.rows.items())
+    count = plan.user_count
     console.print(
-        f"{plan.user_count} users; rows: {rows or 'none'}; {plan.bytes / 1e6:.1f} MB of media"
+        f"{count:,} {'user' if count == 1 else 'users'}; rows: {rows or 'none'}; "
+        f"{plan.bytes / 1e6:.1f} MB of media"
     )
-    for why, count in plan.skipped.items():
-        console.print(f"skipped {count}: {why}")
+    for why, skipped in plan.skipped.items():
+        console.print(f"skipped {skipped:,}: {why}")
 
 
 def _run_migration(platform: Platform, migration_id: uuid.UUID, batch: int | None) -> Outcome:
