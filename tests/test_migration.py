@@ -650,6 +650,17 @@ def test_operators_run_a_migration_through_the_api(
         public = http.get(f"/transparency/migrations/{state['migration']}/report.json")
         assert public.status_code == 200 and public.json() == report
         assert http.get(f"/transparency/migrations/{uuid.uuid4()}/report.json").status_code == 404
+    # An outside auditor: keys and entries from the deployment's public API, over HTTP.
+    from reelm.migration.report import http_sources
+
+    from .conftest import serving
+
+    with serving(platform) as url:
+        keys, fetch = http_sources(url)
+        assert verify_report(report, keys, fetch) == []
+        forged = copy.deepcopy(report)
+        forged["body"]["users"][0]["departed"] += 1
+        assert verify_report(forged, keys, fetch) != []
     for user_id in movers:
         assert _state_of(platform, user_id)["home"] == "us"
 
@@ -807,3 +818,31 @@ def test_the_command_plans_and_refuses_clearly(crash_world: Platform, clip: Path
         _, err = run.communicate(timeout=60)
         assert run.returncode == 2, (args, err.decode()[-500:])
         assert message in err.decode(), (args, err.decode()[-500:])
+
+
+def test_verify_migration_refuses_garbage_and_forgeries(tmp_path: Path) -> None:
+    from reelm.migration.report import verify_report
+
+    for garbage in ([], {"body": 3}, {"body": {"destination": "us", "users": [1]}}, "x"):
+        problems = verify_report(garbage, {}, None)  # type: ignore[arg-type]
+        assert problems and all(isinstance(p, str) for p in problems)
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\x00 not json")
+    import subprocess
+    import sys
+
+    reelm = str(Path(sys.executable).parent / "reelm")
+    done = subprocess.run(
+        [reelm, "audit", "verify-migration", str(bad), "--base-url", "http://127.0.0.1:9"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and b"cannot read the report" in done.stderr
+    good_json = tmp_path / "r.json"
+    good_json.write_text(json.dumps({"body": {"destination": "us"}}))
+    done = subprocess.run(
+        [reelm, "audit", "verify-migration", str(good_json), "--base-url", "http://127.0.0.1:9"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and b"cannot read the logs" in done.stderr

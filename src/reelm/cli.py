@@ -367,6 +367,7 @@ def audit_verify_migration(
     """Check a migration report: its signature, its anchors in every region's log, and that
     each user's departure and arrival are logged with the digest it states. Exit 1 if not."""
     from reelm.migration import report as reports
+    from reelm.transparency.auditor import AuditFailure
     from reelm.transparency.verify import VerifierKey
 
     try:
@@ -376,7 +377,11 @@ def audit_verify_migration(
         raise typer.Exit(2) from None
     platform = None
     if base_url is not None:
-        keys, fetch = reports.http_sources(base_url)
+        try:
+            keys, fetch = reports.http_sources(base_url)
+        except (OSError, ValueError, AuditFailure) as exc:  # unreachable, not reelm, bad keys
+            console.print(f"[red]cannot read the logs at {base_url}[/red]: {exc}")
+            raise typer.Exit(2) from None
     else:
         platform = _platform(_settings(config, data_dir=data_dir), upgrade=False)
         keys, fetch = reports.platform_keys(platform), reports.platform_fetcher(platform)
@@ -385,6 +390,9 @@ def audit_verify_migration(
         keys[region] = VerifierKey.parse(text_)
     try:
         problems = reports.verify_report(document, keys, fetch)
+    except (OSError, ValueError, AuditFailure) as exc:
+        console.print(f"[red]cannot read the logs[/red]: {exc}")
+        raise typer.Exit(2) from None
     finally:
         if platform is not None:
             platform.close()

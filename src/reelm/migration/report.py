@@ -229,6 +229,15 @@ def verify_report(
 ) -> list[str]:
     """Problems found (empty: the report verifies). ``keys``: each region's log verifier key,
     obtained independently of the report (pinned, or from the deployment)."""
+    try:
+        return _verify(report, keys, fetch)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return [f"not a migration report ({type(exc).__name__}: {exc})"[:300]]
+
+
+def _verify(
+    report: dict[str, Any], keys: dict[str, VerifierKey], fetch: EntryFetcher | None
+) -> list[str]:
     problems: list[str] = []
     try:
         body = report["body"]
