@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
 from reelm.api import migrations as migrations_api
+from reelm.api import search as search_api
 from reelm.api import staff as staff_api
 from reelm.api import transparency as transparency_api
 from reelm.api import videos as videos_api
@@ -69,6 +70,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(staff_api.router)
     app.include_router(migrations_api.router)
     app.include_router(videos_api.router)
+    app.include_router(search_api.router)
     app.include_router(videos_api.media)
 
     @app.get("/healthz", tags=["operations"])

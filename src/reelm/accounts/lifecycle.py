@@ -17,6 +17,7 @@ from reelm.accounts.service import CurrentUser, now
 from reelm.bootstrap import Platform
 from reelm.regions.cell import UserScope
 from reelm.regions.fence import hold
+from reelm.search.text import profile_text
 
 log = logging.getLogger("reelm.accounts")
 
@@ -122,6 +123,13 @@ def update_profile(platform: Platform, user: CurrentUser, change: ProfileUpdate)
         values["links"] = change.links.normalised()
     if values:
         with platform.catalog.transaction() as s:
+            current = s.get(PublicProfile, user.user_id, with_for_update=True)
+            if current is not None:
+                values["search_text"] = profile_text(
+                    current.handle,
+                    str(values.get("display_name", current.display_name)),
+                    str(values.get("bio", current.bio)),
+                )
             s.execute(
                 update(PublicProfile).where(PublicProfile.user_id == user.user_id).values(**values)
             )

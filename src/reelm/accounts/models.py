@@ -57,6 +57,8 @@ class PublicProfile(CatalogBase):
     bio: Mapped[str] = mapped_column(Text, default="")
     links: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     is_private: Mapped[bool] = mapped_column(default=False)
+    # Handle, name and bio folded for search (reelm.search.text; trigram index, c0006).
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -30,6 +30,7 @@ from reelm.bootstrap import Platform
 from reelm.regions import routing
 from reelm.regions.cell import Cell, UserScope
 from reelm.regions.fence import hold
+from reelm.search.text import profile_text
 
 TOKEN_BYTES = 32
 # How long a request waits for a user's migration switch before giving up.
@@ -145,6 +146,7 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
                 bio="",
                 links={},
                 is_private=privacy.private_account,
+                search_text=profile_text(data.handle, data.display_name, ""),
             )
         )
         try:

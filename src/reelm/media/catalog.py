@@ -176,6 +176,33 @@ def hashtag_feed(
     return _page(platform, query, viewer, cursor, limit)
 
 
+def matching(
+    platform: Platform,
+    viewer: CurrentUser | None,
+    pattern: str,
+    *,
+    cursor: str | None = None,
+    limit: int = 10,
+) -> Page:
+    """Public videos whose folded caption and hashtags match an ILIKE ``pattern`` (see
+    reelm.search), newest first; the trigram index on ``search_text`` serves it."""
+    query = _public_query().where(PublicVideo.search_text.ilike(pattern, escape="\\"))
+    return _page(platform, query, viewer, cursor, limit)
+
+
+def matching_hashtags(platform: Platform, pattern: str, limit: int) -> list[list[str]]:
+    """The hashtags of the most recent ``limit`` public videos matching ``pattern``."""
+    query = (
+        _public_query()
+        .with_only_columns(PublicVideo.hashtags)
+        .where(PublicVideo.search_text.ilike(pattern, escape="\\"))
+        .order_by(PublicVideo.published_at.desc())
+        .limit(limit)
+    )
+    with platform.catalog.transaction() as c:
+        return [list(tags) for tags in c.scalars(query)]
+
+
 def profile_videos(
     platform: Platform,
     viewer: CurrentUser | None,

@@ -97,6 +97,8 @@ class PublicVideo(CatalogBase):
     renditions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     poster_key: Mapped[str] = mapped_column(String(200))
     share_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Caption and hashtags folded for search (reelm.search.text; trigram index, c0006).
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     published_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

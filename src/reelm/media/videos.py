@@ -49,6 +49,7 @@ from reelm.media.transcode import Rendition, TranscodeFailed, plan_renditions, t
 from reelm.media.uploads import UploadMeta, discard, staging_path
 from reelm.regions.cell import Cell, UserScope
 from reelm.regions.fence import UserMoving, hold, is_settled
+from reelm.search.text import video_text
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob, encrypt_blob
 
@@ -483,6 +484,7 @@ def _sync_catalog(platform: Platform, cell: Cell, video: Video) -> None:
             "allow_comments": video.allow_comments,
             "renditions": [_public_rendition(r) for r in video.renditions if r["kind"] == "video"],
             "poster_key": video.poster_key,
+            "search_text": video_text(caption, list(parsed.hashtags)),
         }
         c.execute(
             insert(PublicVideo)

@@ -18,7 +18,7 @@ from markupsafe import Markup, escape
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.errors import AccountError, InvalidInput, NotFound
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.media import catalog, uploads, videos
@@ -325,6 +325,32 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             og_video=og_source,
             og_video_url=_absolute(request, og_source.url) if og_source else None,
         )
+
+    # ---- search ------------------------------------------------------------------------------
+
+    @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
+    def search_page(request: Request) -> Response:
+        from reelm.search import service as search
+        from reelm.search.text import MAX_QUERY
+
+        query = (request.query_params.get("q") or "")[: MAX_QUERY * 2]
+        cursor = request.query_params.get("cursor") or None
+        values: dict[str, Any] = {
+            "query": query.strip(),
+            "max_query": MAX_QUERY,
+            "results": None,
+            "error": None,
+        }
+        if not query.strip():
+            return pages.render(request, "search.html", **values)
+        try:
+            values["results"] = search.search(
+                platform, viewer(request), query, cursor=cursor, limit=GRID_PAGE
+            )
+        except InvalidInput as exc:
+            values["error"] = exc.detail
+            return pages.render(request, "search.html", status=422, **values)
+        return pages.render(request, "search.html", **values)
 
     # ---- a hashtag ---------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Search over public data: people (handle, name, bio), hashtags and captions."""
