@@ -846,3 +846,69 @@ def test_verify_migration_refuses_garbage_and_forgeries(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and b"cannot read the logs" in done.stderr
+
+
+def test_a_user_who_cannot_move_stays_and_the_batch_goes_on(
+    platform_factory: Callable[..., Platform],
+) -> None:
+    """Phone numbers are unique per region only: a user whose number an account of the
+    destination already has stays home (and can write); the rest of the batch moves."""
+    platform = platform_factory(markets=MARKETS)
+    _, clash = _person(platform, phone="+1 202 555 0199")
+    _, fine = _person(platform)
+    us = platform.cell("us")
+    with us.db.transaction() as s:
+        s.add(
+            Account(
+                user_id=uuid.uuid4(),
+                market="US",
+                email_ct=b"x",
+                email_bidx=us.blind_index("email", f"{uuid.uuid4()}@example.com"),
+                phone_ct=b"x",
+                phone_bidx=us.blind_index("phone", "+12025550199"),
+                birth_date_ct=b"x",
+                password_ct=b"x",
+                settings_ct=b"x",
+            )
+        )
+    plan = engine.make_plan(platform, "us", user_ids=[clash.user_id, fine.user_id])
+    outcome = engine.Runner(platform, engine.start(platform, plan)).run()
+    assert outcome.moved == 1
+    assert outcome.failed == {
+        str(clash.user_id): "an account of the destination has this phone number"
+    }
+    assert _state_of(platform, fine.user_id)["home"] == "us"
+    assert _state_of(platform, clash.user_id)["home"] == "sg"
+    assert _holds_anything(platform, "us", clash.user_id) == []
+    with platform.cell("sg").db.transaction() as s:
+        assert s.get(Account, clash.user_id).migration is None  # not left frozen
+
+
+def test_resuming_never_touches_a_user_who_moved_since(
+    platform_factory: Callable[..., Platform], monkeypatch: pytest.MonkeyPatch, clip: Path
+) -> None:
+    """A user fails in migration M, is then moved by another migration; resuming M must leave
+    their data in the destination alone."""
+    platform = platform_factory(markets=MARKETS)
+    _, user = _person(platform)
+    ingest(platform, user, clip, UploadMeta(caption="mine", visibility="private"))
+    original = engine.Runner._reencrypt
+
+    def corrupt(self: engine.Runner, moved: Any, row: dict[str, Any], old: Any, new: Any):  # type: ignore[no-untyped-def]
+        out, doc = original(self, moved, row, old, new)
+        if moved.name == "videos":
+            out["caption_ct"] = new.encrypt("caption", "not mine")
+        return out, doc
+
+    monkeypatch.setattr(engine.Runner, "_reencrypt", corrupt)
+    first = engine.start(platform, engine.make_plan(platform, "us", market="US"))
+    assert list(engine.Runner(platform, first).run().failed) == [str(user.user_id)]
+    monkeypatch.setattr(engine.Runner, "_reencrypt", original)
+    second = engine.start(platform, engine.make_plan(platform, "us", user_ids=[user.user_id]))
+    assert engine.Runner(platform, second).run().moved == 1
+    moved = _state_of(platform, user.user_id)
+    assert moved["home"] == "us"
+    outcome = engine.Runner(platform, first).run(retry_failed=True)
+    assert outcome.moved == 0 and outcome.failed == {}
+    assert _state_of(platform, user.user_id) == moved
+    assert engine.status(platform, first)["state"] == "done"  # the user left its journal

@@ -680,7 +680,8 @@ def test_an_empty_patch_at_the_end_finishes_an_upload_the_server_dropped(
     assert video_id == upload_id
     assert video(http, who, video_id)["status"] == "queued"
     again = tus.patch(http, who.token, url, len(data), b"")
-    assert again.status_code == 409  # the video exists: nothing more to send
+    assert video_id_of(again) == video_id  # asking again once the video exists: same answer
+    assert tus.patch(http, who.token, url, len(data), b"more").status_code == 409
     tus.run_jobs(media_platform, "us")
     assert video(http, who, video_id)["status"] == "ready"
 

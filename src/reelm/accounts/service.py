@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from reelm.accounts import age, handles
@@ -95,7 +95,14 @@ def find_by_email(platform: Platform, email: str) -> tuple[Cell, uuid.UUID] | No
     for cell in platform.cells.values():
         bidx = cell.blind_index("email", email)
         with cell.db.transaction() as s:
-            found = s.scalar(select(Account.user_id).where(Account.email_bidx == bidx))
+            found = s.scalar(
+                select(Account.user_id).where(
+                    Account.email_bidx == bidx,
+                    # A copy a migration is making ('incoming') or has left ('moved') is not
+                    # where the user lives: the other region answers for them.
+                    or_(Account.migration.is_(None), Account.migration == "frozen"),
+                )
+            )
         if found is not None:
             return cell, found
     return None
@@ -114,8 +121,6 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
     market, email, phone, rules = check_sign_up(platform, data, today or date.today())
     if find_by_email(platform, email) is not None:
         raise EmailTaken("an account with this email already exists", field="email")
-    home = routing.home_region(platform, market)
-    cell = platform.cell(home)
     user_id = uuid.uuid4()
     password_hash = password_hasher(platform).hash(data.password)
     privacy = PrivacySettings(
@@ -135,6 +140,11 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
         )
         if find_by_email(platform, email) is not None:
             raise EmailTaken("an account with this email already exists", field="email")
+        # The market's route, read under its lock (held until this sign-up commits): a region
+        # migration moving the market waits for us, so we are never left behind unseen.
+        routing.lock_market(catalog, market, exclusive=False)
+        home = routing.home_region(platform, market, catalog)
+        cell = platform.cell(home)
         catalog.add(DirectoryEntry(user_id=user_id, home_region=home))
         catalog.flush()
         catalog.add(
@@ -275,16 +285,26 @@ def log_in(
         with contextlib.suppress(VerificationError):
             hasher.verify(dummy, password)
         raise BadCredentials("wrong handle, email or password")
-    cell, user_id = found
-    entry = _directory(platform, user_id)
-    if entry is None or entry.state == "deleted":
-        raise BadCredentials("wrong handle, email or password")
-    scope = cell.for_user(user_id, entry.home_region)
-    cipher = scope.cipher()
-    with cell.db.transaction() as s:
-        account = s.get(Account, user_id)
+    _, user_id = found
+    deadline = time.monotonic() + MOVE_WAIT
+    while True:
+        # The directory says where the user lives (an email lookup may have met a copy in
+        # transit); a user being moved is waited for here, before the password is checked,
+        # rather than failing the session's write and replaying the whole log-in.
+        entry = _directory(platform, user_id)
+        if entry is None or entry.state == "deleted":
+            raise BadCredentials("wrong handle, email or password")
+        cell = platform.cell(entry.home_region)
+        scope = cell.for_user(user_id, entry.home_region)
+        with cell.db.transaction() as s:
+            account = s.get(Account, user_id)
+        moving = account is not None and account.migration in ("frozen", "moved")
+        if not moving or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     if account is None:
         raise BadCredentials("wrong handle, email or password")
+    cipher = scope.cipher()
     stored = cipher.decrypt("password", account.password_ct)
     try:
         hasher.verify(stored, password)

@@ -169,8 +169,6 @@ async def append(
     row = await run_in_threadpool(_owned, platform, user, upload_id)
     # Moving to another region: no bytes now (the client resumes, against the new home).
     await run_in_threadpool(_settled, platform, user)
-    if row.video_id is not None:
-        raise UploadConflict("this upload is already complete")
     if row.offset == row.length:
         # Every byte is here but the video was not made (the server failed after the last
         # byte): an empty PATCH at the end lets the client ask again.
@@ -179,6 +177,8 @@ async def append(
                 raise UploadConflict("this upload is already complete")
         if offset != row.offset:
             raise UploadConflict("this upload is already complete")
+        # Asking again is harmless, also once the video exists (finished by the server after
+        # a region migration, say): the answer is the same.
         return upload_state(platform, user, upload_id)
     if offset != row.offset:
         raise UploadConflict(f"the upload is at byte {row.offset}, not {offset}")

@@ -186,9 +186,11 @@ def finish_upload(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -
     cipher = scope.cipher()
     meta = UploadMeta.model_validate_json(cipher.decrypt("upload_meta", upload.metadata_ct))
     key = original_key(user.user_id, video_id)
-    size = put_encrypted(cell, user.user_id, key, ORIGINAL, source, scratch_file(source))
     with cell.db.transaction() as s:
+        # The fence is held while the original is written: a migration freezing the owner
+        # waits for it (and copies it), or this finds the owner moving and writes nothing.
         hold(s, user.user_id)
+        size = put_encrypted(cell, user.user_id, key, ORIGINAL, source, scratch_file(source))
         # The upload's row, locked: a cancel that came while we checked and encrypted wins.
         if s.get(Upload, upload_id, with_for_update=True) is None:
             cell.blobs.delete(key)
@@ -326,6 +328,11 @@ def process_video(
         # migration queues it there); what this attempt wrote here is purged with the rest.
         log.info("video %s: its owner is moving; left to the new region", video_id)
         shutil.rmtree(work, ignore_errors=True)
+        # The decrypted source must not outlive the purge of the owner's data here.
+        source = source_path(platform, region, video_id)
+        source.unlink(missing_ok=True)
+        for scratch in source.parent.glob(f".{video_id}.*"):
+            scratch.unlink(missing_ok=True)
         return "moved"
     except MediaRejected as exc:
         status = _fail(cell, video_id, exc.detail)

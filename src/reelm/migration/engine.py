@@ -41,7 +41,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import any_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    LargeBinary,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -55,16 +66,19 @@ from reelm.media.serving import BlobFile
 from reelm.migration import digest as digests
 from reelm.migration.models import Migration, MigrationUser
 from reelm.migration.tables import MOVED_TABLES, MovedTable
+from reelm.regions import routing
 from reelm.regions.cell import Cell
 from reelm.regions.models import MarketRoute
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import (
     BLOB_CHUNK,
+    DecryptionFailed,
     UserCipher,
     decrypt_blob_range,
     encrypt_blob,
     plain_size,
 )
+from reelm.storage.keys import KeyDestroyed
 
 log = logging.getLogger("reelm.migration")
 
@@ -320,6 +334,7 @@ def _journal_users(c: Session, migration_id: uuid.UUID, plan: Plan) -> None:
 
 
 def _route(c: Session, market: str, region: str, migration_id: uuid.UUID | None) -> None:
+    routing.lock_market(c, market, exclusive=True)
     c.execute(
         pg_insert(MarketRoute)
         .values(market=market, region=region, migration_id=migration_id)
@@ -564,7 +579,9 @@ class Runner:
         self._sweep_scratch()
         self._log_started()
         if retry_failed:
-            self._set_state(self._users_in(("failed",)), "planned", error=None)
+            retry = self._retryable()
+            self._set_state(retry, "planned", error=None)
+            self._forget_settled(set(retry))
         self.fault("after-start")
         while True:
             self._move_all()
@@ -576,6 +593,39 @@ class Runner:
         self._finish()
         self.outcome.seconds = time.monotonic() - began
         return self.outcome
+
+    def _retryable(self) -> list[uuid.UUID]:
+        """Failed users still living in their journaled source (one moved since by another
+        migration, or deleted, is not this migration's to retry)."""
+        with self.platform.catalog.transaction() as c:
+            return list(
+                c.scalars(
+                    select(MigrationUser.user_id)
+                    .join(DirectoryEntry, DirectoryEntry.user_id == MigrationUser.user_id)
+                    .where(
+                        MigrationUser.migration_id == self.migration_id,
+                        MigrationUser.state == "failed",
+                        DirectoryEntry.home_region == MigrationUser.source,
+                        DirectoryEntry.state != "deleted",
+                    )
+                )
+            )
+
+    def _forget_settled(self, retrying: set[uuid.UUID]) -> None:
+        """Failed users who no longer live in their journaled source (moved since by another
+        migration, or deleted) are not this migration's: they leave its journal."""
+        others = [u for u in self._users_in(("failed",)) if u not in retrying]
+        if not others:
+            return
+        with self.platform.catalog.transaction() as c:
+            c.execute(
+                delete(MigrationUser).where(
+                    MigrationUser.migration_id == self.migration_id,
+                    _among(MigrationUser.user_id, others),
+                    MigrationUser.state == "failed",
+                )
+            )
+        log.info("%d failed users live elsewhere now: no longer in this migration", len(others))
 
     def _sweep_scratch(self) -> None:
         """Temporary files an interrupted run left in the destination's staging area."""
@@ -722,7 +772,7 @@ class Runner:
             frozen_at = time.monotonic()
             self._freeze(src, early)
             self.fault("after-freeze")
-            self._copy_rows(src, early)
+            early = self._copy_rows(src, early)
             checks = self._copy_blobs(src, early, checks)
             self._copy_staged(src, early)
             self._set_state(early, "copied")
@@ -748,7 +798,7 @@ class Runner:
             present = set(s.scalars(select(Account.user_id).where(_among(Account.user_id, ids))))
         gone = [u for u in ids if u not in present]
         for user_id in gone:
-            self._remove_copy(src, user_id)
+            self._remove_copy(src, user_id)  # a no-op for a user who lives there
         if gone:
             with self.platform.catalog.transaction() as c:
                 c.execute(
@@ -839,27 +889,43 @@ class Runner:
                 .values(migration="frozen")
             )
 
-    def _copy_rows(self, src: Cell, ids: list[uuid.UUID]) -> None:
+    def _copy_rows(self, src: Cell, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Copy the users' rows, re-encrypted. Returns the users copied; one whose data cannot
+        be copied (its source key gone, its email or phone already used by an account of the
+        destination) stays home, and the others go on."""
         side = _read_rows(src, ids)
-        out: dict[str, list[dict[str, Any]]] = {m.name: [] for m in MOVED_TABLES}
+        rows: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {}
         counts: dict[uuid.UUID, int] = {}
+        failed: dict[uuid.UUID, str] = {}
         for user_id in ids:
             tables = side.rows[user_id]
             if not tables["accounts"]:
                 continue
-            old = UserCipher(user_id, src.keys.data_key(user_id))
-            new = UserCipher(user_id, self.dest.keys.create_data_key(user_id))
+            try:
+                old = UserCipher(user_id, src.keys.data_key(user_id))
+                new = UserCipher(user_id, self.dest.keys.create_data_key(user_id))
+                copies: dict[str, list[dict[str, Any]]] = {}
+                docs: dict[str, list[dict[str, Any]]] = {}
+                for moved in MOVED_TABLES:
+                    pairs = [self._reencrypt(moved, row, old, new) for row in tables[moved.name]]
+                    copies[moved.name] = [copy for copy, _ in pairs]
+                    docs[moved.name] = [doc for _, doc in pairs]
+            except (KeyDestroyed, DecryptionFailed) as exc:
+                failed[user_id] = f"the source data does not open: {type(exc).__name__}"
+                continue
+            rows[user_id] = copies
             counts[user_id] = sum(len(v) for v in tables.values())
-            docs: dict[str, list[dict[str, Any]]] = {}
-            for moved in MOVED_TABLES:
-                docs[moved.name] = []
-                for row in tables[moved.name]:
-                    copy, doc = self._reencrypt(moved, row, old, new)
-                    out[moved.name].append(copy)
-                    docs[moved.name].append(doc)
             # The source's side of the verification: the frozen rows, decrypted with the
             # source key as they were read for the copy.
             self._source_docs[user_id] = docs
+        failed.update(self._index_clashes(ids, rows))
+        for user_id in failed:
+            rows.pop(user_id, None)
+            counts.pop(user_id, None)
+            self._source_docs.pop(user_id, None)
+        out = {
+            m.name: [r for copies in rows.values() for r in copies[m.name]] for m in MOVED_TABLES
+        }
         with self.dest.db.transaction() as s:
             for moved in reversed(MOVED_TABLES):
                 s.execute(delete(moved.table).where(_among(moved.table.c[moved.user_column], ids)))
@@ -868,6 +934,41 @@ class Runner:
                     s.execute(insert(moved.table), chunk)
         self._journal_values("rows = v.n", {"n": ("integer", counts)})
         self.outcome.rows += sum(counts.values())
+        for user_id, reason in failed.items():
+            self._give_up(src, user_id, reason)
+        return [u for u in ids if u not in failed]
+
+    def _index_clashes(
+        self, ids: list[uuid.UUID], rows: dict[uuid.UUID, dict[str, list[dict[str, Any]]]]
+    ) -> dict[uuid.UUID, str]:
+        """Users whose email or phone an account of the destination already has (emails are
+        unique across regions at sign-up; phone numbers only within a region)."""
+        wanted: dict[bytes, uuid.UUID] = {}
+        for user_id, copies in rows.items():
+            for account in copies["accounts"]:
+                for column in ("email_bidx", "phone_bidx"):
+                    if account[column] is not None:
+                        wanted[account[column]] = user_id
+        if not wanted:
+            return {}
+        with self.dest.db.transaction() as s:
+            taken = s.execute(
+                select(Account.email_bidx, Account.phone_bidx).where(
+                    ~_among(Account.user_id, ids),
+                    or_(
+                        Account.email_bidx
+                        == any_(bindparam(None, list(wanted), type_=ARRAY(LargeBinary))),
+                        Account.phone_bidx
+                        == any_(bindparam(None, list(wanted), type_=ARRAY(LargeBinary))),
+                    ),
+                )
+            ).all()
+        clashes: dict[uuid.UUID, str] = {}
+        for email, phone in taken:
+            for value, what in ((email, "email"), (phone, "phone number")):
+                if value is not None and bytes(value) in wanted:
+                    clashes[wanted[bytes(value)]] = f"an account of the destination has this {what}"
+        return clashes
 
     def _journal_values(
         self, assignments: str, columns: dict[str, tuple[str, dict[Any, Any]]]
@@ -928,18 +1029,33 @@ class Runner:
         offsets = {r.id: r.offset for r in uploads}
         target = self.platform.settings.staging_dir(self.dest.region)
         pending = {r.id: r.video_id for r in uploads}
+        copied: set[str] = set()
         for path in _staged_files(self.platform, src.region, pending):
             target.mkdir(parents=True, exist_ok=True, mode=0o700)
             partial = target / f".migration.{uuid.uuid4().hex}"
-            with path.open("rb") as f, partial.open("wb") as out:
-                os.chmod(partial, 0o600)
-                remaining = offsets[uuid.UUID(path.stem)]
-                while remaining > 0 and (piece := f.read(min(1 << 20, remaining))):
-                    out.write(piece)
-                    remaining -= len(piece)
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                with path.open("rb") as f, partial.open("wb") as out:
+                    os.chmod(partial, 0o600)
+                    remaining = offsets[uuid.UUID(path.stem)]
+                    while remaining > 0 and (piece := f.read(min(1 << 20, remaining))):
+                        out.write(piece)
+                        remaining -= len(piece)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except FileNotFoundError:
+                # Renamed under us (.part -> .src by an upload being finished): the
+                # verification sees the difference and the second pass copies the new name.
+                partial.unlink(missing_ok=True)
+                continue
             partial.replace(target / path.name)
+            copied.add(path.name)
+        # A name the source no longer has (an earlier pass copied the .part of what is now
+        # a .src) must not linger in the destination.
+        for upload_id in pending:
+            for suffix in (".part", ".src"):
+                name = f"{upload_id}{suffix}"
+                if name not in copied and pending[upload_id] is None:
+                    (target / name).unlink(missing_ok=True)
 
     # -- verify ----------------------------------------------------------------------------
     def _verify(
@@ -1007,7 +1123,7 @@ class Runner:
         if bad and not second:
             retry = list(bad)
             log.warning("%d users did not verify; copying them once more", len(retry))
-            self._copy_rows(src, retry)
+            retry = self._copy_rows(src, retry)
             again = self._copy_blobs(src, retry, {})
             self._copy_staged(src, retry)
             return good + self._verify(src, retry, again, second=True)
@@ -1043,9 +1159,25 @@ class Runner:
             for video_id in waiting:
                 enqueue(self.platform, src.region, video_id)
 
+    def _home(self, user_id: uuid.UUID) -> str | None:
+        with self.platform.catalog.transaction() as c:
+            entry = c.get(DirectoryEntry, user_id)
+        return None if entry is None else entry.home_region
+
     def _remove_copy(self, src: Cell, user_id: uuid.UUID) -> None:
+        """Remove this migration's copy of a user from the destination: only a copy that is
+        not the user's data (``incoming``, or no account row), never a user who lives there."""
         dest = self.dest
+        if self._home(user_id) == dest.region:
+            log.error("user %s lives in %s: their data there is not a copy", user_id, dest.region)
+            return
         with dest.db.transaction() as s:
+            account = s.execute(
+                select(Account.migration).where(Account.user_id == user_id).with_for_update()
+            ).first()
+            if account is not None and account[0] != "incoming":
+                log.error("user %s has settled data in %s: not removed", user_id, dest.region)
+                return
             uploads = dict.fromkeys(s.scalars(select(Upload.id).where(Upload.owner_id == user_id)))
             for moved in reversed(MOVED_TABLES):
                 s.execute(delete(moved.table).where(moved.table.c[moved.user_column] == user_id))
@@ -1132,6 +1264,35 @@ class Runner:
 
             for video_id in waiting:
                 enqueue(self.platform, self.dest.region, video_id)
+        self._finish_uploads(ids)
+
+    def _finish_uploads(self, ids: list[uuid.UUID]) -> None:
+        """Uploads whose every byte had arrived but whose finishing met the fence: a tus
+        client that sees the upload complete does not ask again, so it is finished here."""
+        from reelm.accounts.service import CurrentUser
+        from reelm.media.errors import MediaRejected
+        from reelm.media.videos import finish_upload
+
+        with self.dest.db.transaction() as s:
+            complete = list(
+                s.execute(
+                    select(Upload.id, Upload.owner_id, Account.market)
+                    .join(Account, Account.user_id == Upload.owner_id)
+                    .where(
+                        _among(Upload.owner_id, ids),
+                        Upload.video_id.is_(None),
+                        Upload.offset == Upload.length,
+                    )
+                )
+            )
+        for upload_id, owner, market in complete:
+            who = CurrentUser(owner, self.dest.region, market, "", b"")
+            try:
+                finish_upload(self.platform, who, upload_id)
+            except MediaRejected:
+                pass  # refused and discarded, as it would have been before the move
+            except Exception:
+                log.exception("upload %s could not be finished after the move", upload_id)
 
     def _journal_digests(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, bytes]:
         with self.platform.catalog.transaction() as c:
@@ -1363,8 +1524,22 @@ def overview(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
     """The latest migrations, for the public transparency page: market, regions, progress,
     state and the report's SHA-256 (random ids and counts only)."""
     with platform.catalog.transaction() as c:
+        # Not the report itself (megabytes for a large migration): whether there is one.
         migrations = list(
-            c.scalars(select(Migration).order_by(Migration.created_at.desc()).limit(limit))
+            c.execute(
+                select(
+                    Migration.id,
+                    Migration.market,
+                    Migration.destination,
+                    Migration.state,
+                    Migration.created_at,
+                    Migration.finished_at,
+                    Migration.report_sha256,
+                    Migration.report.is_not(None).label("has_report"),
+                )
+                .order_by(Migration.created_at.desc())
+                .limit(limit)
+            )
         )
         counts: dict[uuid.UUID, dict[str, int]] = {}
         sources: dict[uuid.UUID, set[str]] = {}
@@ -1399,7 +1574,7 @@ def overview(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
                 "moved": by_state.get("purged", 0) + by_state.get("attested", 0),
                 "failed": by_state.get("failed", 0),
                 "report_sha256": m.report_sha256.hex() if m.report_sha256 else None,
-                "has_report": m.report is not None,
+                "has_report": bool(m.has_report),
             }
         )
     return out
