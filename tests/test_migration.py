@@ -338,20 +338,28 @@ def test_dry_run_and_bad_requests_change_nothing(world: dict[str, Any]) -> None:
     assert routing.home_region(platform, "FR") == "sg"
 
 
+def _corrupt_copies(
+    monkeypatch: pytest.MonkeyPatch, table: str, column: str, field: str, value: str
+) -> None:
+    """Make the copy write ``value`` into ``column`` of ``table`` (a copy that goes wrong)."""
+    original = engine.Runner._reencrypt
+
+    def corrupt(self: engine.Runner, moved: Any, row: dict[str, Any], old: Any, new: Any):  # type: ignore[no-untyped-def]
+        out, doc = original(self, moved, row, old, new)
+        if moved.name == table:
+            out[column] = new.encrypt(field, value)
+        return out, doc
+
+    monkeypatch.setattr(engine.Runner, "_reencrypt", corrupt)
+
+
 def test_a_digest_mismatch_leaves_the_user_where_they_are(
     platform_factory: Callable[..., Platform], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     platform = platform_factory(markets=MARKETS)
     _, user = _person(platform)
     original = engine.Runner._reencrypt
-
-    def corrupt(self: engine.Runner, moved: Any, row: dict[str, Any], old: Any, new: Any):  # type: ignore[no-untyped-def]
-        out, doc = original(self, moved, row, old, new)
-        if moved.name == "accounts":
-            out["email_ct"] = new.encrypt("email", "someone-else@example.com")
-        return out, doc
-
-    monkeypatch.setattr(engine.Runner, "_reencrypt", corrupt)
+    _corrupt_copies(monkeypatch, "accounts", "email_ct", "email", "someone-else@example.com")
     plan = engine.make_plan(platform, "us", market="US")
     outcome = engine.Runner(platform, engine.start(platform, plan)).run()
     assert list(outcome.failed) == [str(user.user_id)]
@@ -893,14 +901,7 @@ def test_resuming_never_touches_a_user_who_moved_since(
     _, user = _person(platform)
     ingest(platform, user, clip, UploadMeta(caption="mine", visibility="private"))
     original = engine.Runner._reencrypt
-
-    def corrupt(self: engine.Runner, moved: Any, row: dict[str, Any], old: Any, new: Any):  # type: ignore[no-untyped-def]
-        out, doc = original(self, moved, row, old, new)
-        if moved.name == "videos":
-            out["caption_ct"] = new.encrypt("caption", "not mine")
-        return out, doc
-
-    monkeypatch.setattr(engine.Runner, "_reencrypt", corrupt)
+    _corrupt_copies(monkeypatch, "videos", "caption_ct", "caption", "not mine")
     first = engine.start(platform, engine.make_plan(platform, "us", market="US"))
     assert list(engine.Runner(platform, first).run().failed) == [str(user.user_id)]
     monkeypatch.setattr(engine.Runner, "_reencrypt", original)
