@@ -71,6 +71,7 @@ def make_settings(data_dir: Path, admin_url: str, **overrides: Any) -> Settings:
         "argon2_memory_kib": 1024,
         "signup_rate": "10000/minute",
         "login_rate": "10000/minute",
+        "search_rate": "10000/minute",
         **overrides,
     }
     return Settings(**values)

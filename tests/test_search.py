@@ -211,3 +211,15 @@ def test_search_text_is_filled_for_data_older_than_search(
     with platform.catalog.transaction() as c:
         stored = c.execute(text("SELECT search_text FROM profiles")).scalars().all()
     assert profile_text(handle, "Vieja Señora", "") in stored
+
+
+def test_searches_are_rate_limited(platform_factory: Callable[..., Platform]) -> None:
+    platform = platform_factory(search_rate="3/minute")
+    with TestClient(create_app(platform), base_url="https://testserver") as http:
+        for _ in range(3):
+            assert http.get("/api/v1/search", params={"q": "x"}).status_code == 200
+        r = http.get("/api/v1/search", params={"q": "x"})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+        assert r.json()["type"].endswith("/rate-limited")
+        page = http.get("/search", params={"q": "x"}, headers={"Accept": "text/html"})
+        assert page.status_code == 429 and "too many attempts" in page.text

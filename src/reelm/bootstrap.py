@@ -138,7 +138,13 @@ def build(settings: Settings, *, upgrade: bool = True) -> Platform:
         policy=ResidencyPolicy.from_settings(settings),
         catalog=Database.connect(CATALOG, catalog_url),
         cells=cells,
-        rate_limits=RateLimits({"signup": settings.signup_rate, "login": settings.login_rate}),
+        rate_limits=RateLimits(
+            {
+                "signup": settings.signup_rate,
+                "login": settings.login_rate,
+                "search": settings.search_rate,
+            }
+        ),
         public_blobs=public_blob_store(settings),
         embedded_server=server,
     )

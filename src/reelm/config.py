@@ -225,6 +225,10 @@ class Settings(BaseSettings):
         default="10/minute",
         description="Login attempts allowed per client address and per account.",
     )
+    search_rate: str = Field(
+        default="60/minute",
+        description="Searches allowed per client address (pages and API together).",
+    )
     argon2_time_cost: int = Field(default=3, ge=1, le=20, description="argon2id passes.")
     argon2_memory_kib: int = Field(
         default=65536, ge=1024, le=4 * 1024 * 1024, description="argon2id memory in KiB."

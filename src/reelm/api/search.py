@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from reelm.api.deps import OptionalUserDep, PlatformDep
+from reelm.api.deps import ClientAddress, OptionalUserDep, PlatformDep
 from reelm.api.problems import problem_responses
 from reelm.api.videos import VideoOut, VideoPage
 from reelm.media.catalog import MAX_PAGE
@@ -37,10 +37,11 @@ class SearchOut(BaseModel):
     videos: VideoPage
 
 
-@router.get("/search", responses=problem_responses(422, 451), summary="Search")
+@router.get("/search", responses=problem_responses(422, 429, 451), summary="Search")
 def search(
     platform: PlatformDep,
     viewer: OptionalUserDep,
+    client: ClientAddress,
     q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY)],
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
@@ -48,6 +49,7 @@ def search(
     """People (handle, name, bio), hashtags and public videos (caption, hashtags) matching
     ``q``, whatever the accents, case or script (CJK and emoji too). People and hashtags come
     with the first page; follow ``videos.next_cursor`` for more videos."""
+    platform.rate_limits.hit("search", client)
     found = service.search(platform, viewer, q, cursor=cursor, limit=limit)
     return SearchOut(
         query=found.query,

@@ -18,7 +18,7 @@ from markupsafe import Markup, escape
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from reelm.accounts.errors import AccountError, InvalidInput, NotFound
+from reelm.accounts.errors import AccountError, InvalidInput, NotFound, RateLimited
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.media import catalog, uploads, videos
@@ -344,12 +344,14 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
         if not query.strip():
             return pages.render(request, "search.html", **values)
         try:
+            platform.rate_limits.hit("search", request.client.host if request.client else "?")
             values["results"] = search.search(
                 platform, viewer(request), query, cursor=cursor, limit=GRID_PAGE
             )
-        except InvalidInput as exc:
+        except (InvalidInput, RateLimited) as exc:
             values["error"] = exc.detail
-            return pages.render(request, "search.html", status=422, **values)
+            status = 429 if isinstance(exc, RateLimited) else 422
+            return pages.render(request, "search.html", status=status, **values)
         return pages.render(request, "search.html", **values)
 
     # ---- a hashtag ---------------------------------------------------------------------------
