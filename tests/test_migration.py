@@ -157,6 +157,17 @@ def _holds_anything(platform: Platform, region: str, user_id: uuid.UUID) -> list
     return found
 
 
+def _assert_moved_intact(platform: Platform, before: dict[uuid.UUID, dict[str, Any]]) -> None:
+    """Each user now lives in us with exactly what they had, and nothing of them is in sg."""
+    for user_id, was in before.items():
+        after = _state_of(platform, user_id)
+        assert after["home"] == "us"
+        for part, value in was.items():
+            if part != "home":
+                assert after[part] == value, (user_id, part)
+        assert _holds_anything(platform, "sg", user_id) == []
+
+
 @pytest.fixture(scope="module")
 def world(module_platforms: Callable[..., Platform], clip: Path) -> Iterator[dict[str, Any]]:
     platform = module_platforms(markets=MARKETS)
@@ -220,13 +231,7 @@ def test_a_market_moves_and_nothing_is_left_behind(world: dict[str, Any], tmp_pa
     assert outcome.moved == 3
     assert seen[-1] == (3, 3)
 
-    for user_id in movers:
-        after = _state_of(platform, user_id)
-        assert after["home"] == "us"
-        for part, value in before[user_id].items():
-            if part != "home":
-                assert after[part] == value, part
-        assert _holds_anything(platform, "sg", user_id) == []
+    _assert_moved_intact(platform, before)
     assert _state_of(platform, people["dave"]["user"].user_id)["home"] == "sg"
     with platform.catalog.transaction() as c:
         epochs = set(
@@ -452,13 +457,7 @@ def test_killed_at_a_step_boundary_then_resumed(
     resumed = _reelm(platform, "migrate", "--resume", "--report", str(tmp_path / "report.json"))
     _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err.decode()[-2000:]
-    for user_id in ids:
-        after = _state_of(platform, user_id)
-        assert after["home"] == "us"
-        for part, value in before[user_id].items():
-            if part != "home":
-                assert after[part] == value, (point, part)
-        assert _holds_anything(platform, "sg", user_id) == []
+    _assert_moved_intact(platform, before)
     checked = _reelm(platform, "audit", "verify-migration", str(tmp_path / "report.json"))
     _out, err = checked.communicate(timeout=120)
     assert checked.returncode == 0, err.decode()[-2000:]
@@ -491,13 +490,7 @@ def test_killed_at_random_times_then_resumed(
     final = _reelm(platform, "migrate", "--resume", "--report", str(tmp_path / "r.json"))
     _, err = final.communicate(timeout=180)
     assert final.returncode == 0, err.decode()[-2000:]
-    for user_id in ids:
-        after = _state_of(platform, user_id)
-        assert after["home"] == "us"
-        for part, value in before[user_id].items():
-            if part != "home":
-                assert after[part] == value, part
-        assert _holds_anything(platform, "sg", user_id) == []
+    _assert_moved_intact(platform, before)
     report = scan(platform)
     assert report.clean, [f.describe() for f in report.findings]
 

@@ -28,6 +28,7 @@ moment is finished by running it again (``resume``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -557,22 +558,23 @@ class Runner:
         """Take the migration's lock (one runner at a time), then move everyone left."""
         if self.migration.state != "running":
             raise MigrationError(f"migration {self.migration_id} is {self.migration.state}")
+        with self._run_lock():
+            return self._run(retry_failed=retry_failed)
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Iterator[None]:
+        """The migration's advisory lock, held on a connection of its own while a process
+        runs (or aborts) it: a second one is refused instead of racing the first."""
+        params = {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)}
         with self.platform.catalog.engine.connect() as conn:
-            got = conn.scalar(
-                text("SELECT pg_try_advisory_lock(:space, hashtext(:id))"),
-                {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
-            )
-            if not got:
+            if not conn.scalar(text("SELECT pg_try_advisory_lock(:space, hashtext(:id))"), params):
                 raise MigrationError(
                     f"migration {self.migration_id} is being run by another process"
                 )
             try:
-                return self._run(retry_failed=retry_failed)
+                yield
             finally:
-                conn.execute(
-                    text("SELECT pg_advisory_unlock(:space, hashtext(:id))"),
-                    {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
-                )
+                conn.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:id))"), params)
 
     def _run(self, *, retry_failed: bool) -> Outcome:
         began = time.monotonic()
@@ -708,50 +710,36 @@ class Runner:
         """Stop the migration. Users not yet switched stay where they are (copies removed,
         unfrozen); users already switched have moved, so their purge is finished. A market
         route this migration set is taken back (new sign-ups follow the configuration again)."""
-        with self.platform.catalog.engine.connect() as conn:
-            got = conn.scalar(
-                text("SELECT pg_try_advisory_lock(:space, hashtext(:id))"),
-                {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
-            )
-            if not got:
-                raise MigrationError(
-                    f"migration {self.migration_id} is being run by another process"
-                )
-            try:
-                with self.platform.catalog.transaction() as c:
-                    rows = list(
-                        c.execute(
-                            select(MigrationUser.user_id, MigrationUser.source).where(
-                                MigrationUser.migration_id == self.migration_id,
-                                MigrationUser.state.in_(BEFORE_SWITCH),
-                            )
-                        )
-                    )
-                for user_id, source in rows:
-                    self._give_up(self.platform.cell(source), user_id, "migration aborted")
-                self._move_all()  # the switched ones: activate and purge
-                for region in {self.dest.region, *self._sources()}:
-                    self.platform.cell(region).log.integrate_all()
-                self._set_state(self._users_in(("purged",)), "attested")
-                with self.platform.catalog.transaction() as c:
-                    if self.migration.market is not None:
-                        c.execute(
-                            delete(MarketRoute).where(
-                                MarketRoute.market == self.migration.market,
-                                MarketRoute.migration_id == self.migration_id,
-                            )
-                        )
+        with self._run_lock():
+            with self.platform.catalog.transaction() as c:
+                rows = list(
                     c.execute(
-                        update(Migration)
-                        .where(Migration.id == self.migration_id)
-                        .values(state="aborted", finished_at=datetime.now(UTC))
+                        select(MigrationUser.user_id, MigrationUser.source).where(
+                            MigrationUser.migration_id == self.migration_id,
+                            MigrationUser.state.in_(BEFORE_SWITCH),
+                        )
                     )
-                return self.outcome
-            finally:
-                conn.execute(
-                    text("SELECT pg_advisory_unlock(:space, hashtext(:id))"),
-                    {"space": RUN_LOCK_SPACE, "id": str(self.migration_id)},
                 )
+            for user_id, source in rows:
+                self._give_up(self.platform.cell(source), user_id, "migration aborted")
+            self._move_all()  # the switched ones: activate and purge
+            for region in {self.dest.region, *self._sources()}:
+                self.platform.cell(region).log.integrate_all()
+            self._set_state(self._users_in(("purged",)), "attested")
+            with self.platform.catalog.transaction() as c:
+                if self.migration.market is not None:
+                    c.execute(
+                        delete(MarketRoute).where(
+                            MarketRoute.market == self.migration.market,
+                            MarketRoute.migration_id == self.migration_id,
+                        )
+                    )
+                c.execute(
+                    update(Migration)
+                    .where(Migration.id == self.migration_id)
+                    .values(state="aborted", finished_at=datetime.now(UTC))
+                )
+            return self.outcome
 
     # -- one batch --------------------------------------------------------------------------
     _failed_now: set[uuid.UUID] = set()
