@@ -429,6 +429,16 @@ def _movers(platform: Platform, clip: Path, count: int) -> list[uuid.UUID]:
     return ids
 
 
+def _listed_movers(
+    platform: Platform, clip: Path, count: int, tmp_path: Path
+) -> tuple[list[uuid.UUID], dict[uuid.UUID, dict[str, Any]], Path]:
+    """New users to move, what they hold now, and a --users file naming them."""
+    ids = _movers(platform, clip, count)
+    listed = tmp_path / "users.txt"
+    listed.write_text("".join(f"{u}\n" for u in ids))
+    return ids, {u: _state_of(platform, u) for u in ids}, listed
+
+
 @pytest.fixture(scope="module")
 def crash_world(module_platforms: Callable[..., Platform]) -> Platform:
     return module_platforms(markets=MARKETS)
@@ -439,10 +449,7 @@ def test_killed_at_a_step_boundary_then_resumed(
     crash_world: Platform, clip: Path, tmp_path: Path, point: str
 ) -> None:
     platform = crash_world
-    ids = _movers(platform, clip, 3)
-    before = {u: _state_of(platform, u) for u in ids}
-    listed = tmp_path / "users.txt"
-    listed.write_text("\n".join(str(u) for u in ids) + "\n")
+    _, before, listed = _listed_movers(platform, clip, 3, tmp_path)
     killed = _reelm(
         platform, "migrate", "--users", str(listed), "--to", "us", "--batch", "2",
         "--report", str(tmp_path / "report.json"), REELM_MIGRATION_FAULT=point,
@@ -470,10 +477,7 @@ def test_killed_at_random_times_then_resumed(
     import time
 
     platform = crash_world
-    ids = _movers(platform, clip, 8)
-    before = {u: _state_of(platform, u) for u in ids}
-    listed = tmp_path / "users.txt"
-    listed.write_text("\n".join(str(u) for u in ids))
+    _, before, listed = _listed_movers(platform, clip, 8, tmp_path)
     report = str(tmp_path / "r.json")
     args = ["migrate", "--users", str(listed), "--to", "us", "--batch", "1", "--report", report]
     rng = random.Random(5)
@@ -561,10 +565,7 @@ def test_an_aborted_migration_leaves_unswitched_users_home_and_writable(
     crash_world: Platform, clip: Path, tmp_path: Path
 ) -> None:
     platform = crash_world
-    ids = _movers(platform, clip, 2)
-    before = {u: _state_of(platform, u) for u in ids}
-    listed = tmp_path / "users.txt"
-    listed.write_text("\n".join(str(u) for u in ids))
+    ids, before, listed = _listed_movers(platform, clip, 2, tmp_path)
     report = str(tmp_path / "r.json")
     killed = _reelm(
         platform, "migrate", "--users", str(listed), "--to", "us", "--report", report,

@@ -7,8 +7,6 @@ the migration's URL. A server that stops mid-way leaves the journal: resume it h
 
 from __future__ import annotations
 
-import logging
-import threading
 import uuid
 from typing import Annotated, Any
 
@@ -23,13 +21,9 @@ from reelm.bootstrap import Platform
 from reelm.migration import engine
 from reelm.transparency.gateway import NotStaff, staff_role
 
-log = logging.getLogger("reelm.migration")
 router = APIRouter(prefix="/api/v1/staff/migrations", tags=["staff"])
 ERRORS = problem_responses(401, 403, 404, 409, 422)
 MAX_LISTED_USERS = 100_000
-
-_running: dict[uuid.UUID, threading.Thread] = {}
-_lock = threading.Lock()
 
 
 class MigrationIn(BaseModel):
@@ -47,27 +41,9 @@ def _admin(platform: Platform, user: CurrentUser) -> None:
         raise NotStaff("region migrations are for staff with the admin role")
 
 
-def _start_thread(platform: Platform, migration_id: uuid.UUID) -> None:
-    with _lock:
-        running = _running.get(migration_id)
-        if running is not None and running.is_alive():
-            return
-
-        def run() -> None:
-            try:
-                engine.Runner(platform, migration_id).run(retry_failed=True)
-            except Exception:
-                log.exception("migration %s stopped; resume it to finish", migration_id)
-
-        thread = threading.Thread(target=run, name=f"migration-{migration_id}", daemon=True)
-        _running[migration_id] = thread
-        thread.start()
-
-
 def _status(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
     found = engine.status(platform, migration_id)
-    thread = _running.get(migration_id)
-    found["running_here"] = bool(thread and thread.is_alive())
+    found["running_here"] = engine.running_in_background(migration_id)
     return found
 
 
@@ -83,7 +59,7 @@ def start_migration(
         response.status_code = status.HTTP_200_OK
         return {"plan": plan.as_dict()}
     migration_id = engine.start(platform, plan, batch_size=body.batch_size)
-    _start_thread(platform, migration_id)
+    engine.run_in_background(platform, migration_id)
     response.headers["Location"] = f"/api/v1/staff/migrations/{migration_id}"
     return {"plan": plan.as_dict(), **_status(platform, migration_id)}
 
@@ -107,7 +83,7 @@ def resume_migration(
         raise engine.MigrationError(f"migration {migration_id} is not running")
     if engine.being_run(platform, migration_id):
         raise engine.MigrationError(f"migration {migration_id} is being run already")
-    _start_thread(platform, migration_id)
+    engine.run_in_background(platform, migration_id)
     return _status(platform, migration_id)
 
 

@@ -34,6 +34,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -1445,6 +1446,36 @@ class Runner:
                     )
                 )
             }
+
+
+# ---- in the background (the operator API) ----------------------------------------------------
+
+_background: dict[uuid.UUID, threading.Thread] = {}
+_background_lock = threading.Lock()
+
+
+def run_in_background(platform: Platform, migration_id: uuid.UUID) -> None:
+    """Run (or resume) a migration in a thread of this process, unless one already does.
+    A failure is logged; the journal keeps the state for a resume."""
+    with _background_lock:
+        running = _background.get(migration_id)
+        if running is not None and running.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                Runner(platform, migration_id).run(retry_failed=True)
+            except Exception:
+                log.exception("migration %s stopped; resume it to finish", migration_id)
+
+        thread = threading.Thread(target=run, name=f"migration-{migration_id}", daemon=True)
+        _background[migration_id] = thread
+        thread.start()
+
+
+def running_in_background(migration_id: uuid.UUID) -> bool:
+    thread = _background.get(migration_id)
+    return thread is not None and thread.is_alive()
 
 
 # ---- status ---------------------------------------------------------------------------------

@@ -157,14 +157,8 @@ class LocalKeyStore:
         return f"reelm/data-key/{self.region}/{subject}".encode()
 
     def create_data_key(self, subject: UUID) -> bytes:
-        path = self._path(subject)
-        if path.exists():
-            return self.data_key(subject)
-        key = secrets.token_bytes(KEY_BYTES)
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        _write_private(path, nonce + self._master.encrypt(nonce, key, self._aad(subject)))
-        self._remember(subject, key)
-        return key
+        self.create_data_keys([subject])
+        return self.data_key(subject)
 
     def create_data_keys(self, subjects: Iterable[UUID]) -> None:
         made = []
@@ -224,20 +218,7 @@ class LocalKeyStore:
 
     def destroy_data_key(self, subject: UUID) -> bool:
         """Overwrite, then unlink, the wrapped key. Returns False when it was already gone."""
-        with self._lock:
-            self._cache.pop(subject, None)
-        path = self._path(subject)
-        try:
-            size = path.stat().st_size
-            with path.open("r+b") as f:
-                f.write(secrets.token_bytes(size))
-                f.flush()
-                os.fsync(f.fileno())
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        _fsync_dir(self._users)
-        return True
+        return bool(self.destroy_data_keys([subject]))
 
     def index_key(self) -> bytes:
         """The region's blind-index key, derived from (and destroyed with) the master key."""
