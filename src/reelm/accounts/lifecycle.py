@@ -99,6 +99,7 @@ def read_protected(platform: Platform, scope: UserScope, *, today: date | None =
         raise NotFound("no such account")
     birth = date.fromisoformat(cipher.decrypt("birth_date", account.birth_date_ct))
     rules = age.AgeRules(age.age_on(birth, today or date.today()))
+    _refresh_teen(platform, scope.user_id, rules.privacy_locked)
     return Me(
         profile=_profile(platform, scope.user_id),
         email=cipher.decrypt("email", account.email_ct),
@@ -111,6 +112,17 @@ def read_protected(platform: Platform, scope: UserScope, *, today: date | None =
         privacy_locked=rules.privacy_locked,
         deletion_due=account.purge_after,
     )
+
+
+def _refresh_teen(platform: Platform, user_id: uuid.UUID, teen: bool) -> None:
+    """Lift the under-16 protections once the user has turned 16 (or set them, if a birth
+    date correction ever makes the user younger)."""
+    with platform.catalog.transaction() as c:
+        c.execute(
+            update(PublicProfile)
+            .where(PublicProfile.user_id == user_id, PublicProfile.teen.is_not(teen))
+            .values(teen=teen)
+        )
 
 
 def update_profile(platform: Platform, user: CurrentUser, change: ProfileUpdate) -> Profile:
@@ -166,7 +178,7 @@ def update_privacy(
             c.execute(
                 update(PublicProfile)
                 .where(PublicProfile.user_id == user.user_id)
-                .values(is_private=wanted.private_account)
+                .values(is_private=wanted.private_account, teen=rules.privacy_locked)
             )
     return wanted
 
@@ -224,6 +236,7 @@ def purge_due(
     the region rows, then the catalog rows; a rerun finishes whatever a crash left.
     """
     from reelm.media.videos import remove_all_videos
+    from reelm.social.likes import remove_user
 
     moment = at or now()
     purged: list[uuid.UUID] = []
@@ -245,6 +258,7 @@ def purge_due(
             # Videos first (they need the key to find nothing more: their blobs go by key
             # name), then the key, then the account.
             remove_all_videos(platform, cell, user_id)
+            remove_user(platform, cell, user_id)
             cell.keys.destroy_data_key(user_id)
             with cell.db.transaction() as s:
                 # Logged with the deletion of the rows, so a rerun after a crash logs it once.

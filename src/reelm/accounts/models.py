@@ -57,6 +57,10 @@ class PublicProfile(CatalogBase):
     bio: Mapped[str] = mapped_column(Text, default="")
     links: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     is_private: Mapped[bool] = mapped_column(default=False)
+    # Under 16 (derived from the protected birth date, in the home region): duets, downloads
+    # and messages are refused, and the account stays private. Set at sign-up, refreshed when
+    # the user reads or changes their settings (reelm.social.access enforces it everywhere).
+    teen: Mapped[bool] = mapped_column(default=False, server_default="false")
     # Handle, name and bio folded for search (reelm.search.text; trigram index, c0006).
     search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

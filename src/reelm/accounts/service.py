@@ -156,6 +156,7 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
                 bio="",
                 links={},
                 is_private=privacy.private_account,
+                teen=rules.privacy_locked,
                 search_text=profile_text(data.handle, data.display_name, ""),
             )
         )

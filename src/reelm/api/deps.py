@@ -27,6 +27,12 @@ def get_optional_user(request: Request) -> CurrentUser | None:
     return getattr(request.state, "user", None)
 
 
+def get_market(request: Request) -> str | None:
+    """The visitor's market, as the gate worked it out (account, edge header, demo cookie)."""
+    market: str | None = getattr(request.state, "market", None)
+    return market
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -35,3 +41,4 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
 OptionalUserDep = Annotated[CurrentUser | None, Depends(get_optional_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
+MarketDep = Annotated[str | None, Depends(get_market)]

@@ -36,6 +36,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "bad-credentials": (401, "Wrong handle, email or password"),
     "not-authenticated": (401, "Sign-in required"),
     "not-found": (404, "Not found"),
+    "forbidden": (403, "Not allowed"),
     "rate-limited": (429, "Too many attempts"),
     "unavailable-for-legal-reasons": (451, "Unavailable for legal reasons"),
     "unknown-market": (422, "Unknown market"),

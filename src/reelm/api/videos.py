@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from reelm.accounts import lifecycle
 from reelm.accounts.errors import AccountError, InvalidInput, NotFound
-from reelm.api.deps import CurrentUserDep, OptionalUserDep, PlatformDep
+from reelm.api.deps import CurrentUserDep, MarketDep, OptionalUserDep, PlatformDep
 from reelm.api.problems import problem, problem_responses
 from reelm.media import catalog, uploads, videos
 from reelm.media.catalog import VideoCard
@@ -68,6 +68,12 @@ class AuthorOut(BaseModel):
     display_name: str
 
 
+class StatsOut(BaseModel):
+    likes: int
+    comments: int
+    shares: int
+
+
 class VideoOut(BaseModel):
     id: uuid.UUID
     status: str
@@ -75,6 +81,7 @@ class VideoOut(BaseModel):
     failure: str | None
     visibility: str
     allow_comments: bool
+    comments_from: str
     caption: str
     hashtags: list[str]
     mentions: list[str]
@@ -87,6 +94,8 @@ class VideoOut(BaseModel):
     share_url: str | None
     created_at: datetime
     mine: bool
+    stats: StatsOut
+    liked: bool
 
     @classmethod
     def of(cls, card: VideoCard) -> VideoOut:
@@ -97,6 +106,7 @@ class VideoOut(BaseModel):
             failure=card.failure,
             visibility=card.visibility,
             allow_comments=card.allow_comments,
+            comments_from=card.comments_from,
             caption=card.caption,
             hashtags=list(card.hashtags),
             mentions=list(card.mentions),
@@ -114,6 +124,8 @@ class VideoOut(BaseModel):
             share_url=f"/v/{card.id}" if card.visibility == "public" else None,
             created_at=card.created_at,
             mine=card.mine,
+            stats=StatsOut(likes=card.likes, comments=card.comments, shares=card.shares),
+            liked=card.liked,
         )
 
 
@@ -283,16 +295,18 @@ def upload_cancel(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.U
 def get_feed(
     platform: PlatformDep,
     viewer: OptionalUserDep,
+    market: MarketDep,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=catalog.MAX_PAGE)] = 10,
 ) -> VideoPage:
-    return _page(catalog.feed(platform, viewer, cursor=cursor, limit=limit))
+    return _page(catalog.feed(platform, viewer, cursor=cursor, limit=limit, market=market))
 
 
 @router.get("/hashtags/{tag}/videos", summary="Public videos with a hashtag, newest first")
 def get_hashtag(
     platform: PlatformDep,
     viewer: OptionalUserDep,
+    market: MarketDep,
     tag: Annotated[str, Path(max_length=100)],
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=catalog.MAX_PAGE)] = 10,
@@ -300,7 +314,7 @@ def get_hashtag(
     from reelm.media.captions import fold_tag
 
     page = catalog.hashtag_feed(
-        platform, viewer, fold_tag(tag.lstrip("#")), cursor=cursor, limit=limit
+        platform, viewer, fold_tag(tag.lstrip("#")), cursor=cursor, limit=limit, market=market
     )
     return _page(page)
 
@@ -309,12 +323,16 @@ def get_hashtag(
 def get_profile_videos(
     platform: PlatformDep,
     viewer: OptionalUserDep,
-    handle: str,
+    market: MarketDep,
+    handle: Annotated[str, Path(max_length=60)],
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=catalog.MAX_PAGE)] = 24,
 ) -> VideoPage:
     author = lifecycle.public_profile(platform, handle)
-    return _page(catalog.profile_videos(platform, viewer, author, cursor=cursor, limit=limit))
+    page = catalog.profile_videos(
+        platform, viewer, author, cursor=cursor, limit=limit, market=market
+    )
+    return _page(page)
 
 
 @router.get("/me/videos", summary="Your videos in every state, and uploads in progress")
@@ -322,9 +340,19 @@ def get_my_videos(platform: PlatformDep, user: CurrentUserDep) -> list[VideoOut]
     return [VideoOut.of(c) for c in catalog.own_videos(platform, user)]
 
 
-@router.get("/videos/{video_id}", responses=problem_responses(404), summary="One video")
-def get_video(platform: PlatformDep, viewer: OptionalUserDep, video_id: uuid.UUID) -> VideoOut:
-    return VideoOut.of(catalog.get_video(platform, viewer, video_id))
+@router.get("/videos/{video_id}", responses=problem_responses(404, 451), summary="One video")
+def get_video(
+    platform: PlatformDep,
+    viewer: OptionalUserDep,
+    market: MarketDep,
+    video_id: uuid.UUID,
+    by: Annotated[
+        str | None,
+        Query(max_length=60, description="The author's handle: finds a followers-only video"),
+    ] = None,
+) -> VideoOut:
+    author = lifecycle.public_profile(platform, by) if by else None
+    return VideoOut.of(catalog.get_video(platform, viewer, video_id, market=market, by=author))
 
 
 @router.patch(
@@ -394,11 +422,21 @@ def _ranged(
 
 @media.api_route("/v/{video_id}/{file}", methods=["GET", "HEAD"])
 def public_file(
-    request: Request, platform: PlatformDep, video_id: uuid.UUID, file: str
+    request: Request,
+    platform: PlatformDep,
+    viewer: OptionalUserDep,
+    video_id: uuid.UUID,
+    file: str,
 ) -> Response:
-    """A public video's rendition or poster, while the video is public (cached 5 minutes)."""
-    if not valid_file(file) or not catalog.is_listed(platform, video_id):
+    """A public video's rendition or poster, while the viewer may see the video: cached 5
+    minutes where anyone may (a private account's videos, for its followers, stay private)."""
+    if not valid_file(file):
         raise NotFound("no such file")
+    cache = PUBLIC_CACHE
+    if not catalog.listed_for_anyone(platform, video_id):
+        if viewer is None or not catalog.is_listed(platform, video_id, viewer):
+            raise NotFound("no such file")
+        cache = "private, max-age=300"
     key = videos.public_prefix(video_id) + file
     store = platform.public_blobs
     try:
@@ -409,7 +447,7 @@ def public_file(
     def read(start: int, end: int) -> bytes:
         return store.read_range(key, start, end)
 
-    return _ranged(request, size, read, mime_of(file), PUBLIC_CACHE, f'"{video_id}-{file}"')
+    return _ranged(request, size, read, mime_of(file), cache, f'"{video_id}-{file}"')
 
 
 @media.api_route("/p/{region}/{video_id}/{file}", methods=["GET", "HEAD"])

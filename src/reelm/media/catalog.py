@@ -1,9 +1,12 @@
 """Reading videos: the public feed, a video, a profile's grid and the owner's own list.
 
 Public videos come from the catalog (anyone may see them; their files are in the public store).
-A followers-only or private video, and any video not ready yet, is seen only by its owner, read
-from the owner's home region with short-lived signed URLs for its files. Followers get access
-when following exists; until then "followers" behaves like "private" for everyone but the owner.
+A followers-only or private video, and any video not ready yet, is read from the owner's home
+region with short-lived signed URLs for its files: private ones by the owner only,
+followers-only ones by the owner's approved followers too (on the owner's profile grid).
+
+Who sees what is decided by :mod:`reelm.social.access` only: lists filter with its SQL form
+(``listable``), single videos ask ``decide``.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 
 from reelm.accounts.errors import InvalidInput, NotFound
 from reelm.accounts.lifecycle import Profile
@@ -26,6 +30,8 @@ from reelm.media.models import PublicVideo, Upload, Video
 from reelm.media.serving import private_url, public_url
 from reelm.media.uploads import UploadMeta
 from reelm.regions.cell import Cell
+from reelm.social import access
+from reelm.social.models import VideoStats
 
 MAX_PAGE = 50
 
@@ -59,6 +65,12 @@ class VideoCard:
     sources: tuple[Source, ...]  # largest first
     created_at: datetime
     mine: bool
+    owner_id: uuid.UUID | None = None
+    comments_from: str = "everyone"
+    likes: int = 0
+    comments: int = 0
+    shares: int = 0
+    liked: bool = False  # by the viewer
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +107,38 @@ def _limit(limit: int) -> int:
 # ---- public videos ---------------------------------------------------------------------------
 
 
-def _public_query() -> Select[PublicVideo, PublicProfile]:
-    """Public videos whose author is active and not a private account."""
+Row = tuple[PublicVideo, PublicProfile, VideoStats | None]
+
+
+def viewer_of(user: CurrentUser | None, market: str | None = None) -> access.Viewer:
+    """Who is looking: a signed-in user is in their account's market."""
+    if user is None:
+        return access.Viewer(None, market)
+    return access.Viewer(user.user_id, user.market)
+
+
+def _all_public() -> Select[PublicVideo, PublicProfile, VideoStats]:
     return (
-        select(PublicVideo, PublicProfile)
+        select(PublicVideo, PublicProfile, VideoStats)
         .join(PublicProfile, PublicProfile.user_id == PublicVideo.owner_id)
         .join(DirectoryEntry, DirectoryEntry.user_id == PublicVideo.owner_id)
-        .where(DirectoryEntry.state == "active", PublicProfile.is_private.is_(False))
+        .outerjoin(VideoStats, VideoStats.video_id == PublicVideo.id)
     )
 
 
+def _public_query(
+    viewer: access.Viewer | None = None,
+) -> Select[PublicVideo, PublicProfile, VideoStats]:
+    """Public videos this viewer may see in lists (reelm.social.access.listable)."""
+    return _all_public().where(access.listable(viewer or access.Viewer(None, None)))
+
+
 def _public_card(
-    video: PublicVideo, author: PublicProfile, viewer: CurrentUser | None
+    video: PublicVideo,
+    author: PublicProfile,
+    viewer: CurrentUser | None,
+    stats: VideoStats | None = None,
+    liked: bool = False,
 ) -> VideoCard:
     sources = tuple(
         Source(public_url(video.id, r["file"]), r["mime_type"], r["width"], r["height"], r["name"])
@@ -131,12 +163,37 @@ def _public_card(
         sources=sources,
         created_at=video.published_at,
         mine=viewer is not None and viewer.user_id == video.owner_id,
+        owner_id=video.owner_id,
+        comments_from=video.comments_from,
+        likes=stats.likes if stats else 0,
+        comments=stats.comments if stats else 0,
+        shares=stats.shares if stats else 0,
+        liked=liked,
     )
+
+
+def _cards(platform: Platform, rows: Sequence[Row], viewer: CurrentUser | None) -> list[VideoCard]:
+    from reelm.social import likes
+
+    liked = likes.liked_among(platform, viewer, [v.id for v, _, _ in rows]) if viewer else set()
+    return [_public_card(v, p, viewer, st, v.id in liked) for v, p, st in rows]
+
+
+def cards_in_order(
+    platform: Platform, viewer: CurrentUser | None, ids: Sequence[uuid.UUID]
+) -> list[VideoCard]:
+    """Cards of these public videos, in this order (ids that are gone are left out)."""
+    if not ids:
+        return []
+    with platform.catalog.transaction() as c:
+        rows = c.execute(_all_public().where(PublicVideo.id.in_(list(ids)))).all()
+    found = {v.id: (v, p, st) for v, p, st in rows}
+    return _cards(platform, [found[i] for i in ids if i in found], viewer)
 
 
 def _page(
     platform: Platform,
-    query: Select[PublicVideo, PublicProfile],
+    query: Select[PublicVideo, PublicProfile, VideoStats],
     viewer: CurrentUser | None,
     cursor: str | None,
     limit: int,
@@ -152,16 +209,37 @@ def _page(
         )
     query = query.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
     with platform.catalog.transaction() as c:
-        rows = c.execute(query.limit(limit + 1)).all()
-    cards = [_public_card(v, p, viewer) for v, p in rows[:limit]]
+        rows = [(v, p, st) for v, p, st in c.execute(query.limit(limit + 1)).all()]
+    cards = _cards(platform, rows[:limit], viewer)
     return Page(cards, _cursor(cards[-1]) if len(rows) > limit else None)
 
 
 def feed(
-    platform: Platform, viewer: CurrentUser | None, *, cursor: str | None = None, limit: int = 10
+    platform: Platform,
+    viewer: CurrentUser | None,
+    *,
+    cursor: str | None = None,
+    limit: int = 10,
+    market: str | None = None,
 ) -> Page:
-    """Every public ready video, newest first."""
-    return _page(platform, _public_query(), viewer, cursor, limit)
+    """Every public ready video the viewer may see, newest first."""
+    return _page(platform, _public_query(viewer_of(viewer, market)), viewer, cursor, limit)
+
+
+def following_feed(
+    platform: Platform, viewer: CurrentUser, *, cursor: str | None = None, limit: int = 10
+) -> Page:
+    """Videos of the creators the viewer follows (approved), newest first."""
+    from reelm.social.models import Follow
+
+    query = _public_query(viewer_of(viewer)).where(
+        PublicVideo.owner_id.in_(
+            select(Follow.followee_id).where(
+                Follow.follower_id == viewer.user_id, Follow.state == "active"
+            )
+        )
+    )
+    return _page(platform, query, viewer, cursor, limit)
 
 
 def hashtag_feed(
@@ -171,8 +249,9 @@ def hashtag_feed(
     *,
     cursor: str | None = None,
     limit: int = 10,
+    market: str | None = None,
 ) -> Page:
-    query = _public_query().where(PublicVideo.hashtags.contains([tag]))
+    query = _public_query(viewer_of(viewer, market)).where(PublicVideo.hashtags.contains([tag]))
     return _page(platform, query, viewer, cursor, limit)
 
 
@@ -183,17 +262,22 @@ def matching(
     *,
     cursor: str | None = None,
     limit: int = 10,
+    market: str | None = None,
 ) -> Page:
     """Public videos whose folded caption and hashtags match an ILIKE ``pattern`` (see
     reelm.search), newest first; the trigram index on ``search_text`` serves it."""
-    query = _public_query().where(PublicVideo.search_text.ilike(pattern, escape="\\"))
+    query = _public_query(viewer_of(viewer, market)).where(
+        PublicVideo.search_text.ilike(pattern, escape="\\")
+    )
     return _page(platform, query, viewer, cursor, limit)
 
 
-def matching_hashtags(platform: Platform, pattern: str, limit: int) -> list[list[str]]:
+def matching_hashtags(
+    platform: Platform, pattern: str, limit: int, viewer: access.Viewer | None = None
+) -> list[list[str]]:
     """The hashtags of the most recent ``limit`` public videos matching ``pattern``."""
     query = (
-        _public_query()
+        _public_query(viewer)
         .with_only_columns(PublicVideo.hashtags)
         .where(PublicVideo.search_text.ilike(pattern, escape="\\"))
         .order_by(PublicVideo.published_at.desc())
@@ -210,44 +294,149 @@ def profile_videos(
     *,
     cursor: str | None = None,
     limit: int = 24,
+    market: str | None = None,
 ) -> Page:
     """A profile's grid. The owner also sees their own non-public and unfinished videos first
-    (on the first page), from their home region."""
+    (on the first page), from their home region; approved followers see the followers-only
+    ones there too."""
+    who = viewer_of(viewer, market)
     mine = viewer is not None and viewer.user_id == author.user_id
-    if author.is_private and not mine:
+    relation = access.relation(platform, who.user_id, author.user_id)
+    facts = access.profile_facts(platform, author.user_id)
+    if not access.decide_profile(who, "view", facts, relation).allowed:
         return Page([], None)
-    query = _public_query().where(PublicVideo.owner_id == author.user_id)
-    if mine:
-        query = (
-            select(PublicVideo, PublicProfile)
-            .join(PublicProfile, PublicProfile.user_id == PublicVideo.owner_id)
-            .where(PublicVideo.owner_id == author.user_id)
-        )
+    query = _public_query(who).where(PublicVideo.owner_id == author.user_id)
     page = _page(platform, query, viewer, cursor, limit)
-    if mine and not cursor and viewer is not None:
+    if cursor or viewer is None:
+        return page
+    if mine:
         unlisted = [
             c
             for c in own_videos(platform, viewer)
             if c.visibility != "public" or c.status != "ready"
         ]
         return Page(unlisted + page.items, page.next_cursor)
+    if relation.follows and not facts.suspended:
+        return Page(_followers_only(platform, author) + page.items, page.next_cursor)
     return page
 
 
-def is_listed(platform: Platform, video_id: uuid.UUID) -> bool:
-    """Whether anyone may watch this public video now (what /media/v/ serves)."""
+def _followers_only(platform: Platform, author: Profile) -> list[VideoCard]:
+    """The author's ready followers-only videos, read in the author's home region for one of
+    their approved followers (the author chose to show these to them)."""
+    cell = platform.cell(author.home_region)
+    scope = cell.for_user(author.user_id, author.home_region)
+    with scope.cell.db.transaction() as s:
+        found = list(
+            s.scalars(
+                select(Video)
+                .where(
+                    Video.owner_id == author.user_id,
+                    Video.visibility == "followers",
+                    Video.status == "ready",
+                )
+                .order_by(Video.created_at.desc(), Video.id.desc())
+                .limit(MAX_PAGE)
+            )
+        )
+    return [
+        _stored_card(cell, author.user_id, author.handle, author.display_name, v, mine=False)
+        for v in found
+    ]
+
+
+def is_listed(platform: Platform, video_id: uuid.UUID, viewer: CurrentUser | None = None) -> bool:
+    """Whether this viewer may watch this public video now (what /media/v/ serves). No
+    market here: a withheld video's page answers 451, and its files follow the page."""
     with platform.catalog.transaction() as c:
-        return c.execute(_public_query().where(PublicVideo.id == video_id)).first() is not None
+        query = _public_query(viewer_of(viewer)).where(PublicVideo.id == video_id)
+        return c.execute(query).first() is not None
+
+
+def listed_for_anyone(platform: Platform, video_id: uuid.UUID) -> bool:
+    """Whether a visitor who is not signed in may watch it (its files may be cached)."""
+    return is_listed(platform, video_id, None)
 
 
 # ---- one video -------------------------------------------------------------------------------
 
 
-def get_video(platform: Platform, viewer: CurrentUser | None, video_id: uuid.UUID) -> VideoCard:
+def public_facts(platform: Platform, video_id: uuid.UUID) -> access.VideoFacts | None:
+    """What the authorisation function needs to know about a public video."""
+    from reelm.social.models import Suspension, VideoRestriction
+
     with platform.catalog.transaction() as c:
-        row = c.execute(_public_query().where(PublicVideo.id == video_id)).first()
-    if row is not None:
-        return _public_card(row[0], row[1], viewer)
+        row = c.execute(
+            select(
+                PublicVideo.owner_id,
+                PublicVideo.allow_comments,
+                PublicVideo.comments_from,
+                PublicProfile.is_private,
+                PublicProfile.teen,
+                DirectoryEntry.state,
+                select(func.count())
+                .where(Suspension.user_id == PublicVideo.owner_id)
+                .scalar_subquery(),
+            )
+            .join(PublicProfile, PublicProfile.user_id == PublicVideo.owner_id)
+            .join(DirectoryEntry, DirectoryEntry.user_id == PublicVideo.owner_id)
+            .where(PublicVideo.id == video_id)
+        ).first()
+        if row is None:
+            return None
+        withheld = frozenset(
+            c.scalars(select(VideoRestriction.market).where(VideoRestriction.video_id == video_id))
+        )
+    return access.VideoFacts(
+        id=video_id,
+        owner_id=row[0],
+        visibility="public",
+        allow_comments=row[1],
+        comments_from=row[2],
+        owner_private=row[3],
+        owner_teen=row[4],
+        owner_active=row[5] == "active",
+        owner_suspended=row[6] > 0,
+        restricted_in=withheld,
+    )
+
+
+def check(
+    platform: Platform,
+    viewer: CurrentUser | None,
+    action: access.Action,
+    video_id: uuid.UUID,
+    *,
+    market: str | None = None,
+) -> access.VideoFacts:
+    """Ask the authorisation function about a public video; raise its refusal."""
+    facts = public_facts(platform, video_id)
+    if facts is None:
+        raise NotFound("no such video")
+    who = viewer_of(viewer, market)
+    relation = access.relation(platform, who.user_id, facts.owner_id)
+    access.decide(who, action, facts, relation).enforce()
+    return facts
+
+
+def get_video(
+    platform: Platform,
+    viewer: CurrentUser | None,
+    video_id: uuid.UUID,
+    *,
+    market: str | None = None,
+    by: Profile | None = None,
+) -> VideoCard:
+    """One video as this viewer may see it. ``by``: the author, when the link names them
+    (the only way to find a followers-only video, which the catalog does not know)."""
+    facts = public_facts(platform, video_id)
+    if facts is not None:
+        who = viewer_of(viewer, market)
+        relation = access.relation(platform, who.user_id, facts.owner_id)
+        access.decide(who, "view", facts, relation).enforce()
+        with platform.catalog.transaction() as c:
+            row = c.execute(_all_public().where(PublicVideo.id == video_id)).one()
+        return _cards(platform, [(row[0], row[1], row[2])], viewer)[0]
     if viewer is not None:
         cell = platform.cell(viewer.home_region)
         with cell.db.transaction() as s:
@@ -257,7 +446,41 @@ def get_video(platform: Platform, viewer: CurrentUser | None, video_id: uuid.UUI
             return _own_card(platform, cell, viewer, video, _display_name(platform, viewer))
         if upload is not None and upload.owner_id == viewer.user_id and upload.video_id is None:
             return _upload_card(cell, viewer, upload, _display_name(platform, viewer))
+    if by is not None:
+        return _followers_video(platform, viewer, video_id, by, market)
     raise NotFound("no such video")
+
+
+def _followers_video(
+    platform: Platform,
+    viewer: CurrentUser | None,
+    video_id: uuid.UUID,
+    author: Profile,
+    market: str | None,
+) -> VideoCard:
+    cell = platform.cell(author.home_region)
+    scope = cell.for_user(author.user_id, author.home_region)
+    with scope.cell.db.transaction() as s:
+        video = s.get(Video, video_id)
+    if video is None or video.owner_id != author.user_id or video.status != "ready":
+        raise NotFound("no such video")
+    profile = access.profile_facts(platform, author.user_id)
+    facts = access.VideoFacts(
+        id=video.id,
+        owner_id=author.user_id,
+        visibility=video.visibility,
+        allow_comments=video.allow_comments,
+        comments_from=video.comments_from,
+        owner_private=profile.private,
+        owner_teen=profile.teen,
+        owner_active=profile.active,
+        owner_suspended=profile.suspended,
+        in_catalog=False,
+    )
+    who = viewer_of(viewer, market)
+    relation = access.relation(platform, who.user_id, author.user_id)
+    access.decide(who, "view", facts, relation).enforce()
+    return _stored_card(cell, author.user_id, author.handle, author.display_name, video, mine=False)
 
 
 def own_videos(platform: Platform, user: CurrentUser) -> list[VideoCard]:
@@ -296,7 +519,20 @@ def _display_name(platform: Platform, user: CurrentUser) -> str:
 def _own_card(
     platform: Platform, cell: Cell, user: CurrentUser, video: Video, name: str
 ) -> VideoCard:
-    cipher = cell.for_user(user.user_id, user.home_region).cipher()
+    return _stored_card(cell, user.user_id, user.handle, name, video, mine=True)
+
+
+def _stored_card(
+    cell: Cell,
+    owner_id: uuid.UUID,
+    handle: str,
+    name: str,
+    video: Video,
+    *,
+    mine: bool,
+) -> VideoCard:
+    """A video as its home region stores it (the owner's, or a followers-only one)."""
+    cipher = cell.for_user(owner_id, cell.region).cipher()
     caption = cipher.decrypt("caption", video.caption_ct)
     parsed = parse_caption(caption)
     ready = video.status == "ready"
@@ -327,12 +563,14 @@ def _own_card(
         duration=video.duration,
         width=video.width,
         height=video.height,
-        author_handle=user.handle,
+        author_handle=handle,
         author_name=name,
         poster_url=url(video.poster_key.rsplit("/", 1)[1]) if ready and video.poster_key else None,
         sources=sources if ready else (),
         created_at=video.created_at,
-        mine=True,
+        mine=mine,
+        owner_id=owner_id,
+        comments_from=video.comments_from,
     )
 
 

@@ -56,6 +56,10 @@ class Video(RegionBase):
     failure: Mapped[str | None] = mapped_column(Text)
     visibility: Mapped[str] = mapped_column(String(16))
     allow_comments: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Who may comment when comments are allowed: 'everyone' or 'followers'.
+    comments_from: Mapped[str] = mapped_column(
+        String(16), default="everyone", server_default="everyone"
+    )
     caption_ct: Mapped[bytes] = mapped_column(LargeBinary)
     original_key: Mapped[str | None] = mapped_column(String(200))
     original_bytes: Mapped[int | None] = mapped_column(BigInteger)
@@ -91,6 +95,9 @@ class PublicVideo(CatalogBase):
     hashtags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
     mentions: Mapped[list[str]] = mapped_column(ARRAY(String(24)), default=list)
     allow_comments: Mapped[bool] = mapped_column(Boolean, default=True)
+    comments_from: Mapped[str] = mapped_column(
+        String(16), default="everyone", server_default="everyone"
+    )
     duration: Mapped[float] = mapped_column(Float)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)

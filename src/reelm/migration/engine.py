@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -461,7 +462,7 @@ def _document_rows(
     for row in rows:
         doc: dict[str, Any] = {}
         for column, value in row.items():
-            if column in moved.indexes or column in moved.local:
+            if column in moved.indexes or column in moved.lookups or column in moved.local:
                 continue
             if column in moved.encrypted:
                 value = cipher.decrypt_optional(moved.encrypted[column], value)
@@ -498,7 +499,20 @@ def _document(
     for path in _staged_files(platform, cell.region, pending):
         sha, size = _file_digest(path, offsets[uuid.UUID(path.stem)])
         staged[path.name] = {"sha256": sha, "size": size}
+    # A table keyed by a per-user lookup is in a different primary-key order on each side
+    # (the lookup key changes with the data key): such rows are compared in content order.
+    tables = {
+        name: sorted(docs, key=_content_order) if _LOOKUP_TABLES.get(name) else docs
+        for name, docs in tables.items()
+    }
     return {"user": str(user_id), "tables": tables, "blobs": blobs, "staged": staged}
+
+
+_LOOKUP_TABLES = {m.name: bool(m.lookups) for m in MOVED_TABLES}
+
+
+def _content_order(doc: dict[str, Any]) -> str:
+    return json.dumps(digests.canonical(doc), sort_keys=True)
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -994,13 +1008,17 @@ class Runner:
         doc = {
             column: plain.get(column, value)
             for column, value in row.items()
-            if column not in moved.indexes and column not in moved.local
+            if column not in moved.indexes
+            and column not in moved.lookups
+            and column not in moved.local
         }
         for column, source in moved.indexes.items():
             value = plain[source]
             copy[column] = (
                 None if value is None else self.dest.blind_index(moved.encrypted[source], value)
             )
+        for column, source in moved.lookups.items():
+            copy[column] = new.lookup(moved.encrypted[source], plain[source] or "")
         if "migration" in moved.local:
             copy["migration"] = "incoming"
         return copy, doc

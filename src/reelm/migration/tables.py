@@ -20,6 +20,9 @@ class MovedTable:
     # Blind-index column -> the ciphertext column whose plaintext it indexes (region-keyed,
     # so recomputed with the destination's index key).
     indexes: dict[str, str] = field(default_factory=dict)
+    # Lookup column -> the ciphertext column whose plaintext it indexes under a key derived
+    # from the user's data key (UserCipher.lookup): recomputed with the new data key.
+    lookups: dict[str, str] = field(default_factory=dict)
     # Columns that describe the row's place, not the user's data (not copied, not digested).
     local: tuple[str, ...] = ()
 
@@ -46,6 +49,9 @@ MOVED_TABLES: tuple[MovedTable, ...] = (
     MovedTable("sessions", "user_id", {"user_agent_ct": "user_agent"}),
     MovedTable("uploads", "owner_id", {"metadata_ct": "upload_meta"}),
     MovedTable("videos", "owner_id", {"caption_ct": "caption"}),
+    MovedTable("likes", "user_id", {"video_ct": "liked_video"}, lookups={"lookup": "video_ct"}),
+    MovedTable("signals", "user_id", {"event_ct": "signal"}),
+    MovedTable("notifications", "user_id", {"event_ct": "notification"}),
 )
 
 # Region tables that stay, and why.

@@ -31,6 +31,9 @@ class UserCipher:
     def __init__(self, subject: UUID, data_key: bytes) -> None:
         self.subject = subject
         self._aead = AESGCM(data_key)
+        # For the user's own lookups (have I liked this video?): derived from the data key,
+        # so destroying that key also leaves these indexes meaningless.
+        self._lookup_key = hmac.new(data_key, b"reelm/lookup/v1", hashlib.sha256).digest()
 
     def _aad(self, field: str) -> bytes:
         return f"reelm/field/{self.subject}/{field}".encode()
@@ -53,6 +56,10 @@ class UserCipher:
 
     def decrypt_optional(self, field: str, blob: bytes | None) -> str | None:
         return None if blob is None else self.decrypt(field, blob)
+
+    def lookup(self, field: str, value: str) -> bytes:
+        """A keyed index of ``value`` for this user only (see ``blind_index``)."""
+        return blind_index(self._lookup_key, field, value)
 
 
 def blind_index(key: bytes, field: str, normalised_value: str) -> bytes:

@@ -19,6 +19,7 @@ def target_metadata(kind: str) -> MetaData:
     import reelm.media.models
     import reelm.migration.models
     import reelm.regions.models
+    import reelm.social.models
     import reelm.transparency.models  # noqa: F401
 
     return CatalogBase.metadata if kind == CATALOG else RegionBase.metadata

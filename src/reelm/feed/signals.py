@@ -1,0 +1,228 @@
+"""Watch signals: what a viewer did with the videos they were shown, written to the viewer's
+home region only (encrypted with their key) and read back there by the For You ranking.
+
+The catalog learns aggregates only: a video's view count, and its engagement score per market
+and day (what trending and the cold-start mix rank by). Which viewer watched what never leaves
+the viewer's home region.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, date
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from reelm.accounts.models import DirectoryEntry, PublicProfile
+from reelm.accounts.service import CurrentUser
+from reelm.bootstrap import Platform
+from reelm.feed.ranking import Signal
+from reelm.media.models import PublicVideo
+from reelm.regions.cell import UserScope
+from reelm.regions.fence import hold
+from reelm.social import access
+from reelm.social.models import SIGNAL_FIELD, MarketEngagement, VideoStats, WatchSignal
+
+MAX_BATCH = 100
+MAX_SECONDS = 3600.0  # a clip is at most minutes long; anything above is a broken client
+# How much one event adds to a video's engagement in the viewer's market.
+WEIGHTS = {"view": 1.0, "completed": 2.0, "replayed": 1.0, "liked": 3.0, "shared": 4.0}
+SKIP_WEIGHT = -0.5
+# The For You ranking reads at most this many of a viewer's latest signals.
+HISTORY = 1000
+
+
+class WatchEvent(BaseModel):
+    """One video watched: how long, and whether it was completed, replayed or skipped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video_id: uuid.UUID
+    watched_seconds: float = Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    completed: bool = False
+    replayed: bool = False
+    skipped: bool = False
+
+
+class WatchBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[WatchEvent] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def _scope(platform: Platform, user: CurrentUser) -> UserScope:
+    return platform.cell(user.home_region).for_user(user.user_id, user.home_region)
+
+
+def _event(
+    video_id: uuid.UUID,
+    creator: uuid.UUID,
+    tags: Iterable[str],
+    duration: float,
+    **flags: float | bool,
+) -> dict[str, object]:
+    return {
+        "v": str(video_id),
+        "c": str(creator),
+        "t": list(tags),
+        "d": round(duration, 3),
+        **{k: v for k, v in flags.items() if v},
+    }
+
+
+def _facts(
+    platform: Platform, user: CurrentUser, ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, tuple[uuid.UUID, list[str], float]]:
+    """Creator, hashtags and duration of the listed videos this viewer may see."""
+    who = access.Viewer(user.user_id, user.market)
+    wanted = list(set(ids))
+    with platform.catalog.transaction() as c:
+        rows = c.execute(
+            select(PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.duration)
+            .join(PublicProfile, PublicProfile.user_id == PublicVideo.owner_id)
+            .join(DirectoryEntry, DirectoryEntry.user_id == PublicVideo.owner_id)
+            .where(PublicVideo.id.in_(wanted), access.listable(who))
+        ).all()
+    return {v: (o, list(t), float(d)) for v, o, t, d in rows}
+
+
+def engage(
+    c: Session, market: str, scores: dict[uuid.UUID, float], views: dict[uuid.UUID, int]
+) -> None:
+    """Add to the videos' engagement in a market today, and to their view counts."""
+    today = date.today()
+    for video_id, score in sorted(scores.items()):
+        if not math.isfinite(score) or score == 0:
+            continue
+        stmt = insert(MarketEngagement).values(
+            market=market, day=today, video_id=video_id, score=score
+        )
+        c.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["market", "day", "video_id"],
+                set_={"score": MarketEngagement.score + stmt.excluded.score},
+            )
+        )
+    for video_id, count in sorted(views.items()):
+        if count:
+            bump(c, video_id, "views", count)
+
+
+def bump(c: Session, video_id: uuid.UUID, column: str, by: int) -> int:
+    """Add ``by`` to one of a video's public counts (never below zero); the new value."""
+    stmt = insert(VideoStats).values(video_id=video_id, **{column: max(by, 0)})
+    current = getattr(VideoStats, column)
+    value = c.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["video_id"],
+            set_={column: func.greatest(current + by, 0)},
+        ).returning(current)
+    ).scalar_one()
+    return int(value)
+
+
+def record(platform: Platform, user: CurrentUser, batch: WatchBatch) -> tuple[int, int]:
+    """Store a batch of watch events in the viewer's home region. Events for videos the
+    viewer may not see (or that are gone) are dropped. Returns (accepted, dropped)."""
+    facts = _facts(platform, user, (e.video_id for e in batch.events))
+    scope = _scope(platform, user)
+    cipher = scope.cipher()
+    rows = []
+    scores: dict[uuid.UUID, float] = defaultdict(float)
+    views: dict[uuid.UUID, int] = defaultdict(int)
+    for e in batch.events:
+        known = facts.get(e.video_id)
+        if known is None:
+            continue
+        creator, tags, duration = known
+        event = _event(
+            e.video_id,
+            creator,
+            tags,
+            duration,
+            w=round(min(e.watched_seconds, MAX_SECONDS), 3),
+            cp=e.completed,
+            rp=e.replayed,
+            sk=e.skipped,
+        )
+        rows.append(
+            WatchSignal(
+                id=uuid.uuid4(),
+                user_id=user.user_id,
+                event_ct=cipher.encrypt(SIGNAL_FIELD, json.dumps(event, separators=(",", ":"))),
+            )
+        )
+        views[e.video_id] += 1
+        scores[e.video_id] += (
+            WEIGHTS["view"]
+            + WEIGHTS["completed"] * e.completed
+            + WEIGHTS["replayed"] * e.replayed
+            + SKIP_WEIGHT * e.skipped
+        )
+    if rows:
+        with scope.cell.db.transaction() as s:
+            hold(s, user.user_id)
+            s.add_all(rows)
+        with platform.catalog.transaction() as c:
+            engage(c, user.market, scores, views)
+    return len(rows), len(batch.events) - len(rows)
+
+
+def add_action(
+    s: Session,
+    scope: UserScope,
+    video_id: uuid.UUID,
+    creator: uuid.UUID,
+    tags: Iterable[str],
+    duration: float,
+    action: str,
+) -> None:
+    """A like, share or comment as a signal, in the caller's home-region transaction."""
+    event = _event(video_id, creator, tags, duration, **{action: True})
+    s.add(
+        WatchSignal(
+            id=uuid.uuid4(),
+            user_id=scope.user_id,
+            event_ct=scope.cipher().encrypt(SIGNAL_FIELD, json.dumps(event, separators=(",", ":"))),
+        )
+    )
+
+
+def history(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> list[Signal]:
+    """The viewer's latest signals, decrypted in their home region, oldest first."""
+    scope = _scope(platform, user)
+    cipher = scope.cipher()
+    with scope.cell.db.transaction() as s:
+        rows = s.execute(
+            select(WatchSignal.event_ct, WatchSignal.created_at)
+            .where(WatchSignal.user_id == user.user_id)
+            .order_by(WatchSignal.created_at.desc())
+            .limit(limit)
+        ).all()
+    out = []
+    for blob, at in reversed(rows):
+        e = json.loads(cipher.decrypt(SIGNAL_FIELD, blob))
+        out.append(
+            Signal(
+                video_id=uuid.UUID(e["v"]),
+                creator_id=uuid.UUID(e["c"]),
+                hashtags=tuple(e["t"]),
+                at=at if at.tzinfo else at.replace(tzinfo=UTC),
+                watched_seconds=float(e.get("w", 0.0)),
+                duration=float(e.get("d", 0.0)),
+                completed=bool(e.get("cp")),
+                replayed=bool(e.get("rp")),
+                skipped=bool(e.get("sk")),
+                liked=bool(e.get("liked")),
+                shared=bool(e.get("shared")),
+                commented=bool(e.get("commented")),
+            )
+        )
+    return out

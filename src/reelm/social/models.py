@@ -1,0 +1,206 @@
+"""Social tables.
+
+Catalog (public by nature): follow edges and follow requests (who may see a followers-only
+video is decided from them wherever the viewer lives, and follower lists are public on
+short-video apps), blocks (they must be enforced in every region), comments on public videos
+(public content), and counts keyed by random video ids.
+
+Home region (protected): a user's likes, the signals of what they watched, and the
+notifications they receive. These are encrypted with the user's data key, so destroying it
+shreds them in every backup; the like lookup is keyed by the user's own data key too (not the
+region's index key), for the same reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from reelm.storage.db import CatalogBase, RegionBase
+
+FOLLOW_STATES = ("active", "requested")
+
+# ---- catalog ---------------------------------------------------------------------------------
+
+
+class Follow(CatalogBase):
+    """follower -> followee. 'requested' until a private account approves it."""
+
+    __tablename__ = "follows"
+
+    follower_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    followee_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("state IN ('active', 'requested')", name="state"),
+        Index("ix_follows_followee", followee_id, state, created_at.desc()),
+        Index("ix_follows_follower", follower_id, state, created_at.desc()),
+    )
+
+
+class Block(CatalogBase):
+    """blocker no longer sees blocked, and blocked can neither see nor reach blocker."""
+
+    __tablename__ = "blocks"
+
+    blocker_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    blocked_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Comment(CatalogBase):
+    """A comment on a public video, or a reply to one (one level, as the apps do)."""
+
+    __tablename__ = "comments"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("public_videos.id", ondelete="CASCADE")
+    )
+    author_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), index=True
+    )
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID, ForeignKey("comments.id", ondelete="CASCADE")
+    )
+    body: Mapped[str] = mapped_column(Text)
+    mentions: Mapped[list[str]] = mapped_column(ARRAY(String(24)), default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_comments_video", video_id, parent_id, created_at.desc(), id.desc()),
+        Index("ix_comments_parent", parent_id, created_at, id),
+    )
+
+
+class VideoStats(CatalogBase):
+    """Public counts of a public video. Numbers under a random id: no personal data."""
+
+    __tablename__ = "video_stats"
+
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("public_videos.id", ondelete="CASCADE"), primary_key=True
+    )
+    likes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    comments: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    shares: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    views: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class MarketEngagement(CatalogBase):
+    """How much a video was engaged with in a market on a day (views, completions, likes
+    weighted): what "trending in your market" and the cold-start mix rank by. Aggregates only;
+    which viewer did what stays in the viewer's home region."""
+
+    __tablename__ = "market_engagement"
+
+    market: Mapped[str] = mapped_column(String(2), primary_key=True)
+    day: Mapped[datetime] = mapped_column(Date, primary_key=True)
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("public_videos.id", ondelete="CASCADE"), primary_key=True
+    )
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (Index("ix_market_engagement_rank", market, day, score.desc()),)
+
+
+# ---- home region -----------------------------------------------------------------------------
+
+
+class Like(RegionBase):
+    """A like. ``lookup`` is an HMAC of the video id under a key derived from the user's data
+    key: "have I liked this?" is one index probe, and nothing is left once the key is gone."""
+
+    __tablename__ = "likes"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    lookup: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    video_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WatchSignal(RegionBase):
+    """One thing the viewer did with a video (watched, completed, replayed, skipped, liked,
+    shared, commented), encrypted: the For You ranking reads these, in this region only."""
+
+    __tablename__ = "signals"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    event_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_signals_user", user_id, created_at.desc()),)
+
+
+class Notification(RegionBase):
+    """Something that happened to the user (a follower, a like, a comment, a mention)."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    event_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    read: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_notifications_user", user_id, created_at.desc()),)
+
+
+NOTIFICATION_KINDS = ("follow", "follow_request", "follow_accepted", "like", "comment", "mention")
+LIKE_FIELD = "liked_video"
+SIGNAL_FIELD = "signal"
+NOTIFICATION_FIELD = "notification"
+
+
+class Suspension(CatalogBase):
+    """A suspended user: their profile and videos are hidden and they cannot act. Set and
+    lifted by moderators; every change is in the user's home region's transparency log."""
+
+    __tablename__ = "suspensions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VideoRestriction(CatalogBase):
+    """A public video withheld in one market (answered with 451 there), by a moderator acting
+    on a legal demand."""
+
+    __tablename__ = "video_restrictions"
+
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("public_videos.id", ondelete="CASCADE"), primary_key=True
+    )
+    market: Mapped[str] = mapped_column(String(2), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
