@@ -128,7 +128,7 @@ def test_profiles() -> None:
 
 
 def decide_profile_status(
-    viewer: Viewer, action: Any, profile: access.ProfileFacts, relation: Relation = Relation()
+    viewer: Viewer, action: Any, profile: access.ProfileFacts, relation: Relation = access.NOBODY
 ) -> int:
     return access.decide_profile(viewer, action, profile, relation).status
 

@@ -556,7 +556,7 @@ def test_the_feed_plays_the_visible_video_muted_and_a_tap_unmutes(
     expected = feed_ids(site)  # the published videos, and any other test's public ones
     assert expected[:6] == [str(i) for i in published.video_ids]
     assert len(expected) <= 10
-    page.goto(site.url + "/")
+    page.goto(site.url + "/newest")
     reels = page.locator("#feed > article.reel[data-id]")
     assert reels.count() == 5  # a page; the rest come while scrolling
 
@@ -601,7 +601,7 @@ def test_the_feed_plays_the_visible_video_muted_and_a_tap_unmutes(
 def test_feed_captions_link_and_share_copies_the_link(
     page: Page, context: BrowserContext, site: LiveServer, published: Published
 ) -> None:
-    page.goto(site.url + "/")
+    page.goto(site.url + "/newest")
     first = page.locator("#feed > article.reel[data-id]").first
     author = published.author.handle
     assert first.locator(".reel-author a").get_attribute("href") == f"/@{author}"
@@ -826,7 +826,7 @@ def test_the_feed_works_without_javascript(
     context = browser.new_context(java_script_enabled=False, locale="en-US")
     try:
         page = context.new_page()
-        page.goto(site.url + "/")
+        page.goto(site.url + "/newest")
         reels = page.locator("#feed > article.reel[data-id]")
         assert reels.count() == 5
         video = reels.first.locator("video")
@@ -893,7 +893,7 @@ def csp_refusals(page: Page) -> list[str]:
 
 
 def anonymous_feed_has(page: Page, site: LiveServer, video_id: uuid.UUID) -> bool:
-    page.goto(site.url + "/")
+    page.goto(site.url + "/newest")
     return page.locator(f"#feed > article.reel[data-id='{video_id}']").count() == 1
 
 
@@ -1230,7 +1230,7 @@ def test_screenshots_of_the_feed_and_the_upload(
         caption=f"Sunrise session at the bowl with @{kai.handle} #skate #wellington",
     )
     wait_ready(site, maya, video_id)
-    page.goto(site.url + "/")
+    page.goto(site.url + "/newest")
     assert page.locator("#feed > article.reel").first.get_attribute("data-id") == str(video_id)
     current_time_advances(page, 0)
     shots["feed"] = page.screenshot()

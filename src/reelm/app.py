@@ -98,9 +98,10 @@ def create_app(platform: Platform) -> FastAPI:
             status_code=200 if slug in problems.PROBLEM_TYPES else 404,
         )
 
-    from reelm.web import pages, transparency_pages, video_pages
+    from reelm.web import pages, social_pages, transparency_pages, video_pages
 
     pages.install(app, platform)
     transparency_pages.install(app, platform, app.state.pages)
     video_pages.install(app, platform, app.state.pages)
+    social_pages.install(app, platform, app.state.pages)
     return app

@@ -2,10 +2,11 @@
 
 Uploading follows tus 1.0 (core, creation, termination; https://tus.io/protocols/resumable-upload):
 ``POST /api/v1/videos`` with ``Upload-Length`` and ``Upload-Metadata`` (``caption``,
-``visibility``, ``allow_comments``, ``filename``, values base64) creates the upload and answers
-``Location: /api/v1/uploads/<id>``; ``PATCH`` appends at ``Upload-Offset``; ``HEAD`` tells the
-offset to resume from; ``DELETE`` cancels. The PATCH that completes the file also checks it:
-a file that is not a video we take is answered with problem+json saying why, and is gone.
+``visibility``, ``allow_comments``, ``comments_from``, ``filename``, values base64) creates the
+upload and answers ``Location: /api/v1/uploads/<id>``; ``PATCH`` appends at
+``Upload-Offset``; ``HEAD`` tells the offset to resume from; ``DELETE`` cancels. The PATCH
+that completes the file also checks it: a file that is not a video we take is answered with
+problem+json saying why, and is gone.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def parse_metadata(header: str | None) -> UploadMeta:
             ) from None
         if key == "allow_comments":
             values[key] = value.strip().lower() in ("1", "true", "yes", "on")
-        elif key in ("caption", "visibility", "filename"):
+        elif key in ("caption", "visibility", "filename", "comments_from"):
             values[key] = value
         # Other keys (tus clients add 'filetype', 'name'...) are ignored.
     try:

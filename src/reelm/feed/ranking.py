@@ -12,6 +12,7 @@ split; docs/performance.md has the figures.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import uuid
@@ -268,16 +269,30 @@ def _next(
 
 
 class _Queue(Sequence[Ranked]):
-    """Ranked items in a given order, each made on first look: a page reads a few dozen of the
-    thousands of candidates, and making the rest would cost more than scoring them."""
+    """Candidates in descending (key, then earlier first) order, as `Ranked`, computed lazily: a
+    heap finds the first `head`, and the rest is sorted only if a page reads that far (the
+    creator rule can make it), so the order is the full sort's either way. Each `Ranked` is made
+    on first look: a page reads a few dozen of thousands of candidates."""
 
-    def __init__(self, candidates: Sequence[Candidate], order: list[tuple[float, int, str]]):
-        self._candidates = candidates
-        self._order = order
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        keys: list[tuple[float, int]],  # (key, -index)
+        scores: list[float],
+        reasons: list[str] | str,
+        head: int,
+    ):
+        self._candidates, self._keys, self._scores, self._reasons = (
+            candidates,
+            keys,
+            scores,
+            reasons,
+        )
+        self._order = heapq.nlargest(head, keys)
         self._made: dict[int, Ranked] = {}
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._keys)
 
     @overload
     def __getitem__(self, position: int) -> Ranked: ...
@@ -286,10 +301,19 @@ class _Queue(Sequence[Ranked]):
     def __getitem__(self, position: int | slice) -> Ranked | Sequence[Ranked]:
         if isinstance(position, slice):
             return [self[i] for i in range(*position.indices(len(self)))]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(position)
         made = self._made.get(position)
         if made is None:
-            score, index, reason = self._order[position]
-            made = self._made[position] = Ranked(self._candidates[index], score, reason)
+            if position >= len(self._order):
+                self._order = sorted(self._keys, reverse=True)
+            index = -self._order[position][1]
+            reason = self._reasons if isinstance(self._reasons, str) else self._reasons[index]
+            made = self._made[position] = Ranked(
+                self._candidates[index], self._scores[index], reason
+            )
         return made
 
 
@@ -307,8 +331,8 @@ def rank(
 
     Score (warm taste): affinity * log(0.01 + positive share of the video's hashtags (their mean)
     + creator share + followed boost) + negative * (share of skipped tags and creator)
-    + popularity * log(1 + popularity) + freshness * 0.5 ** (age / 3 days). A cold taste uses the
-    `COLD` weights: popularity and freshness, skips and follows.
+    + popularity * log(1 + popularity) + freshness * 0.5 ** (age / half-life). A cold taste
+    uses the `COLD` weights: popularity and freshness, skips and follows.
 
     At least ceil(exploration * limit) items (when that many unseen candidates exist that the
     viewer has no affinity with: neither creator nor any hashtag in the taste, creator not
@@ -318,15 +342,15 @@ def rank(
     """
     if limit <= 0:
         return []
-    scored, strangers = _score(candidates, taste, now)
-    scored.sort(key=lambda s: -s[0])
+    scores: list[float] = [0.0] * len(candidates)
+    reasons: list[str] = [""] * len(candidates)
+    keys, strangers = _score(candidates, taste, now, scores, reasons)
     wanted = min(math.ceil(_finite(exploration, 1.0) * limit), len(strangers), limit)
-    drawn = _draw(candidates, strangers, seed) if wanted else []
-    score_of = {index: score for score, index, _ in scored} if wanted else {}
-    explore = _Queue(candidates, [(score_of[i], i, "explore") for i in drawn])
+    head = 2 * limit + 32
+    explore = _draw(candidates, strangers if wanted else [], seed)
     return interleave(
-        _Queue(candidates, scored),
-        explore,
+        _Queue(candidates, keys, scores, reasons, head),
+        _Queue(candidates, explore, scores, "explore", head),
         limit=limit,
         explore_slots=wanted,
         last_creator=last_creator,
@@ -334,11 +358,15 @@ def rank(
 
 
 def _score(
-    candidates: Sequence[Candidate], taste: Taste, now: datetime
-) -> tuple[list[tuple[float, int, str]], list[int]]:
-    """(score, index, reason) of every unseen candidate (the first of duplicates), and the
-    indices of the strangers: candidates the viewer has no affinity with. One loop, written for
-    speed: this is the per-candidate cost of every page."""
+    candidates: Sequence[Candidate],
+    taste: Taste,
+    now: datetime,
+    scores: list[float],
+    reasons: list[str],
+) -> tuple[list[tuple[float, int]], list[int]]:
+    """Fills `scores` and `reasons` (by candidate index) for every unseen candidate (the first of
+    duplicates); returns their (score, -index) and the indices of the strangers: candidates the
+    viewer has no affinity with. One loop, written for speed: the per-candidate cost of a page."""
     weights = COLD if taste.is_cold() else WARM
     now_s = _epoch(now)
     fresh_per_second = math.log(2) / (weights.fresh_half_life_days * 86400)
@@ -352,7 +380,7 @@ def _score(
     w_negative, w_popularity, w_freshness = weights.negative, weights.popularity, weights.freshness
     log, log1p, exp = math.log, math.log1p, math.exp
 
-    scored: list[tuple[float, int, str]] = []
+    keys: list[tuple[float, int]] = []
     strangers: list[int] = []
     done = {video.int for video in taste.seen}
     for index, candidate in enumerate(candidates):
@@ -399,20 +427,23 @@ def _score(
             reason = "affinity"
         else:
             reason = "fresh" if freshness > popularity else "popular"
-        scored.append((affinity + negative + popularity + freshness, index, reason))
-    return scored, strangers
+        score = affinity + negative + popularity + freshness
+        scores[index], reasons[index] = score, reason
+        keys.append((score, -index))
+    return keys, strangers
 
 
 def _draw(
     candidates: Sequence[Candidate], pool: list[int], seed: int | bytes | str | None
-) -> list[int]:
-    """`pool` in the order of a weighted draw without replacement, weight 1 + popularity
-    (Efraimidis-Spirakis keys: u ** (1 / w), largest first). The whole pool is ordered, so a pick
-    set aside by the creator rule always has successors."""
+) -> list[tuple[float, int]]:
+    """Keys (key, -index) whose descending order is a weighted draw without replacement from
+    `pool`, weight 1 + popularity (Efraimidis-Spirakis: key log(u) / w, largest first)."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible feed order, not a secret
-    keys = []
-    for index in pool:
-        weight = 1.0 + _finite(candidates[index].popularity, POPULARITY_CAP)
-        keys.append((math.log(1.0 - rng.random()) / weight, index))
-    keys.sort(reverse=True)
-    return [index for _, index in keys]
+    log, random_ = math.log, rng.random
+    return [
+        (
+            log(1.0 - random_()) / (1.0 + _finite(candidates[index].popularity, POPULARITY_CAP)),
+            -index,
+        )
+        for index in pool
+    ]

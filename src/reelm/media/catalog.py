@@ -585,6 +585,7 @@ def _upload_card(cell: Cell, user: CurrentUser, upload: Upload, name: str) -> Vi
         failure=None,
         visibility=meta.visibility,
         allow_comments=meta.allow_comments,
+        comments_from=meta.comments_from,
         caption=meta.caption,
         hashtags=parsed.hashtags,
         mentions=parsed.mentions,

@@ -58,6 +58,7 @@ class UploadMeta(BaseModel):
     caption: Annotated[str, Field(max_length=2200)] = ""
     visibility: Literal["public", "followers", "private"] = "public"
     allow_comments: bool = True
+    comments_from: Literal["everyone", "followers"] = "everyone"
     filename: Annotated[str, Field(max_length=255)] = ""
 
     def cleaned(self) -> UploadMeta:

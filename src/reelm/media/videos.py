@@ -205,6 +205,7 @@ def finish_upload(platform: Platform, user: CurrentUser, upload_id: uuid.UUID) -
                 progress=0,
                 visibility=meta.visibility,
                 allow_comments=meta.allow_comments,
+                comments_from=meta.comments_from,
                 caption_ct=cipher.encrypt("caption", meta.caption),
                 original_key=key,
                 original_bytes=size,
@@ -489,6 +490,7 @@ def _sync_catalog(platform: Platform, cell: Cell, video: Video) -> None:
             "hashtags": list(parsed.hashtags),
             "mentions": list(parsed.mentions),
             "allow_comments": video.allow_comments,
+            "comments_from": video.comments_from,
             "renditions": [_public_rendition(r) for r in video.renditions if r["kind"] == "video"],
             "poster_key": video.poster_key,
             "search_text": video_text(caption, list(parsed.hashtags)),
@@ -595,6 +597,7 @@ class VideoUpdate(BaseModel):
     caption: Annotated[str, Field(max_length=2200), AfterValidator(clean_text)] | None = None
     visibility: Literal["public", "followers", "private"] | None = None
     allow_comments: bool | None = None
+    comments_from: Literal["everyone", "followers"] | None = None
 
 
 def update_video(
@@ -616,6 +619,8 @@ def update_video(
             video.caption_ct = scope.cipher().encrypt("caption", change.caption)
         if change.allow_comments is not None:
             video.allow_comments = change.allow_comments
+        if change.comments_from is not None:
+            video.comments_from = change.comments_from
         if change.visibility is not None:
             video.visibility = change.visibility
         moved_from: list[dict[str, Any]] = []

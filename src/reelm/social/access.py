@@ -186,8 +186,11 @@ def decide_profile(
         return _no(403, "you cannot do this to your own account")
     if not profile.active or profile.suspended:
         return _no(404, "no such account")
-    if relation.blocked_by_owner or relation.blocks_owner:
+    if relation.blocked_by_owner:
         return _no(404, "no such account")
+    if relation.blocks_owner:
+        # The blocker still finds the page, to unblock; nothing else.
+        return ALLOW if action == "view" else _no(403, "unblock this account first")
     if action == "view":
         return ALLOW
     if viewer.user_id is None:

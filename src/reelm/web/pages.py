@@ -85,8 +85,10 @@ class Pages:
     def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         cookie = request.cookies.get(CSRF_COOKIE) or Csrf.new_cookie_value()
         market = getattr(request.state, "market", None)
+        user = getattr(request.state, "user", None)
         context = {
-            "user": getattr(request.state, "user", None),
+            "user": user,
+            "unread": self._unread(user) if user is not None and "unread" not in ctx else 0,
             "market": market,
             "market_name": country_name(market) if market else None,
             "market_picker": self.platform.settings.market_picker,
@@ -98,6 +100,15 @@ class Pages:
         if request.cookies.get(CSRF_COOKIE) != cookie:
             self._cookie(response, CSRF_COOKIE, cookie, max_age=12 * 3600)
         return response
+
+    def _unread(self, user: Any) -> int:
+        """The inbox badge: best effort (a page never fails for it)."""
+        from reelm.social import notify
+
+        try:
+            return notify.unread(self.platform, user)
+        except Exception:  # a moving user, a region briefly away: no badge this time
+            return 0
 
     def _cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(
@@ -264,10 +275,20 @@ def install(app: FastAPI, platform: Platform) -> None:
         found = lifecycle.public_profile(platform, handle[:100])
         user = getattr(request.state, "user", None)
         cursor = request.query_params.get("cursor") or None
-        grid = catalog.profile_videos(platform, user, found, cursor=cursor)
+        from reelm.social import access, graph
+
+        who = catalog.viewer_of(user, getattr(request.state, "market", None))
+        relation = access.relation(platform, who.user_id, found.user_id)
+        facts = access.profile_facts(platform, found.user_id)
+        access.decide_profile(who, "view", facts, relation).enforce()
+        grid = catalog.profile_videos(
+            platform, user, found, cursor=cursor, market=getattr(request.state, "market", None)
+        )
         return pages.render(
             request,
             "profile.html",
+            counts=graph.counts(platform, found.user_id),
+            relation=relation,
             profile=found,
             own=user is not None and user.user_id == found.user_id,
             welcome=request.query_params.get("welcome") == "1",

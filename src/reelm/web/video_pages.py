@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from reelm.accounts import lifecycle
 from reelm.accounts.errors import AccountError, InvalidInput, NotFound, RateLimited
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
@@ -27,6 +28,7 @@ from reelm.media.catalog import VideoCard
 from reelm.web.pages import FormError, Pages, templates
 
 FEED_PAGE = 5  # videos per feed page: a few screens ahead of the viewer
+FEED_PATHS = {"for-you": "/", "following": "/following", "newest": "/newest"}
 GRID_PAGE = 24
 IN_PROGRESS = ("uploading", "queued", "processing")
 MAX_CAPTION = 2200  # as media.videos.VideoUpdate and the upload page
@@ -77,6 +79,12 @@ def alt_text(card: VideoCard) -> str:
     if len(caption) > 120:
         caption = caption[:119] + "…"
     return caption or f"Video by @{card.author_handle}"
+
+
+def reelm_sentence(text: str) -> str:
+    """A refusal's detail as a sentence for a page."""
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
 
 
 def _video_id(raw: str) -> uuid.UUID:
@@ -133,29 +141,61 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
 
     # ---- the feed ----------------------------------------------------------------------------
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def feed(request: Request) -> Response:
+    def feed_page(request: Request, kind: str, cursor: str | None) -> catalog.Page:
+        from reelm.feed import service as feeds
+
+        user = viewer(request)
+        market = getattr(request.state, "market", None)
+        if kind == "following" and user is not None:
+            return catalog.following_feed(platform, user, cursor=cursor, limit=FEED_PAGE)
+        if kind == "newest":
+            return catalog.feed(platform, user, cursor=cursor, limit=FEED_PAGE, market=market)
+        return feeds.for_you(platform, user, cursor=cursor, limit=FEED_PAGE, market=market)
+
+    def render_feed(request: Request, kind: str) -> Response:
+        if kind == "following" and viewer(request) is None:
+            return RedirectResponse("/login?next=/following", status_code=303)
         cursor = request.query_params.get("cursor") or None
-        page = catalog.feed(platform, viewer(request), cursor=cursor, limit=FEED_PAGE)
+        page = feed_page(request, kind, cursor)
         return pages.render(
             request,
             "feed.html",
             reels=page.items,
             next_cursor=page.next_cursor,
             first_page=cursor is None,
+            feed_kind=kind,
+            feed_path=FEED_PATHS[kind],
         )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def for_you(request: Request) -> Response:
+        """For You: ranked from the viewer's own signals, in the viewer's home region."""
+        return render_feed(request, "for-you")
+
+    @app.get("/following", response_class=HTMLResponse, include_in_schema=False)
+    def following(request: Request) -> Response:
+        return render_feed(request, "following")
+
+    @app.get("/newest", response_class=HTMLResponse, include_in_schema=False)
+    def newest(request: Request) -> Response:
+        return render_feed(request, "newest")
 
     @app.get("/feed/more", response_class=HTMLResponse, include_in_schema=False)
     def feed_more(request: Request) -> Response:
         """The next few reels and the end marker, as an HTML fragment for feed.js."""
+        kind = request.query_params.get("feed") or "newest"
+        if kind not in FEED_PATHS:
+            kind = "newest"
         cursor = request.query_params.get("cursor") or None
-        page = catalog.feed(platform, viewer(request), cursor=cursor, limit=FEED_PAGE)
+        page = feed_page(request, kind, cursor)
         response = pages.render(
             request,
             "_reels.html",
             reels=page.items,
             next_cursor=page.next_cursor,
             first_page=False,
+            feed_kind=kind,
+            feed_path=FEED_PATHS[kind],
         )
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -300,10 +340,60 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
 
     # ---- one video ---------------------------------------------------------------------------
 
+    def _comments_context(request: Request, card: VideoCard, public: bool) -> dict[str, Any]:
+        """The comment sheet of a video's page: a page of comments, the thread asked for, and
+        whether (or why not) the viewer may write one."""
+        from reelm.social import comments
+
+        if not public:
+            return {"comments": None, "comment_note": "Comments are available on public videos."}
+        user = viewer(request)
+        market = getattr(request.state, "market", None)
+        cursor = request.query_params.get("comments") or None
+        try:
+            page = comments.list_comments(platform, user, card.id, cursor=cursor, market=market)
+        except InvalidInput:
+            page = comments.list_comments(platform, user, card.id, market=market)
+        thread: uuid.UUID | None = None
+        replies: list[comments.CommentView] = []
+        raw = request.query_params.get("thread")
+        if raw:
+            try:
+                thread = uuid.UUID(raw[:40])
+                replies = comments.list_comments(
+                    platform, user, card.id, parent=thread, limit=50, market=market
+                ).items
+            except ValueError:
+                thread = None
+        note = None
+        if user is None:
+            note = "Log in to comment."
+        else:
+            try:
+                catalog.check(platform, user, "comment", card.id, market=market)
+            except AccountError as exc:
+                note = reelm_sentence(exc.detail)
+        return {
+            "comments": page.items,
+            "comments_next": page.next_cursor,
+            "thread": thread,
+            "replies": replies,
+            "comment_note": note,
+            "max_comment": comments.MAX_BODY,
+        }
+
     @app.get("/v/{video_id}", response_class=HTMLResponse, include_in_schema=False)
     def video_page(request: Request, video_id: str) -> Response:
         try:
-            card = catalog.get_video(platform, viewer(request), _video_id(video_id))
+            by = request.query_params.get("by")
+            author = lifecycle.public_profile(platform, by[:60]) if by else None
+            card = catalog.get_video(
+                platform,
+                viewer(request),
+                _video_id(video_id),
+                market=getattr(request.state, "market", None),
+                by=author,
+            )
         except NotFound:
             return pages.render(
                 request,
@@ -318,6 +408,7 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
         return pages.render(
             request,
             "video.html",
+            **_comments_context(request, card, public),
             card=card,
             edited=card.mine and request.query_params.get("edited") == "1",
             share_url=share,
@@ -342,6 +433,10 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             "error": None,
         }
         if not query.strip():
+            from reelm.feed import service as feeds
+
+            market = getattr(request.state, "market", None)
+            values["trending"] = feeds.trending_hashtags(platform, market, limit=12)
             return pages.render(request, "search.html", **values)
         try:
             platform.rate_limits.hit("search", request.client.host if request.client else "?")

@@ -11,6 +11,65 @@
   var current = null;
   var loading = false;
 
+  // ---- watch signals: what the viewer did with each video, for their For You feed ----------
+  // Sent to /api/v1/signals (stored in the viewer's home region only) when a video leaves the
+  // screen, in small batches, and always before the next page is asked for: it reflects them.
+  var signedIn = !!document.querySelector(".notes-link");
+  var pending = [];
+  var watching = null; // {id, seconds, last, loops, duration}
+
+  function startWatch(article) {
+    var video = videoOf(article);
+    watching = { id: article.dataset.id, seconds: 0, last: video.currentTime, loops: 0, video: video };
+  }
+
+  function tick(video) {
+    if (!watching || watching.video !== video) return;
+    var now = video.currentTime;
+    var delta = now - watching.last;
+    if (delta > 0 && delta < 1.5) watching.seconds += delta;
+    // The feed loops its videos: a jump back near the start after the end is one full view.
+    if (delta < -0.5 && video.duration && watching.last > video.duration - 1.5) watching.loops += 1;
+    watching.last = now;
+  }
+
+  function endWatch() {
+    if (!watching || !signedIn) {
+      watching = null;
+      return;
+    }
+    var duration = watching.video.duration || 0;
+    var completed = watching.loops > 0;
+    var floor = duration ? Math.min(2, duration * 0.25) : 2;
+    pending.push({
+      video_id: watching.id,
+      watched_seconds: Math.round(Math.min(watching.seconds, 3600) * 100) / 100,
+      completed: completed,
+      replayed: watching.loops > 1,
+      skipped: !completed && watching.seconds < floor,
+    });
+    watching = null;
+    if (pending.length >= 5) flush();
+  }
+
+  function flush() {
+    if (!pending.length) return Promise.resolve();
+    var events = pending.splice(0, 100);
+    return fetch("/api/v1/signals", {
+      method: "POST",
+      credentials: "same-origin",
+      keepalive: true,
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": reelm.csrf() },
+      body: JSON.stringify({ events: events }),
+    }).catch(function () {});
+  }
+
+  setInterval(flush, 10000);
+  window.addEventListener("pagehide", function () {
+    endWatch();
+    flush();
+  });
+
   function reels() {
     return Array.prototype.slice.call(feed.querySelectorAll("article.reel[data-id]"));
   }
@@ -56,6 +115,7 @@
           activate(entry.target);
         } else if (entry.target === current) {
           videoOf(current).pause();
+          endWatch();
           current = null;
         }
       });
@@ -65,7 +125,9 @@
 
   function activate(article) {
     if (current === article) return;
+    endWatch();
     current = article;
+    startWatch(article);
     var list = reels();
     var index = list.indexOf(article);
     list.forEach(function (other, i) {
@@ -103,6 +165,9 @@
       sound.addEventListener("click", toggleSound);
     }
     video.addEventListener("click", toggleSound);
+    video.addEventListener("timeupdate", function () {
+      tick(video);
+    });
     updateSound(article);
     visible.observe(article);
   }
@@ -128,7 +193,10 @@
     loading = true;
     nearEnd.unobserve(end);
     feed.setAttribute("aria-busy", "true");
-    fetch(end.dataset.next, { credentials: "same-origin", headers: { Accept: "text/html" } })
+    flush()
+      .then(function () {
+        return fetch(end.dataset.next, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
         return response.text();

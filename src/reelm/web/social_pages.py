@@ -1,0 +1,180 @@
+"""Pages and forms of the social features: likes, comments, follows, blocks, notifications.
+
+Every action is a plain form that works without JavaScript (POST, CSRF token, then a redirect
+back to where it came from); ``static/social.js`` turns the like, follow and comment forms into
+API calls without a page load. Refusals come from reelm.social.access and are shown as
+readable pages with the same status the API answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.service import CurrentUser
+from reelm.bootstrap import Platform
+from reelm.social import comments, graph, likes, notify
+from reelm.web.pages import FormError, Pages, _safe_next, templates
+
+NOTE_TEXT = {
+    "follow": "started following you",
+    "follow_request": "asked to follow you",
+    "follow_accepted": "accepted your follow request",
+    "like": "liked your video",
+    "comment": "commented on your video",
+    "reply": "replied to your comment",
+    "mention": "mentioned you in a comment",
+}
+
+
+def _uuid(raw: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw[:40])
+    except ValueError:
+        raise NotFound(f"no such {what}") from None
+
+
+def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
+    templates.env.globals["note_text"] = NOTE_TEXT
+
+    async def signed_in_form(
+        request: Request, fallback: str
+    ) -> tuple[CurrentUser, dict[str, str]] | Response:
+        user: CurrentUser | None = getattr(request.state, "user", None)
+        if user is None:
+            return RedirectResponse(f"/login?next={fallback}", status_code=303)
+        try:
+            values = await pages.form(request)
+        except FormError as exc:
+            return pages.render(
+                request, "error.html", status=exc.status, title="Not done", detail=str(exc)
+            )
+        return user, values
+
+    def back(values: dict[str, str], fallback: str) -> RedirectResponse:
+        return RedirectResponse(_safe_next(values.get("next")) or fallback, status_code=303)
+
+    def refused(request: Request, exc: AccountError, title: str = "Not done") -> Response:
+        return pages.render(
+            request, "error.html", status=exc.status, title=title, detail=exc.detail
+        )
+
+    # ---- likes and comments ------------------------------------------------------------------
+
+    @app.post("/v/{video_id}/like", include_in_schema=False)
+    async def like_form(request: Request, video_id: str) -> Response:
+        ident = _uuid(video_id, "video")
+        posted = await signed_in_form(request, f"/v/{ident}")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        action = likes.unlike if values.get("action") == "unlike" else likes.like
+        try:
+            await run_in_threadpool(action, platform, user, ident)
+        except AccountError as exc:
+            return refused(request, exc, "Not liked")
+        return back(values, f"/v/{ident}")
+
+    @app.post("/v/{video_id}/comments", include_in_schema=False)
+    async def comment_form(request: Request, video_id: str) -> Response:
+        ident = _uuid(video_id, "video")
+        posted = await signed_in_form(request, f"/v/{ident}")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        reply_to = values.get("reply_to") or None
+        try:
+            parent = _uuid(reply_to, "comment") if reply_to else None
+            made = await run_in_threadpool(
+                comments.add,
+                platform,
+                user,
+                ident,
+                values.get("body", "").replace("\r\n", "\n"),
+                reply_to=parent,
+            )
+        except AccountError as exc:
+            return refused(request, exc, "Comment not posted")
+        thread = f"?thread={made.parent_id}" if made.parent_id else ""
+        return RedirectResponse(f"/v/{ident}{thread}#c-{made.id}", status_code=303)
+
+    @app.post("/comments/{comment_id}/delete", include_in_schema=False)
+    async def delete_comment_form(request: Request, comment_id: str) -> Response:
+        ident = _uuid(comment_id, "comment")
+        posted = await signed_in_form(request, "/")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        try:
+            await run_in_threadpool(comments.delete_comment, platform, user, ident)
+        except AccountError as exc:
+            return refused(request, exc, "Comment not deleted")
+        return back(values, "/")
+
+    # ---- follows and blocks ------------------------------------------------------------------
+
+    @app.post("/@{handle}/follow", include_in_schema=False)
+    async def follow_form(request: Request, handle: str) -> Response:
+        handle = handle[:60]
+        posted = await signed_in_form(request, f"/@{handle}")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        try:
+            if values.get("action") == "unfollow":
+                await run_in_threadpool(graph.unfollow, platform, user, handle)
+            else:
+                await run_in_threadpool(graph.follow, platform, user, handle)
+        except AccountError as exc:
+            return refused(request, exc, "Not followed")
+        return back(values, f"/@{handle}")
+
+    @app.post("/@{handle}/block", include_in_schema=False)
+    async def block_form(request: Request, handle: str) -> Response:
+        handle = handle[:60]
+        posted = await signed_in_form(request, f"/@{handle}")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        try:
+            if values.get("action") == "unblock":
+                await run_in_threadpool(graph.unblock, platform, user, handle)
+            else:
+                await run_in_threadpool(graph.block, platform, user, handle)
+        except AccountError as exc:
+            return refused(request, exc, "Not blocked")
+        return back(values, "/notifications" if values.get("action") == "unblock" else "/")
+
+    @app.post("/requests/{handle}", include_in_schema=False)
+    async def request_form(request: Request, handle: str) -> Response:
+        posted = await signed_in_form(request, "/notifications")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        approve = values.get("action") == "approve"
+        try:
+            await run_in_threadpool(
+                graph.answer_request, platform, user, handle[:60], approve=approve
+            )
+        except AccountError as exc:
+            return refused(request, exc, "Not answered")
+        return back(values, "/notifications")
+
+    # ---- notifications -----------------------------------------------------------------------
+
+    @app.get("/notifications", response_class=HTMLResponse, include_in_schema=False)
+    def notifications_page(request: Request) -> Response:
+        user: CurrentUser | None = getattr(request.state, "user", None)
+        if user is None:
+            return RedirectResponse("/login?next=/notifications", status_code=303)
+        context: dict[str, Any] = {
+            "notes": notify.recent(platform, user),
+            "requests": graph.requests(platform, user),
+            "blocked": graph.blocked(platform, user),
+        }
+        return pages.render(request, "notifications.html", **context)

@@ -1,0 +1,264 @@
+"""The social pages in a real browser (Chromium): For You sends watch signals and the next page
+reflects them, like without a page load, comment and reply, follow a private account and get
+approved from the inbox, block; and the same forms without JavaScript."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from reelm.accounts.lifecycle import update_privacy
+from reelm.accounts.schemas import PrivacyUpdate
+from reelm.bootstrap import Platform
+from reelm.media.uploads import UploadMeta
+from reelm.media.videos import ingest
+
+from . import tus
+from .conftest import PASSWORD, LiveServer, serving
+from .test_migration import _person
+from .test_transcode import FAST_H264, ffmpeg, pattern, tone
+from .test_web_browser import PHONE, assert_fits, log_in_in_page
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def world(
+    session_platform_factory: Callable[..., Platform], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    platform = session_platform_factory()
+    clip: Path = tmp_path_factory.mktemp("social-page-clip") / "clip.mp4"
+    ffmpeg(*pattern("180x320", 2), *tone(2), *FAST_H264, "-c:a", "aac", str(clip))
+    people = {
+        name: _person(platform, market="FR", display_name=name)
+        for name in ("Ana Cats", "Ben Cats", "Cy Surf", "Di Surf", "Private Pat")
+    }
+    videos: dict[str, list[Any]] = {}
+    for name, (_token, user) in people.items():
+        topic = "cats" if "Cats" in name else "surf" if "Surf" in name else "quiet"
+        for n in range(3 if topic != "quiet" else 1):
+            vid = ingest(platform, user, clip, UploadMeta(caption=f"{topic} {n} #{topic}"))
+            videos.setdefault(topic, []).append(vid)
+    update_privacy(platform, people["Private Pat"][1], PrivacyUpdate(private_account=True))
+    tus.run_jobs(platform, "sg")
+    try:
+        with serving(platform) as url:
+            yield {"live": LiveServer(url, platform), "people": people, "videos": videos}
+    finally:
+        platform.close()
+
+
+def _context(browser: Browser, live: LiveServer, **options: Any) -> BrowserContext:
+    context = browser.new_context(locale="en-US", viewport=PHONE, is_mobile=True, **options)
+    context.set_default_timeout(15_000)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
+    return context
+
+
+def _viewer(world: dict[str, Any], page: Page) -> Any:
+    _token, user = _person(world["live"].platform, market="FR", display_name="Viewer")
+    assert log_in_in_page(page, world["live"], user.handle, PASSWORD).status == 200
+    return user
+
+
+def test_for_you_sends_signals_and_the_next_page_reflects_them(
+    browser: Browser, world: dict[str, Any]
+) -> None:
+    live = world["live"]
+    context = _context(browser, live)
+    try:
+        page = context.new_page()
+        user = _viewer(world, page)
+        page.goto(live.url + "/")
+        expect(page.locator(".feed-tabs a[aria-current=page]")).to_have_text("For You")
+        reels = page.locator("#feed > article.reel[data-id]")
+        assert reels.count() == 5
+        sent: list[dict[str, Any]] = []
+        page.on(
+            "request",
+            lambda r: sent.append(r.post_data_json) if r.url.endswith("/api/v1/signals") else None,
+        )
+        # Watch every reel of the first page: the cat ones to the end (they loop), the others
+        # for a moment only.
+        ids = [reels.nth(i).get_attribute("data-id") for i in range(5)]
+        cats = {str(v) for v in world["videos"]["cats"]}
+        for i, vid in enumerate(ids):
+            page.evaluate(
+                """i => document.querySelectorAll('#feed > article.reel')[i]
+                        .scrollIntoView({block: 'start'})""",
+                i,
+            )
+            page.wait_for_function(
+                "i => !document.querySelectorAll('#feed > article.reel video')[i].paused", arg=i
+            )
+            if vid in cats:
+                page.wait_for_function(
+                    """i => { const v = document.querySelectorAll('#feed > article.reel video')[i];
+                              v.dataset.seen = Math.max(+(v.dataset.seen || 0), v.currentTime);
+                              return v.currentTime < 0.5 && +v.dataset.seen > 1.5; }""",
+                    arg=i,
+                    timeout=10_000,
+                    polling=50,
+                )
+        # Scrolling to the end asks for the next page, after the signals went out.
+        with page.expect_response(lambda r: "/feed/more" in r.url):
+            page.evaluate(
+                "document.querySelector('#feed > article.reel-end')"
+                ".scrollIntoView({block: 'start'})"
+            )
+        events = [e for batch in sent for e in batch["events"]]
+        assert events, "no watch signals were sent"
+        by_id = {e["video_id"]: e for e in events}
+        for vid in ids[:4]:
+            assert vid in by_id
+            if vid in cats:
+                assert by_id[vid]["completed"] is True
+        page.wait_for_function(
+            "document.querySelectorAll('#feed > article.reel[data-id]').length > 5"
+        )
+        later = [reels.nth(i).get_attribute("data-id") for i in range(5, reels.count())]
+        assert not set(later) & set(ids), "the next page repeats the first"
+        watched_cat = any(v in cats for v in ids[:4])
+        left = cats - set(ids)
+        if watched_cat and left:
+            assert later[0] in left, "the next page does not start with what the viewer loved"
+        assert user.handle
+    finally:
+        context.close()
+
+
+def test_like_comment_reply_and_share_from_the_pages(
+    browser: Browser, world: dict[str, Any]
+) -> None:
+    live = world["live"]
+    context = _context(browser, live)
+    try:
+        page = context.new_page()
+        _viewer(world, page)
+        video = world["videos"]["surf"][0]
+        page.goto(f"{live.url}/v/{video}")
+        like = page.locator(".watch-actions button.like")
+        expect(like).to_have_attribute("aria-pressed", "false")
+        with page.expect_response(lambda r: r.url.endswith(f"/api/v1/videos/{video}/like")):
+            like.click()
+        expect(like).to_have_attribute("aria-pressed", "true")
+        expect(like.locator(".n")).to_have_text("1")
+        assert page.url == f"{live.url}/v/{video}"  # no page load
+        page.reload()
+        expect(page.locator(".watch-actions button.like")).to_have_attribute("aria-pressed", "true")
+
+        page.fill("#comment-body", "Great wave 🌊 <b>not bold</b>")
+        with page.expect_navigation():
+            page.click(".comment-form button[type=submit]")
+        comment = page.locator(".comment-list > li.comment").first
+        expect(comment.locator(".comment-body")).to_have_text("Great wave 🌊 <b>not bold</b>")
+        with page.expect_navigation():
+            comment.locator("a", has_text="Reply").click()
+        page.fill(".comment-form.reply textarea", "Replying to myself")
+        with page.expect_navigation():
+            page.click(".comment-form.reply button")
+        expect(page.locator(".replies .comment-body")).to_have_text("Replying to myself")
+        expect(page.locator("#comments-heading")).to_contain_text("(2)")
+        # An empty comment is refused readably; nothing is posted.
+        page.evaluate("document.getElementById('comment-body').removeAttribute('required')")
+        page.fill("#comment-body", "   ")
+        with page.expect_navigation():
+            page.click(".comment-form:not(.reply) button[type=submit]")
+        assert "write something first" in page.content().lower()
+        page.goto(f"{live.url}/v/{video}")
+        expect(page.locator("#comments-heading")).to_contain_text("(2)")
+        assert_fits(page, "video page with comments")
+        if os.environ.get("REELM_SCREENSHOTS") == "1":
+            page.screenshot(path="docs/screenshots/comments.png", full_page=True)
+        # Deleting the thread takes its reply with it.
+        with page.expect_navigation():
+            page.locator(".comment-list > li.comment").first.locator(
+                "button", has_text="Delete"
+            ).first.click()
+        expect(page.locator("#comments-heading")).to_contain_text("(0)")
+    finally:
+        context.close()
+
+
+def test_follow_a_private_account_and_get_approved_from_the_inbox(
+    browser: Browser, world: dict[str, Any]
+) -> None:
+    live = world["live"]
+    pat_token, pat = world["people"]["Private Pat"]
+    fan_context = _context(browser, live)
+    pat_context = _context(browser, live)
+    try:
+        fan_page = fan_context.new_page()
+        fan = _viewer(world, fan_page)
+        fan_page.goto(f"{live.url}/@{pat.handle}")
+        assert "its videos are for the people it approves" in fan_page.content()
+        with fan_page.expect_navigation():
+            fan_page.click("button.follow")
+        expect(fan_page.locator("button.follow")).to_have_text("Requested")
+
+        pat_page = pat_context.new_page()
+        assert log_in_in_page(pat_page, live, pat.handle, PASSWORD).status == 200
+        pat_page.goto(live.url + "/")
+        expect(pat_page.locator(".notes-link .count")).to_have_text("1")
+        pat_page.click(".notes-link")
+        row = pat_page.locator(".requests li", has_text=fan.handle)
+        with pat_page.expect_navigation():
+            row.locator("button", has_text="Approve").click()
+        assert pat_page.locator(".requests").count() == 0
+
+        fan_page.goto(f"{live.url}/@{pat.handle}")
+        expect(fan_page.locator("button.follow")).to_have_text("Following")
+        expect(fan_page.locator(".grid .tile")).to_have_count(1)
+        expect(fan_page.locator(".follow-counts")).to_contain_text("1 follower")
+        fan_page.goto(live.url + "/notifications")
+        expect(fan_page.locator(".note").first).to_contain_text("accepted your follow request")
+        assert_fits(fan_page, "notifications")
+
+        # Pat blocks the fan: the profile is gone for them.
+        pat_page.goto(f"{live.url}/@{fan.handle}")
+        with pat_page.expect_navigation():
+            pat_page.click(".block-form button")
+        response = fan_page.goto(f"{live.url}/@{pat.handle}")
+        assert response is not None and response.status == 404
+        with httpx.Client(base_url=live.url) as http:
+            headers = {"Authorization": f"Bearer {pat_token}"}
+            assert http.get(f"/api/v1/users/{pat.handle}/counts").json()["followers"] == 0
+            assert [p["handle"] for p in http.get("/api/v1/me/blocks", headers=headers).json()] == [
+                fan.handle
+            ]
+    finally:
+        fan_context.close()
+        pat_context.close()
+
+
+def test_the_forms_work_without_javascript(browser: Browser, world: dict[str, Any]) -> None:
+    live = world["live"]
+    context = _context(browser, live, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        _viewer(world, page)
+        video = world["videos"]["cats"][1]
+        page.goto(f"{live.url}/v/{video}")
+        with page.expect_navigation():
+            page.click(".watch-actions button.like")
+        assert page.url == f"{live.url}/v/{video}"
+        assert page.locator(".watch-actions button.like").get_attribute("aria-pressed") == "true"
+        author = page.locator(".watch-info .author a").inner_text().removeprefix("@")
+        page.goto(f"{live.url}/@{author}")
+        with page.expect_navigation():
+            page.click("button.follow")
+        assert page.locator("button.follow").inner_text() == "Following"
+        page.goto(live.url + "/following")
+        reels = page.locator("#feed > article.reel[data-id]")
+        assert reels.count() == 3
+        assert {reels.nth(i).locator(".reel-author a").inner_text() for i in range(3)} == {
+            f"@{author}"
+        }
+    finally:
+        context.close()
