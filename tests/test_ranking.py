@@ -226,7 +226,7 @@ def test_completing_and_liking_cats_brings_cats_up() -> None:
 def test_affinity_beats_moderate_popularity_but_popularity_still_orders_within() -> None:
     taste = warm_taste_for(("cats",))
     cat_quiet, cat_loud = video(("cats",), popularity=5), video(("cats",), popularity=500)
-    other_loud = video(("news",), popularity=5000)
+    other_loud = video(("news",), popularity=200)  # 40 times the quiet cat video
     page = rank([other_loud, cat_quiet, cat_loud], taste, now=NOW, limit=3, exploration=0.0)
     assert [r.candidate for r in page] == [cat_loud, cat_quiet, other_loud]
 

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
 from reelm.api import migrations as migrations_api
+from reelm.api import moderation as moderation_api
 from reelm.api import search as search_api
 from reelm.api import social as social_api
 from reelm.api import staff as staff_api
@@ -73,6 +74,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(videos_api.router)
     app.include_router(search_api.router)
     app.include_router(social_api.router)
+    app.include_router(moderation_api.router)
     app.include_router(videos_api.media)
 
     @app.get("/healthz", tags=["operations"])

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser, authenticate
-from reelm.api.problems import MOVING_HEADER, blocked_response, problem
+from reelm.api.problems import MOVING_HEADER, blocked_response, problem, wants_html
 from reelm.bootstrap import Platform
 from reelm.regions.policy import MarketBlocked, is_country
 from reelm.web.csrf import CSRF_COOKIE, Csrf, load_or_create_secret
@@ -103,6 +103,18 @@ def install(app: FastAPI, platform: Platform) -> None:
         request.state.user = user
         if user is not None and cookie_write_without_token(request, csrf):
             return problem("csrf-failed", f"send the page's CSRF token in the {CSRF_HEADER} header")
+        if user is not None and request.method in WRITES and not _always_allowed(request):
+            from reelm.social.moderation import is_suspended
+
+            if await run_in_threadpool(is_suspended, platform, user.user_id):
+                response = problem(
+                    "account-suspended",
+                    "your account is suspended: you can log out or delete it, nothing else",
+                )
+                render = getattr(app.state, "html_error", None)
+                if render is not None and wants_html(request):
+                    return render(request, response)  # type: ignore[no-any-return]
+                return response
         request.state.market = visitor_market(platform, request, user)
         if request.state.market and not _ungated(platform, request, user):
             try:
@@ -116,6 +128,18 @@ def install(app: FastAPI, platform: Platform) -> None:
         if not json_body_acceptable(request):
             return problem("unsupported-media-type", "send the request body as application/json")
         return await call_next(request)
+
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+# What a suspended account may still do: leave, and delete itself (and log in elsewhere).
+SUSPENDED_MAY = ("/logout", "/login", "/api/v1/session", "/settings/delete")
+
+
+def _always_allowed(request: Request) -> bool:
+    path = request.url.path
+    if path == "/api/v1/me":
+        return request.method == "DELETE"
+    return path.startswith(SUSPENDED_MAY)
 
 
 def _ungated(platform: Platform, request: Request, user: CurrentUser | None) -> bool:

@@ -37,6 +37,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "not-authenticated": (401, "Sign-in required"),
     "not-found": (404, "Not found"),
     "forbidden": (403, "Not allowed"),
+    "account-suspended": (403, "Account suspended"),
     "rate-limited": (429, "Too many attempts"),
     "unavailable-for-legal-reasons": (451, "Unavailable for legal reasons"),
     "unknown-market": (422, "Unknown market"),

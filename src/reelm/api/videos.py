@@ -97,6 +97,7 @@ class VideoOut(BaseModel):
     mine: bool
     stats: StatsOut
     liked: bool
+    removed: str | None = None
 
     @classmethod
     def of(cls, card: VideoCard) -> VideoOut:
@@ -127,6 +128,7 @@ class VideoOut(BaseModel):
             mine=card.mine,
             stats=StatsOut(likes=card.likes, comments=card.comments, shares=card.shares),
             liked=card.liked,
+            removed=card.removed,
         )
 
 

@@ -41,7 +41,8 @@ POPULARITY_CAP = 1e12
 class Weights:
     """How much each part of the score counts. `WARM` and `COLD` are the two profiles."""
 
-    affinity: float  # times log(AFFINITY_FLOOR + positive affinity)
+    affinity: float  # times log(affinity_floor + positive affinity)
+    affinity_floor: float  # what a video with no known affinity counts as
     creator: float  # a creator's share of the taste, relative to a hashtag's share
     followed: float  # added to the positive affinity of a followed creator's video
     negative: float  # times the (negative) share of skipped hashtags and creators
@@ -50,10 +51,10 @@ class Weights:
     fresh_half_life_days: float
 
 
-AFFINITY_FLOOR = 0.01
 WARM = Weights(
-    affinity=1.0,
-    creator=1.0,
+    affinity=0.6,
+    affinity_floor=0.1,
+    creator=3.0,
     followed=0.5,
     negative=4.0,
     popularity=0.3,
@@ -64,6 +65,7 @@ WARM = Weights(
 # follows still count.
 COLD = Weights(
     affinity=0.0,
+    affinity_floor=0.1,
     creator=0.0,
     followed=0.5,
     negative=4.0,
@@ -329,7 +331,7 @@ def rank(
 ) -> list[Ranked]:
     """The next page of at most `limit` videos for `taste`.
 
-    Score (warm taste): affinity * log(0.01 + positive share of the video's hashtags (their mean)
+    Score (warm taste): affinity * log(floor + positive share of the video's hashtags (their mean)
     + creator share + followed boost) + negative * (share of skipped tags and creator)
     + popularity * log(1 + popularity) + freshness * 0.5 ** (age / half-life). A cold taste
     uses the `COLD` weights: popularity and freshness, skips and follows.
@@ -377,6 +379,7 @@ def _score(
     taste_creators = {creator.int: weight for creator, weight in taste.creators.items()}
     followed = {creator.int for creator in taste.followed}
     w_affinity, w_creator, w_followed = weights.affinity, weights.creator, weights.followed
+    floor = weights.affinity_floor
     w_negative, w_popularity, w_freshness = weights.negative, weights.popularity, weights.freshness
     log, log1p, exp = math.log, math.log1p, math.exp
 
@@ -406,7 +409,7 @@ def _score(
             creator_share if creator_share > 0 else 0.0
         )
         if w_affinity:
-            affinity = w_affinity * log(AFFINITY_FLOOR + positive + w_followed * is_followed)
+            affinity = w_affinity * log(floor + positive + w_followed * is_followed)
         else:
             affinity = w_followed * is_followed
         negative = w_negative * (

@@ -71,6 +71,7 @@ class VideoCard:
     comments: int = 0
     shares: int = 0
     liked: bool = False  # by the viewer
+    removed: str | None = None  # the reason code, when a moderator removed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,6 +572,7 @@ def _stored_card(
         mine=mine,
         owner_id=owner_id,
         comments_from=video.comments_from,
+        removed=video.removed,
     )
 
 

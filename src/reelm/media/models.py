@@ -69,6 +69,8 @@ class Video(RegionBase):
     renditions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     poster_key: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The reason code when a moderator removed it: never public again (reelm.social.moderation).
+    removed: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -113,7 +113,8 @@ def limits(platform: Platform) -> MediaLimits:
 
 
 def is_public(video: Video) -> bool:
-    return video.visibility == "public"
+    """Public by its owner's choice, and not removed by a moderator."""
+    return video.visibility == "public" and video.removed is None
 
 
 def _scope(platform: Platform, user: CurrentUser) -> UserScope:
@@ -630,6 +631,31 @@ def update_video(
                 video.renditions = _move(platform, cell, video, moved_from)
                 video.poster_key = next(r["key"] for r in video.renditions if r["kind"] == "poster")
             _sync_catalog(platform, cell, video)
+    _delete_entries(platform, cell, moved_from)
+
+
+def remove_by_moderation(
+    platform: Platform, cell: Cell, owner: uuid.UUID, video_id: uuid.UUID, reason: str
+) -> None:
+    """A moderator's removal: out of the catalog and the public store at once (its files move
+    back to the owner's encrypted store, as for a video turned private), and never public
+    again, whatever its owner sets. The owner still sees it, marked removed."""
+    with cell.db.transaction() as s:
+        hold(s, owner)
+        video = s.get(Video, video_id, with_for_update=True)
+        if video is None or video.owner_id != owner:
+            raise NotFound("no such video")
+        video.removed = reason
+        moved_from: list[dict[str, Any]] = []
+        if video.status == "ready":
+            if _stored_publicly(video.renditions):
+                moved_from = list(video.renditions)
+                video.renditions = _move(platform, cell, video, moved_from)
+                video.poster_key = next(r["key"] for r in video.renditions if r["kind"] == "poster")
+            _sync_catalog(platform, cell, video)
+        else:
+            with platform.catalog.transaction() as c:
+                c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))
     _delete_entries(platform, cell, moved_from)
 
 

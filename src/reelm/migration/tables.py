@@ -52,6 +52,12 @@ MOVED_TABLES: tuple[MovedTable, ...] = (
     MovedTable("likes", "user_id", {"video_ct": "liked_video"}, lookups={"lookup": "video_ct"}),
     MovedTable("signals", "user_id", {"event_ct": "signal"}),
     MovedTable("notifications", "user_id", {"event_ct": "notification"}),
+    MovedTable(
+        "filed_reports",
+        "user_id",
+        {"report_ct": "filed_report", "note_ct": "report_note"},
+        lookups={"lookup": "report_ct"},
+    ),
 )
 
 # Region tables that stay, and why.

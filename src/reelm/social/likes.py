@@ -151,12 +151,20 @@ def remove_user(platform: Platform, cell: Cell, user_id: uuid.UUID) -> None:
     Idempotent (a rerun after a crash finds less to do). Called before the key is destroyed."""
     from sqlalchemy import func, or_
 
-    from reelm.social.models import Block, Comment, Follow, Notification, WatchSignal
+    from reelm.social.models import (
+        Block,
+        Comment,
+        FiledReport,
+        Follow,
+        Notification,
+        WatchSignal,
+    )
 
     forget(platform, cell, user_id)
     with cell.db.transaction() as s:
         s.execute(delete(WatchSignal).where(WatchSignal.user_id == user_id))
         s.execute(delete(Notification).where(Notification.user_id == user_id))
+        s.execute(delete(FiledReport).where(FiledReport.user_id == user_id))
     with platform.catalog.transaction() as c:
         written = c.execute(
             select(Comment.video_id, func.count())

@@ -204,3 +204,55 @@ class VideoRestriction(CatalogBase):
     market: Mapped[str] = mapped_column(String(2), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+REPORT_FIELD = "filed_report"
+REPORT_NOTE_FIELD = "report_note"
+
+
+class FiledReport(RegionBase):
+    """A report the user filed (target, reason, their note), encrypted in the reporter's home
+    region. ``lookup`` (keyed by the user's data key) makes a second identical report a no-op."""
+
+    __tablename__ = "filed_reports"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    lookup: Mapped[bytes] = mapped_column(LargeBinary)
+    # "<target>:<id>:<reason>" (what ``lookup`` indexes), and the reporter's note.
+    report_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    note_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ux_filed_reports_lookup", user_id, lookup, unique=True),)
+
+
+class ReportCase(CatalogBase):
+    """The moderation queue: reports of one target for one reason, counted, without reporters."""
+
+    __tablename__ = "report_cases"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    target: Mapped[str] = mapped_column(String(16))  # video, comment, user
+    target_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(BigInteger, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    resolution: Mapped[str | None] = mapped_column(String(16))
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'resolved')", name="state"),
+        CheckConstraint("target IN ('video', 'comment', 'user')", name="target"),
+        Index(
+            "ux_report_cases_open",
+            target,
+            target_id,
+            reason,
+            unique=True,
+            postgresql_where=state == "open",
+        ),
+        Index("ix_report_cases_queue", state, count.desc(), first_at),
+    )
