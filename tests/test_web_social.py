@@ -5,6 +5,8 @@ approved from the inbox, block; and the same forms without JavaScript."""
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from reelm.accounts.lifecycle import update_privacy
 from reelm.accounts.schemas import PrivacyUpdate
 from reelm.bootstrap import Platform
+from reelm.feed import signals
 from reelm.media.uploads import UploadMeta
 from reelm.media.videos import ingest
 
@@ -79,11 +82,15 @@ def test_for_you_sends_signals_and_the_next_page_reflects_them(
         expect(page.locator(".feed-tabs a[aria-current=page]")).to_have_text("For You")
         reels = page.locator("#feed > article.reel[data-id]")
         assert reels.count() == 5
-        sent: list[dict[str, Any]] = []
-        page.on(
-            "request",
-            lambda r: sent.append(r.post_data_json) if r.url.endswith("/api/v1/signals") else None,
-        )
+        order: list[tuple[str, Any]] = []
+
+        def seen_request(r: Any) -> None:
+            if r.url.endswith("/api/v1/signals"):
+                order.append(("signals", r.post_data_json))
+            elif "/feed/more" in r.url:
+                order.append(("more", r.url))
+
+        page.on("request", seen_request)
         # Watch every reel of the first page: the cat ones to the end (they loop), the others
         # for a moment only.
         ids = [reels.nth(i).get_attribute("data-id") for i in range(5)]
@@ -106,28 +113,31 @@ def test_for_you_sends_signals_and_the_next_page_reflects_them(
                     timeout=10_000,
                     polling=50,
                 )
-        # Scrolling to the end asks for the next page, after the signals went out.
-        with page.expect_response(lambda r: "/feed/more" in r.url):
-            page.evaluate(
-                "document.querySelector('#feed > article.reel-end')"
-                ".scrollIntoView({block: 'start'})"
-            )
-        events = [e for batch in sent for e in batch["events"]]
-        assert events, "no watch signals were sent"
-        by_id = {e["video_id"]: e for e in events}
-        for vid in ids[:4]:
-            assert vid in by_id
-            if vid in cats:
-                assert by_id[vid]["completed"] is True
+        page.evaluate(
+            "document.querySelector('#feed > article.reel-end, #feed > article.reel:last-child')"
+            ".scrollIntoView({block: 'start'})"
+        )
         page.wait_for_function(
             "document.querySelectorAll('#feed > article.reel[data-id]').length > 5"
         )
+        # The next page was asked for after the signals of what had been watched went out.
+        first_more = next(i for i, (kind, _) in enumerate(order) if kind == "more")
+        assert any(kind == "signals" for kind, _ in order[:first_more]), order
         later = [reels.nth(i).get_attribute("data-id") for i in range(5, reels.count())]
         assert not set(later) & set(ids), "the next page repeats the first"
-        watched_cat = any(v in cats for v in ids[:4])
-        left = cats - set(ids)
-        if watched_cat and left:
-            assert later[0] in left, "the next page does not start with what the viewer loved"
+        # Leaving the page sends the rest; everything watched is stored in the viewer's home
+        # region (read back there, decrypted).
+        page.goto(live.url + "/about")
+        deadline = time.monotonic() + 10
+        while True:
+            stored = {s.video_id: s for s in signals.history(live.platform, user)}
+            if all(uuid.UUID(v) in stored for v in ids[:4]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for vid in ids[:4]:
+            got = stored[uuid.UUID(vid)]
+            assert got.completed == (vid in cats), (vid, got)
+            assert got.skipped == (vid not in cats), (vid, got)
         assert user.handle
     finally:
         context.close()
@@ -262,3 +272,47 @@ def test_the_forms_work_without_javascript(browser: Browser, world: dict[str, An
         }
     finally:
         context.close()
+
+
+def test_report_then_moderate_from_the_pages(browser: Browser, world: dict[str, Any]) -> None:
+    from reelm.transparency import gateway
+
+    live = world["live"]
+    video = world["videos"]["surf"][2]
+    context = _context(browser, live)
+    try:
+        page = context.new_page()
+        _viewer(world, page)
+        page.goto(f"{live.url}/v/{video}")
+        page.click(".watch-info details.report summary")
+        page.check(".watch-info .report-form input[value=violence]")
+        page.fill(".watch-info .report-form textarea", "dangerous stunt")
+        with page.expect_navigation():
+            page.click(".watch-info .report-form button[type=submit]")
+        expect(page.locator(".notice", has_text="your report was sent")).to_be_visible()
+        assert_fits(page, "video page after a report")
+
+        # A moderator acts from the queue; the page is refused to everyone else.
+        _token, mod = _person(live.platform, market="FR", display_name="Mo Derator")
+        gateway.grant(live.platform, mod.user_id, "moderator")
+        response = page.goto(live.url + "/staff/moderation")
+        assert response is not None and response.status == 403
+        page.context.clear_cookies()
+        assert log_in_in_page(page, live, mod.handle, PASSWORD).status == 200
+        page.goto(live.url + "/staff/moderation")
+        case = page.locator(".case", has_text="Violence or dangerous acts")
+        expect(case).to_contain_text("1 report")
+        case.locator("input[name=market]").fill("de")
+        with page.expect_navigation():
+            case.locator("button[value=restrict]").click()
+        expect(page.locator(".notice")).to_contain_text("video withheld in DE")
+        expect(page.locator(".case", has_text="Violence or dangerous acts")).to_have_count(0)
+        assert_fits(page, "moderation queue")
+    finally:
+        context.close()
+    german = _context(browser, live, extra_http_headers={"CF-IPCountry": "DE"})
+    try:
+        response = german.new_page().goto(f"{live.url}/v/{video}")
+        assert response is not None and response.status == 451
+    finally:
+        german.close()

@@ -288,6 +288,7 @@ def install(app: FastAPI, platform: Platform) -> None:
             request,
             "profile.html",
             counts=graph.counts(platform, found.user_id),
+            reported=request.query_params.get("reported") == "1",
             relation=relation,
             profile=found,
             own=user is not None and user.user_id == found.user_id,

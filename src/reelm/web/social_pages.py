@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from reelm.accounts.errors import AccountError, NotFound
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
-from reelm.social import comments, graph, likes, notify
+from reelm.social import comments, graph, likes, moderation, notify
 from reelm.web.pages import FormError, Pages, _safe_next, templates
 
 NOTE_TEXT = {
@@ -41,6 +43,7 @@ def _uuid(raw: str, what: str) -> uuid.UUID:
 
 def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
     templates.env.globals["note_text"] = NOTE_TEXT
+    templates.env.globals["report_reasons"] = moderation.REASONS
 
     async def signed_in_form(
         request: Request, fallback: str
@@ -164,6 +167,78 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
         except AccountError as exc:
             return refused(request, exc, "Not answered")
         return back(values, "/notifications")
+
+    # ---- reports and moderation --------------------------------------------------------------
+
+    @app.post("/report", include_in_schema=False)
+    async def report_form(request: Request) -> Response:
+        posted = await signed_in_form(request, "/")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        try:
+            data = moderation.ReportIn(
+                target=values.get("target", ""),
+                id=values.get("id", "")[:60],
+                reason=values.get("reason", ""),
+                note=values.get("note", "")[:500],
+            )
+        except ValidationError:
+            return pages.render(
+                request,
+                "error.html",
+                status=422,
+                title="Not reported",
+                detail="Choose a reason from the list.",
+            )
+        try:
+            await run_in_threadpool(moderation.report, platform, user, data)
+        except AccountError as exc:
+            return refused(request, exc, "Not reported")
+        target = _safe_next(values.get("next")) or "/"
+        joiner = "&" if "?" in target else "?"
+        return RedirectResponse(f"{target}{joiner}reported=1", status_code=303)
+
+    @app.get("/staff/moderation", response_class=HTMLResponse, include_in_schema=False)
+    def moderation_page(request: Request) -> Response:
+        user: CurrentUser | None = getattr(request.state, "user", None)
+        if user is None:
+            return RedirectResponse("/login?next=/staff/moderation", status_code=303)
+        try:
+            cases = moderation.queue(platform, user)
+        except AccountError as exc:
+            return refused(request, exc, "Staff only")
+        return pages.render(
+            request, "moderation.html", cases=cases, done=request.query_params.get("done")
+        )
+
+    @app.post("/staff/moderation", include_in_schema=False)
+    async def moderation_form(request: Request) -> Response:
+        posted = await signed_in_form(request, "/staff/moderation")
+        if isinstance(posted, Response):
+            return posted
+        user, values = posted
+        try:
+            decision = moderation.Decision(
+                target=values.get("target", ""),
+                id=values.get("id", "")[:60],
+                action=values.get("action", ""),
+                reason=values.get("reason", ""),
+                market=(values.get("market") or "").strip().upper() or None,
+            )
+        except ValidationError:
+            return pages.render(
+                request,
+                "error.html",
+                status=422,
+                title="Not done",
+                detail="Choose an action and a reason; a market is two capital letters (DE).",
+            )
+        try:
+            done = await run_in_threadpool(moderation.act, platform, user, decision)
+        except AccountError as exc:
+            return refused(request, exc)
+        return RedirectResponse(f"/staff/moderation?done={quote(done)}", status_code=303)
 
     # ---- notifications -----------------------------------------------------------------------
 

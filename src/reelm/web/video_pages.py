@@ -410,6 +410,7 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             "video.html",
             **_comments_context(request, card, public),
             card=card,
+            reported=request.query_params.get("reported") == "1",
             edited=card.mine and request.query_params.get("edited") == "1",
             share_url=share,
             og_image=_absolute(request, card.poster_url) if public else None,
