@@ -55,7 +55,32 @@ def seed_demo(platform: Platform) -> int:
         log_out(platform, user)
     if created:
         _staff_example(platform)
+        _follows(platform)
     return created
+
+
+DEMO_FOLLOWS = {
+    "maya.skates": ("tofu_chef", "chloe.paris", "surf.with.jack"),
+    "tofu_chef": ("maya.skates", "sakura.beats"),
+    "surf.with.jack": ("maya.skates", "kiwi.birds"),
+    "kiwi.birds": ("surf.with.jack",),
+    "chloe.paris": ("maya.skates", "samba.rafa"),
+    "samba.rafa": ("chloe.paris", "maya.skates"),
+    "sakura.beats": ("tofu_chef",),
+}
+
+
+def _follows(platform: Platform) -> None:
+    """A small social graph, so profiles show followers and the Following tab has videos."""
+    from reelm.social import graph
+
+    for handle, others in DEMO_FOLLOWS.items():
+        _token, user = log_in(platform, handle, DEMO_PASSWORD, user_agent="reelm demo seed")
+        try:
+            for other in others:
+                graph.follow(platform, user, other)
+        finally:
+            log_out(platform, user)
 
 
 def seed_videos(platform: Platform, on_progress: Callable[[int, int], None] | None = None) -> int:
