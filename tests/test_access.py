@@ -274,3 +274,36 @@ def test_direct_access_answers_what_decide_says(world: dict[str, Any]) -> None:
     gone = next(v for v, c, w in world["videos"] if c is suspended and not w)
     with pytest.raises(access.NotFound):
         catalog.get_video(platform, follower, gone)
+
+
+def test_for_you_never_shows_what_the_viewer_may_not_see(world: dict[str, Any]) -> None:
+    """Under-16s' videos (private, locked accounts) reach their approved followers only, and
+    the For You feed, built from the same rules, never offers anyone else a video they may not
+    see: not to adults outside the teen's followers, not to the blocked, not in a market where
+    it is withheld."""
+    from reelm.feed import service as feeds
+
+    platform = world["platform"]
+    teen_videos = {v for v, c, _ in world["videos"] if c is world["creators"][(True, True, False)]}
+    for name, viewer in world["viewers"].items():
+        shown: set[uuid.UUID] = set()
+        cursor = None
+        for _ in range(4):
+            page = feeds.for_you(platform, viewer, cursor=cursor, limit=5)
+            shown |= {card.id for card in page.items}
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        for video_id in shown:
+            facts = catalog.public_facts(platform, video_id)
+            assert facts is not None
+            who = catalog.viewer_of(viewer)
+            relation = access.relation(platform, who.user_id, facts.owner_id)
+            assert decide(who, "view", facts, relation).allowed, (name, video_id)
+        if name != "follower":
+            assert not shown & teen_videos, name
+    follower = world["viewers"]["follower"]
+    page = feeds.for_you(platform, follower, limit=20)
+    assert {c.id for c in page.items} & teen_videos  # the teen's approved follower sees them
+    anonymous = feeds.for_you(platform, None, limit=20, market="US")
+    assert not {c.id for c in anonymous.items} & teen_videos
