@@ -50,14 +50,26 @@ def video(
     )
 
 
-def watched(candidate: Candidate, *, days_ago: float = 1.0, **outcome: bool | float) -> Signal:
+def watched(
+    candidate: Candidate,
+    *,
+    days_ago: float = 1.0,
+    watched_seconds: float = 0.0,
+    completed: bool = False,
+    liked: bool = False,
+    skipped: bool = False,
+) -> Signal:
+    """The viewer's signal on `candidate`, a 20-second video."""
     return Signal(
         video_id=candidate.video_id,
         creator_id=candidate.creator_id,
         hashtags=candidate.hashtags,
         at=NOW - timedelta(days=days_ago),
+        watched_seconds=watched_seconds,
         duration=20.0,
-        **outcome,  # type: ignore[arg-type]
+        completed=completed,
+        liked=liked,
+        skipped=skipped,
     )
 
 
@@ -69,13 +81,8 @@ def skipped(candidate: Candidate, days_ago: float = 1.0) -> Signal:
     return watched(candidate, days_ago=days_ago, watched_seconds=1.0, skipped=True)
 
 
-def empty_taste(**fields: object) -> Taste:
-    return taste_from([], now=NOW, **fields)  # type: ignore[arg-type]
-
-
-def position(page: list[Ranked], candidate: Candidate) -> int:
-    ids = [r.candidate.video_id for r in page]
-    return ids.index(candidate.video_id) if candidate.video_id in ids else len(ids)
+def empty_taste() -> Taste:
+    return taste_from([], now=NOW)
 
 
 def warm_taste_for(tags: tuple[str, ...], n: int = 10, *, skip: bool = False) -> Taste:
@@ -443,6 +450,17 @@ def test_interleave_places_exploration_and_falls_back() -> None:
     # With no exploration picks left, the main order fills the slots, and the other way round.
     assert len(interleave(main, [], limit=8, explore_slots=2)) == 6
     assert len(interleave([], explore, limit=8, explore_slots=2)) == 2
+
+
+def test_a_displaced_exploration_pick_takes_the_next_slot() -> None:
+    a, b, c, d, x = (new_id() for _ in range(5))
+    main = [Ranked(video(creator=who), 1.0, "popular") for who in (a, x, b, c, d, a)]
+    explore = [Ranked(video(creator=x), 0.0, "explore") for _ in range(2)]
+    page = interleave(main, explore, limit=6, explore_slots=2)
+    # Slot 2 is an exploration slot, but both picks are by x, like slot 1: slot 3 takes one.
+    assert [r.reason for r in page] == ["popular"] * 3 + ["explore", "popular", "explore"]
+    creators = [r.candidate.creator_id for r in page]
+    assert all(p != q for p, q in itertools.pairwise(creators))
 
 
 def test_ranks_500_candidates_in_well_under_5_ms() -> None:
