@@ -428,10 +428,13 @@ def test_for_you_reacts_to_signals_on_the_next_page(site: dict[str, Any]) -> Non
     # video stays unwatched.
     cats = [str(v) for v in site["videos"]["cats"] if str(v) not in served]
     loved, waiting = cats[:-1], cats[-1]
-    skipped = [str(v) for t in ("surf", "cook") for v in site["videos"][t] if str(v) not in served][
-        :1
+    # Two of each other topic skipped: with the loved ones, enough signals (5 or more) for a
+    # warm taste.
+    skipped = [
+        str(v)
+        for t in ("surf", "cook")
+        for v in [x for x in site["videos"][t] if str(x) not in served][:2]
     ]
-    skipped += [str(v) for v in site["videos"]["cook"] if str(v) not in served][:1]
     events = [
         {"video_id": v, "watched_seconds": 2.0, "completed": True, "replayed": True} for v in loved
     ] + [{"video_id": v, "watched_seconds": 0.2, "skipped": True} for v in skipped]
@@ -442,7 +445,7 @@ def test_for_you_reacts_to_signals_on_the_next_page(site: dict[str, Any]) -> Non
     ).json()
     ids = [v["id"] for v in nxt["items"]]
     watched = {e["video_id"] for e in events}
-    assert len(ids) == 3
+    assert ids
     assert not set(ids) & served, "a page repeats what this session already served"
     assert not set(ids) & watched, "a watched video came back"
     authors = [v["author"]["handle"] for v in nxt["items"]]

@@ -27,7 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -108,10 +108,10 @@ def _candidates(
         newest = (PublicVideo.published_at.desc(), PublicVideo.id.desc())
         pools.append(("fresh", list(c.execute(base.order_by(*newest).limit(POOL["fresh"])))))
         trend = (
-            select(MarketEngagement.video_id, func.sum(MarketEngagement.score).label("s"))
+            select(MarketEngagement.video_id, _recent_score().label("s"))
             .where(MarketEngagement.market == market, MarketEngagement.day >= since)
             .group_by(MarketEngagement.video_id)
-            .order_by(func.sum(MarketEngagement.score).desc())
+            .order_by(_recent_score().desc())
             .limit(POOL["trending"])
             .subquery()
         )
@@ -211,6 +211,14 @@ def _top(weights: Mapping[K, float], n: int) -> list[K]:
     return [k for k, _ in items[:n]]
 
 
+def _recent_score() -> Any:
+    """A video's engagement in the market, each day counting half as much as the day after:
+    what is popular now (bench/recsys.py found a one-day horizon ranks best; a week of
+    history still lets a quiet market have an order)."""
+    age = func.current_date() - MarketEngagement.day
+    return func.sum(MarketEngagement.score * func.power(0.5, age))
+
+
 def _popularity(
     c: Session, market: str, since: date, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, float]:
@@ -218,9 +226,9 @@ def _popularity(
     video's all-time counts (so a new market still has an order)."""
     if not ids:
         return {}
-    scores = dict(
+    scores: dict[uuid.UUID, Any] = dict(
         c.execute(
-            select(MarketEngagement.video_id, func.sum(MarketEngagement.score))
+            select(MarketEngagement.video_id, _recent_score())
             .where(
                 MarketEngagement.market == market,
                 MarketEngagement.day >= since,
