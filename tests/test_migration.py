@@ -505,12 +505,13 @@ def test_killed_at_random_times_then_resumed(
     args = ["migrate", "--users", str(listed), "--to", "us", "--batch", "1", "--report", report]
     rng = random.Random(5)
     resume = ["migrate", "--resume", "--report", report]
+    earlier = engine.last_migration(platform)
 
     def again() -> list[str]:
         # A kill can land before the first run recorded its migration (a slow machine spends
         # seconds planning): then there is nothing to resume, and the operator runs the
         # command again.
-        return resume if engine.running_migration(platform) else args
+        return resume if engine.last_migration(platform) != earlier else args
 
     for _attempt in range(4):
         run = _reelm(platform, *again())
