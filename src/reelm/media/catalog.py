@@ -83,12 +83,13 @@ class Page:
 # ---- cursors ---------------------------------------------------------------------------------
 
 
-def _cursor(card: VideoCard) -> str:
-    raw = f"{card.created_at.isoformat()}|{card.id}".encode()
+def encode_cursor(moment: datetime, ident: uuid.UUID) -> str:
+    """A keyset cursor (a timestamp and an id), opaque to clients."""
+    raw = f"{moment.isoformat()}|{ident}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         if len(cursor) > 200:
             raise ValueError
@@ -97,6 +98,10 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(moment), uuid.UUID(ident)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("this cursor is not one we gave out", field="cursor") from None
+
+
+def _cursor(card: VideoCard) -> str:
+    return encode_cursor(card.created_at, card.id)
 
 
 def _limit(limit: int) -> int:
@@ -201,7 +206,7 @@ def _page(
 ) -> Page:
     limit = _limit(limit)
     if cursor:
-        moment, ident = _parse_cursor(cursor)
+        moment, ident = parse_cursor(cursor)
         query = query.where(
             or_(
                 PublicVideo.published_at < moment,

@@ -9,8 +9,6 @@ deleted) are left out of what the viewer reads.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -230,19 +228,7 @@ def _query(viewer: CurrentUser | None) -> Select[Comment, str, str, int]:
 
 
 def _cursor(view: CommentView) -> str:
-    raw = f"{view.created_at.isoformat()}|{view.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        if len(cursor) > 200:
-            raise ValueError
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, ident = raw.split("|")
-        return datetime.fromisoformat(moment), uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("this cursor is not one we gave out", field="cursor") from None
+    return catalog.encode_cursor(view.created_at, view.id)
 
 
 def list_comments(
@@ -266,7 +252,7 @@ def list_comments(
     else:
         query = query.where(Comment.parent_id == parent)
     if cursor:
-        moment, ident = _parse_cursor(cursor)
+        moment, ident = catalog.parse_cursor(cursor)
         if newest_first:
             query = query.where(
                 or_(

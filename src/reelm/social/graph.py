@@ -37,18 +37,21 @@ class Person:
     since: datetime
 
 
-def _me(user: CurrentUser) -> access.Viewer:
-    return access.Viewer(user.user_id, user.market)
+def checked_profile(
+    platform: Platform, viewer: CurrentUser | None, handle: str, action: access.ProfileAction
+) -> tuple[Profile, access.Relation]:
+    """The profile ``handle`` if ``viewer`` may do ``action`` to it (reelm.social.access),
+    and how the viewer stands with it; hidden profiles are not found."""
+    target = public_profile(platform, handle)
+    who = access.Viewer(viewer.user_id if viewer else None, viewer.market if viewer else None)
+    relation = access.relation(platform, who.user_id, target.user_id)
+    facts = access.profile_facts(platform, target.user_id)
+    access.decide_profile(who, action, facts, relation).enforce()
+    return target, relation
 
 
 def _target(platform: Platform, user: CurrentUser, handle: str) -> Profile:
-    """A profile the user may act on: hidden profiles (blocked either way, suspended) are
-    not found, as they would not be on a page."""
-    target = public_profile(platform, handle)
-    facts = access.profile_facts(platform, target.user_id)
-    relation = access.relation(platform, user.user_id, target.user_id)
-    access.decide_profile(_me(user), "follow", facts, relation).enforce()
-    return target
+    return checked_profile(platform, user, handle, "follow")[0]
 
 
 def follow(platform: Platform, user: CurrentUser, handle: str) -> str:
@@ -164,11 +167,7 @@ def counts(platform: Platform, user_id: uuid.UUID) -> Counts:
 
 def profile_counts(platform: Platform, viewer: CurrentUser | None, handle: str) -> Counts:
     """Counts are shown on every profile the viewer may see, private ones included."""
-    target = public_profile(platform, handle)
-    who = access.Viewer(viewer.user_id if viewer else None, viewer.market if viewer else None)
-    relation = access.relation(platform, who.user_id, target.user_id)
-    facts = access.profile_facts(platform, target.user_id)
-    access.decide_profile(who, "view", facts, relation).enforce()
+    target, _ = checked_profile(platform, viewer, handle, "view")
     return counts(platform, target.user_id)
 
 
@@ -211,11 +210,7 @@ def following(
 
 
 def _listable_profile(platform: Platform, viewer: CurrentUser | None, handle: str) -> Profile:
-    target = public_profile(platform, handle)
-    who = access.Viewer(viewer.user_id if viewer else None, viewer.market if viewer else None)
-    relation = access.relation(platform, who.user_id, target.user_id)
-    facts = access.profile_facts(platform, target.user_id)
-    access.decide_profile(who, "view", facts, relation).enforce()
+    target, relation = checked_profile(platform, viewer, handle, "view")
     mine = viewer is not None and viewer.user_id == target.user_id
     if target.is_private and not mine and not relation.follows:
         raise access.Forbidden("this account is private: follow it to see who it follows")

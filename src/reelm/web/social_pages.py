@@ -121,37 +121,39 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
 
     # ---- follows and blocks ------------------------------------------------------------------
 
-    @app.post("/@{handle}/follow", include_in_schema=False)
-    async def follow_form(request: Request, handle: str) -> Response:
+    async def toggle(
+        request: Request,
+        handle: str,
+        off: str,
+        actions: tuple[Any, Any],
+        title: str,
+        after: tuple[str, str],
+    ) -> Response:
+        """A profile button that does one thing or its opposite (``action=<off>``)."""
         handle = handle[:60]
         posted = await signed_in_form(request, f"/@{handle}")
         if isinstance(posted, Response):
             return posted
         user, values = posted
+        undo = values.get("action") == off
         try:
-            if values.get("action") == "unfollow":
-                await run_in_threadpool(graph.unfollow, platform, user, handle)
-            else:
-                await run_in_threadpool(graph.follow, platform, user, handle)
+            await run_in_threadpool(actions[1] if undo else actions[0], platform, user, handle)
         except AccountError as exc:
-            return refused(request, exc, "Not followed")
-        return back(values, f"/@{handle}")
+            return refused(request, exc, title)
+        return back(values, after[1] if undo else after[0])
+
+    @app.post("/@{handle}/follow", include_in_schema=False)
+    async def follow_form(request: Request, handle: str) -> Response:
+        where = f"/@{handle[:60]}"
+        pair = (graph.follow, graph.unfollow)
+        return await toggle(request, handle, "unfollow", pair, "Not followed", (where, where))
 
     @app.post("/@{handle}/block", include_in_schema=False)
     async def block_form(request: Request, handle: str) -> Response:
-        handle = handle[:60]
-        posted = await signed_in_form(request, f"/@{handle}")
-        if isinstance(posted, Response):
-            return posted
-        user, values = posted
-        try:
-            if values.get("action") == "unblock":
-                await run_in_threadpool(graph.unblock, platform, user, handle)
-            else:
-                await run_in_threadpool(graph.block, platform, user, handle)
-        except AccountError as exc:
-            return refused(request, exc, "Not blocked")
-        return back(values, "/notifications" if values.get("action") == "unblock" else "/")
+        pair = (graph.block, graph.unblock)
+        return await toggle(
+            request, handle, "unblock", pair, "Not blocked", ("/", "/notifications")
+        )
 
     @app.post("/requests/{handle}", include_in_schema=False)
     async def request_form(request: Request, handle: str) -> Response:
