@@ -118,7 +118,7 @@ def test_for_you_sends_signals_and_the_next_page_reflects_them(
             ".scrollIntoView({block: 'start'})"
         )
         page.wait_for_function(
-            "document.querySelectorAll('#feed > article.reel[data-id]').length > 5"
+            "() => document.querySelectorAll('#feed > article.reel[data-id]').length > 5"
         )
         # The next page was asked for after the signals of what had been watched went out.
         first_more = next(i for i, (kind, _) in enumerate(order) if kind == "more")
