@@ -728,7 +728,8 @@ def profile_pages(
         f"{total:.1f} ms (p50 {statistics.median(totals) * 1000:.1f} ms), of which {cpu:.1f} ms "
         f"of this process's CPU (the rest waits for PostgreSQL); machine load "
         f"{os.getloadavg()[0]:.2f}\n"
-        f"| phase | ms a page | share | of it SQL (own statements) |\n|---|---|---|---|"
+        "| phase | ms a page | share | SQL in its own statements (nested phases apart) |\n"
+        "|---|---|---|---|"
     )
     for _, name, label, depth in PHASES:
         ms = found["calls"][name] / pages * 1000
