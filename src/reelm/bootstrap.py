@@ -31,6 +31,8 @@ class Platform:
     embedded_server: Any = field(default=None, repr=False)
     # The job queues this process defers to, by region (reelm.jobs.queue_of opens them).
     queues: dict[str, Any] = field(default_factory=dict, repr=False)
+    # What this process keeps in memory between requests, by owner module (reelm.feed.pools).
+    caches: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def cell(self, region: str) -> Cell:
         return self.cells[region]
@@ -50,6 +52,7 @@ class Platform:
         for queue in self.queues.values():
             queue.close()
         self.queues.clear()
+        self.caches.clear()
         self.catalog.dispose()
         for cell in self.cells.values():
             cell.db.dispose()

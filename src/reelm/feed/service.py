@@ -21,31 +21,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import struct
 import uuid
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
-from sqlalchemy.types import String
+from sqlalchemy import Select, any_, func, or_, select
 
 from reelm.accounts.errors import InvalidInput
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
-from reelm.feed import ranking, signals
+from reelm.feed import pools, ranking, signals
 from reelm.media import catalog
 from reelm.media.catalog import Page
 from reelm.media.models import PublicVideo
 from reelm.social import access
-from reelm.social.models import Follow, MarketEngagement, VideoStats
+from reelm.social.models import Block, Follow, MarketEngagement
+from reelm.storage.db import uuid_array
 
 EXPLORATION = 0.2
-TRENDING_DAYS = 7
 SERVED_MEMORY = 120  # ids a cursor remembers
 POOL = {"fresh": 150, "trending": 150, "followed": 60, "affinity": 80, "explore": 100}
 MAX_PAGE = catalog.MAX_PAGE
@@ -84,124 +81,89 @@ def _decode(cursor: str | None) -> tuple[int, uuid.UUID | None, list[bytes]]:
 # ---- candidates ------------------------------------------------------------------------------
 
 K = TypeVar("K")
-IdRow = tuple[uuid.UUID, uuid.UUID, list[str], datetime]
 
 
-def _ids(who: access.Viewer) -> Select[uuid.UUID, uuid.UUID, list[str], datetime]:
-    return (
-        catalog._all_public()
-        .with_only_columns(
-            PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.published_at
+@dataclass(frozen=True)
+class Ties:
+    """The viewer's edges that shape a page: who they follow, who is blocked either way."""
+
+    followed: list[uuid.UUID]
+    blocked: frozenset[uuid.UUID]
+
+
+def ties_of(platform: Platform, viewer: CurrentUser | None) -> Ties:
+    if viewer is None:
+        return Ties([], frozenset())
+    me = viewer.user_id
+    with platform.catalog.transaction() as c:
+        followed = list(
+            c.scalars(
+                select(Follow.followee_id).where(Follow.follower_id == me, Follow.state == "active")
+            )
         )
-        .where(access.listable(who))
-    )
+        blocked = c.execute(
+            select(Block.blocker_id, Block.blocked_id).where(
+                or_(Block.blocker_id == me, Block.blocked_id == me)
+            )
+        ).all()
+    return Ties(followed, frozenset(b if a == me else a for a, b in blocked))
 
 
 def _candidates(
-    platform: Platform, who: access.Viewer, taste: ranking.Taste, seed: bytes
+    platform: Platform,
+    who: access.Viewer,
+    taste: ranking.Taste,
+    ties: Ties,
+    seed: bytes,
 ) -> list[ranking.Candidate]:
-    since = date.today() - timedelta(days=TRENDING_DAYS)
+    """Candidates from the market's pool (reelm.feed.pools) and, for the creators the viewer
+    follows, the catalog itself (their private accounts are in no shared pool)."""
     market = who.market or ""
-    pools: list[tuple[str, list[IdRow]]] = []
+    pool = pools.market_pool(platform, market)
+    lists = [
+        pool.fresh(POOL["fresh"]),
+        pool.trending_now(POOL["trending"]),
+        pool.newest_of(pool.by_creator, _top(taste.creators, 10), POOL["affinity"] // 2),
+        pool.newest_of(pool.by_tag, _top(taste.hashtags, 10), POOL["affinity"]),
+        pool.sample(POOL["explore"], seed),
+    ]
+    if ties.followed:
+        lists.insert(2, _followed(platform, who, pool, ties.followed))
+    seen: dict[uuid.UUID, ranking.Candidate] = {}
+    for candidates in lists:
+        for candidate in candidates:
+            if candidate.creator_id not in ties.blocked:
+                seen.setdefault(candidate.video_id, candidate)
+    return list(seen.values())
+
+
+def _followed(
+    platform: Platform, who: access.Viewer, pool: pools.MarketPool, followed: list[uuid.UUID]
+) -> list[ranking.Candidate]:
+    since = date.today() - timedelta(days=pools.TRENDING_DAYS)
     with platform.catalog.transaction() as c:
-        base = _ids(who)
-        newest = (PublicVideo.published_at.desc(), PublicVideo.id.desc())
-        pools.append(("fresh", list(c.execute(base.order_by(*newest).limit(POOL["fresh"])))))
-        trend = (
-            select(MarketEngagement.video_id, _recent_score().label("s"))
-            .where(MarketEngagement.market == market, MarketEngagement.day >= since)
-            .group_by(MarketEngagement.video_id)
-            .order_by(_recent_score().desc())
-            .limit(POOL["trending"])
-            .subquery()
-        )
-        pools.append(
-            (
-                "trending",
-                list(c.execute(base.join(trend, trend.c.video_id == PublicVideo.id))),
+        rows = c.execute(
+            catalog._all_public()
+            .with_only_columns(
+                PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.published_at
             )
-        )
-        if who.user_id is not None:
-            followed = select(Follow.followee_id).where(
-                Follow.follower_id == who.user_id, Follow.state == "active"
-            )
-            pools.append(
-                (
-                    "followed",
-                    list(
-                        c.execute(
-                            base.where(PublicVideo.owner_id.in_(followed))
-                            .order_by(*newest)
-                            .limit(POOL["followed"])
-                        )
-                    ),
-                )
-            )
-        creators = _top(taste.creators, 10)
-        tags = _top(taste.hashtags, 10)
-        if creators:
-            pools.append(
-                (
-                    "affinity",
-                    list(
-                        c.execute(
-                            base.where(PublicVideo.owner_id.in_(creators))
-                            .order_by(*newest)
-                            .limit(POOL["affinity"] // 2)
-                        )
-                    ),
-                )
-            )
-        if tags:
-            pools.append(
-                (
-                    "affinity",
-                    list(
-                        c.execute(
-                            base.where(
-                                PublicVideo.hashtags.overlap(
-                                    func.cast(tags, ARRAY(String(100)))  # type: ignore[arg-type]
-                                )
-                            )
-                            .order_by(*newest)
-                            .limit(POOL["affinity"])
-                        )
-                    ),
-                )
-            )
-        # Exploration: the videos after a random point of the (random) id space.
-        pivot = uuid.UUID(bytes=hashlib.sha256(seed).digest()[:16])
-        sample: list[IdRow] = [
-            tuple(r)  # type: ignore[misc]
-            for r in c.execute(
-                base.where(PublicVideo.id >= pivot).order_by(PublicVideo.id).limit(100)
-            )
-        ]
-        if len(sample) < POOL["explore"]:
-            sample += [
-                tuple(r)  # type: ignore[misc]
-                for r in c.execute(
-                    base.where(PublicVideo.id < pivot)
-                    .order_by(PublicVideo.id)
-                    .limit(POOL["explore"] - len(sample))
-                )
-            ]
-        pools.append(("explore", sample))
-        seen: dict[uuid.UUID, tuple[str, IdRow]] = {}
-        for source, rows in pools:
-            for row in rows:
-                seen.setdefault(row[0], (source, tuple(row)))  # type: ignore[arg-type]
-        popularity = _popularity(c, market, since, list(seen))
+            .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array(followed)))
+            .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
+            .limit(POOL["followed"])
+        ).all()
+        known = {v.video_id: v.popularity for v in pool.videos if v.creator_id in set(followed)}
+        missing = [r[0] for r in rows if r[0] not in known]
+        known.update(pools.popularity(c, who.market or "", since, missing))
     return [
         ranking.Candidate(
             video_id=vid,
-            creator_id=row[1],
-            hashtags=tuple(row[2]),
-            published_at=row[3],
-            popularity=popularity.get(vid, 0.0),
-            source=source,
+            creator_id=owner,
+            hashtags=tuple(tags),
+            published_at=at,
+            popularity=known.get(vid, 0.0),
+            source="followed",
         )
-        for vid, (source, row) in seen.items()
+        for vid, owner, tags, at in rows
     ]
 
 
@@ -211,58 +173,16 @@ def _top(weights: Mapping[K, float], n: int) -> list[K]:
     return [k for k, _ in items[:n]]
 
 
-def _recent_score() -> Any:
-    """A video's engagement in the market, each day counting half as much as the day after:
-    what is popular now (bench/recsys.py found a one-day horizon ranks best; a week of
-    history still lets a quiet market have an order)."""
-    age = func.current_date() - MarketEngagement.day
-    return func.sum(MarketEngagement.score * func.power(0.5, age))
-
-
-def _popularity(
-    c: Session, market: str, since: date, ids: list[uuid.UUID]
-) -> dict[uuid.UUID, float]:
-    """This week's engagement in the market; where there is none, a small share of the
-    video's all-time counts (so a new market still has an order)."""
-    if not ids:
-        return {}
-    scores: dict[uuid.UUID, Any] = dict(
-        c.execute(
-            select(MarketEngagement.video_id, _recent_score())
-            .where(
-                MarketEngagement.market == market,
-                MarketEngagement.day >= since,
-                MarketEngagement.video_id.in_(ids),
-            )
-            .group_by(MarketEngagement.video_id)
-        ).all()
-    )
-    overall = dict(
-        c.execute(
-            select(VideoStats.video_id, VideoStats.views + 3 * VideoStats.likes).where(
-                VideoStats.video_id.in_(ids)
-            )
-        ).all()
-    )
-    return {v: float(scores.get(v) or 0.0) + 0.1 * float(overall.get(v) or 0.0) for v in ids}
-
-
 # ---- the feed --------------------------------------------------------------------------------
 
 
-def taste_of(platform: Platform, viewer: CurrentUser | None, now: datetime) -> ranking.Taste:
+def taste_of(
+    platform: Platform, viewer: CurrentUser | None, now: datetime, ties: Ties | None = None
+) -> ranking.Taste:
     if viewer is None:
         return ranking.taste_from((), now=now)
-    history = signals.history(platform, viewer)
-    with platform.catalog.transaction() as c:
-        followed = list(
-            c.scalars(
-                select(Follow.followee_id).where(
-                    Follow.follower_id == viewer.user_id, Follow.state == "active"
-                )
-            )
-        )
-    return ranking.taste_from(history, now=now, followed=followed)
+    followed = (ties or ties_of(platform, viewer)).followed
+    return ranking.taste_from(signals.history(platform, viewer), now=now, followed=followed)
 
 
 def for_you(
@@ -278,9 +198,10 @@ def for_you(
     page, last_creator, served = _decode(cursor)
     now = datetime.now(UTC)
     who = catalog.viewer_of(viewer, market)
-    taste = taste_of(platform, viewer, now)
+    ties = ties_of(platform, viewer)
+    taste = taste_of(platform, viewer, now, ties)
     seed = f"{who.user_id}|{page}|{b''.join(served[-3:]).hex()}|{now:%Y%m%d%H}".encode()
-    candidates = _candidates(platform, who, taste, seed)
+    candidates = _candidates(platform, who, taste, ties, seed)
     gone = set(served)
     fresh = [c for c in candidates if _short(c.video_id) not in gone]
     picked = ranking.rank(
@@ -292,7 +213,10 @@ def for_you(
         seed=seed,
         last_creator=last_creator,
     )
-    cards = catalog.cards_in_order(platform, viewer, [r.candidate.video_id for r in picked])
+    # The pools may be up to pools.REFRESH seconds old: the cards are read with the full rules.
+    cards = catalog.cards_in_order(
+        platform, viewer, [r.candidate.video_id for r in picked], rules=who
+    )
     if not cards:
         return Page([], None)
     served += [_short(card.id) for card in cards]
@@ -302,13 +226,23 @@ def for_you(
 # ---- trending hashtags -----------------------------------------------------------------------
 
 
+def _ids(who: access.Viewer) -> Select[uuid.UUID, uuid.UUID, list[str], datetime]:
+    return (
+        catalog._all_public()
+        .with_only_columns(
+            PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.published_at
+        )
+        .where(access.listable(who))
+    )
+
+
 def trending_hashtags(
     platform: Platform, market: str | None, *, limit: int = 10
 ) -> list[tuple[str, float]]:
     """This week's hashtags in the market, by the engagement of their videos; where the market
     has none yet, the most used hashtags of the newest public videos."""
     limit = max(1, min(limit, 50))
-    since = date.today() - timedelta(days=TRENDING_DAYS)
+    since = date.today() - timedelta(days=pools.TRENDING_DAYS)
     who = access.Viewer(None, market)
     with platform.catalog.transaction() as c:
         tag = func.unnest(PublicVideo.hashtags).label("tag")

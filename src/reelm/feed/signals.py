@@ -13,7 +13,8 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, date
+from datetime import UTC, date, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
+from reelm.feed.pools import signal_memory
 from reelm.feed.ranking import Signal
 from reelm.media.models import PublicVideo
 from reelm.regions.cell import UserScope
@@ -96,23 +98,31 @@ def _facts(
 def engage(
     c: Session, market: str, scores: dict[uuid.UUID, float], views: dict[uuid.UUID, int]
 ) -> None:
-    """Add to the videos' engagement in a market today, and to their view counts."""
+    """Add to the videos' engagement in a market today, and to their view counts: one
+    statement each, rows in id order (two batches touching the same videos lock them in the
+    same order)."""
     today = date.today()
-    for video_id, score in sorted(scores.items()):
-        if not math.isfinite(score) or score == 0:
-            continue
-        stmt = insert(MarketEngagement).values(
-            market=market, day=today, video_id=video_id, score=score
-        )
+    scored = [
+        {"market": market, "day": today, "video_id": v, "score": score}
+        for v, score in sorted(scores.items())
+        if math.isfinite(score) and score != 0
+    ]
+    if scored:
+        stmt = insert(MarketEngagement).values(scored)
         c.execute(
             stmt.on_conflict_do_update(
                 index_elements=["market", "day", "video_id"],
                 set_={"score": MarketEngagement.score + stmt.excluded.score},
             )
         )
-    for video_id, count in sorted(views.items()):
-        if count:
-            bump(c, video_id, "views", count)
+    viewed = [{"video_id": v, "views": n} for v, n in sorted(views.items()) if n > 0]
+    if viewed:
+        stmt = insert(VideoStats).values(viewed)
+        c.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["video_id"], set_={"views": VideoStats.views + stmt.excluded.views}
+            )
+        )
 
 
 def bump(c: Session, video_id: uuid.UUID, column: str, by: int) -> int:
@@ -196,33 +206,73 @@ def add_action(
 
 
 def history(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> list[Signal]:
-    """The viewer's latest signals, decrypted in their home region, oldest first."""
+    """The viewer's latest signals, decrypted in their home region, oldest first.
+
+    What this process decrypted for an earlier page is reused (reelm.feed.pools.SignalMemory):
+    the region says which ids the latest window holds now, and only those not decrypted yet are
+    read and decrypted, so the answer is always the region's current window."""
     scope = _scope(platform, user)
-    cipher = scope.cipher()
+    memory = signal_memory(platform)
+    key = (user.user_id, user.home_region)
+    known = memory.get(key)
+    mine = WatchSignal.user_id == user.user_id
+    latest = (WatchSignal.created_at.desc(), WatchSignal.id)
     with scope.cell.db.transaction() as s:
-        rows = s.execute(
-            select(WatchSignal.event_ct, WatchSignal.created_at)
-            .where(WatchSignal.user_id == user.user_id)
-            .order_by(WatchSignal.created_at.desc())
-            .limit(limit)
-        ).all()
-    out = []
-    for blob, at in reversed(rows):
-        e = json.loads(cipher.decrypt(SIGNAL_FIELD, blob))
-        out.append(
-            Signal(
-                video_id=uuid.UUID(e["v"]),
-                creator_id=uuid.UUID(e["c"]),
-                hashtags=tuple(e["t"]),
-                at=at if at.tzinfo else at.replace(tzinfo=UTC),
-                watched_seconds=float(e.get("w", 0.0)),
-                duration=float(e.get("d", 0.0)),
-                completed=bool(e.get("cp")),
-                replayed=bool(e.get("rp")),
-                skipped=bool(e.get("sk")),
-                liked=bool(e.get("liked")),
-                shared=bool(e.get("shared")),
-                commented=bool(e.get("commented")),
+        if not known:
+            rows = s.execute(
+                select(WatchSignal.id, WatchSignal.created_at, WatchSignal.event_ct)
+                .where(mine)
+                .order_by(*latest)
+                .limit(limit)
+            ).all()
+            window = [(i, at) for i, at, _ in rows]
+            blobs = {i: blob for i, _, blob in rows}
+        else:
+            window = [
+                (i, at)
+                for i, at in s.execute(
+                    select(WatchSignal.id, WatchSignal.created_at)
+                    .where(mine)
+                    .order_by(*latest)
+                    .limit(limit)
+                )
+            ]
+            missing = [i for i, _ in window if i not in known]
+            blobs = (
+                dict(
+                    s.execute(
+                        select(WatchSignal.id, WatchSignal.event_ct).where(
+                            mine, WatchSignal.id.in_(missing)
+                        )
+                    ).all()
+                )
+                if missing
+                else {}
             )
-        )
-    return out
+    current: dict[uuid.UUID, Signal] = {}
+    cipher = scope.cipher() if blobs else None
+    for i, at in window:
+        signal = known.get(i)
+        if signal is None and cipher is not None and i in blobs:
+            signal = _decoded(json.loads(cipher.decrypt(SIGNAL_FIELD, blobs[i])), at)
+        if signal is not None:
+            current[i] = signal
+    memory.put(key, current)
+    return [current[i] for i, _ in reversed(window) if i in current]
+
+
+def _decoded(e: dict[str, Any], at: datetime) -> Signal:
+    return Signal(
+        video_id=uuid.UUID(e["v"]),
+        creator_id=uuid.UUID(e["c"]),
+        hashtags=tuple(e["t"]),
+        at=at if at.tzinfo else at.replace(tzinfo=UTC),
+        watched_seconds=float(e.get("w", 0.0)),
+        duration=float(e.get("d", 0.0)),
+        completed=bool(e.get("cp")),
+        replayed=bool(e.get("rp")),
+        skipped=bool(e.get("sk")),
+        liked=bool(e.get("liked")),
+        shared=bool(e.get("shared")),
+        commented=bool(e.get("commented")),
+    )

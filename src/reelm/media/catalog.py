@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, any_, func, or_, select
 
 from reelm.accounts.errors import InvalidInput, NotFound
 from reelm.accounts.lifecycle import Profile
@@ -32,6 +32,7 @@ from reelm.media.uploads import UploadMeta
 from reelm.regions.cell import Cell
 from reelm.social import access
 from reelm.social.models import VideoStats
+from reelm.storage.db import uuid_array
 
 MAX_PAGE = 50
 
@@ -186,13 +187,21 @@ def _cards(platform: Platform, rows: Sequence[Row], viewer: CurrentUser | None) 
 
 
 def cards_in_order(
-    platform: Platform, viewer: CurrentUser | None, ids: Sequence[uuid.UUID]
+    platform: Platform,
+    viewer: CurrentUser | None,
+    ids: Sequence[uuid.UUID],
+    *,
+    rules: access.Viewer | None = None,
 ) -> list[VideoCard]:
-    """Cards of these public videos, in this order (ids that are gone are left out)."""
+    """Cards of these public videos, in this order (ids that are gone are left out, and with
+    `rules`, those that viewer may not list)."""
     if not ids:
         return []
+    query = _all_public().where(PublicVideo.id == any_(uuid_array(list(ids))))
+    if rules is not None:
+        query = query.where(access.listable(rules))
     with platform.catalog.transaction() as c:
-        rows = c.execute(_all_public().where(PublicVideo.id.in_(list(ids)))).all()
+        rows = c.execute(query).all()
     found = {v.id: (v, p, st) for v, p, st in rows}
     return _cards(platform, [found[i] for i in ids if i in found], viewer)
 

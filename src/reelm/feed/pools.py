@@ -1,0 +1,283 @@
+"""What For You picks from, kept in memory: per market, the candidates every viewer of the
+market shares, and per viewer, their latest signals already decrypted.
+
+*Market pools* (`market_pool`): the newest `WINDOW` videos that anyone in the market may list
+(reelm.social.access.listable for a signed-out viewer there: public accounts, active, not
+suspended, not withheld in the market), the `TRENDING` most engaged with in the market this
+week and an exploration sample drawn from the whole catalog, with their popularity. Indexed by
+creator and by hashtag, so a viewer's affinity candidates are dictionary reads. Rebuilt at most
+every `REFRESH` seconds, by one request while the others keep using the old one. A pool is never
+the last word on visibility: what a viewer may see beyond it (followed private accounts) comes
+from a query of its own, what they may not (blocks) is removed per viewer, and the cards of a
+page are read with the full rules, so a video removed, withheld or whose creator was suspended
+since the last rebuild is never shown.
+
+*Viewer histories* (`SignalMemory`): a viewer's latest `signals.HISTORY` signals, decrypted.
+Each page asks the home region which ids the latest window holds now (ids only) and decrypts
+only the ones it has not seen, so a page still reflects every signal sent before it, deletions
+included. Held for `MEMORY_SECONDS` at most, for `MEMORY_VIEWERS` viewers, keyed by user and
+home region (a migrated user's entry is never read again and ages out).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import any_, func, select
+from sqlalchemy.orm import Session
+
+from reelm.bootstrap import Platform
+from reelm.feed import ranking
+from reelm.media import catalog
+from reelm.media.models import PublicVideo
+from reelm.social import access
+from reelm.social.models import MarketEngagement, VideoStats
+from reelm.storage.db import uuid_array
+
+WINDOW = 5000
+TRENDING = 300
+EXPLORE_SAMPLE = 1000
+REFRESH = 30.0  # seconds a market pool is used before it is rebuilt
+MEMORY_SECONDS = 300.0
+MEMORY_VIEWERS = 256
+TRENDING_DAYS = 7
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True, slots=True)
+class MarketPool:
+    """Candidates of one market. Positions in `videos` run newest first, so a list of
+    positions sorted ascending is a list of videos newest first."""
+
+    market: str
+    built: float  # time.monotonic()
+    videos: tuple[ranking.Candidate, ...]
+    trending: tuple[int, ...]  # by recent engagement in the market, highest first
+    explore: tuple[int, ...]  # a uniform sample of the whole catalog
+    by_creator: dict[uuid.UUID, list[int]] = field(default_factory=dict)
+    by_tag: dict[str, list[int]] = field(default_factory=dict)
+
+    def fresh(self, count: int) -> list[ranking.Candidate]:
+        return list(self.videos[:count])
+
+    def trending_now(self, count: int) -> list[ranking.Candidate]:
+        return [replace(self.videos[i], source="trending") for i in self.trending[:count]]
+
+    def sample(self, count: int, seed: bytes) -> list[ranking.Candidate]:
+        # Not a secret: the page's seed makes a page reproducible.
+        picks = random.Random(seed).sample(  # noqa: S311
+            self.explore, min(count, len(self.explore))
+        )
+        return [replace(self.videos[i], source="explore") for i in picks]
+
+    def newest_of(
+        self, index: dict[K, list[int]], keys: Iterable[K], count: int
+    ) -> list[ranking.Candidate]:
+        """The `count` newest videos under any of `keys` of `index` (by creator or tag)."""
+        lists = [index[k] for k in keys if k in index]
+        return [replace(self.videos[i], source="affinity") for i in _first(lists, count)]
+
+
+def _first(lists: list[list[int]], count: int) -> Iterator[int]:
+    """The `count` smallest distinct positions of sorted lists."""
+    last = -1
+    taken = 0
+    for i in heapq.merge(*lists):
+        if taken >= count:
+            return
+        if i != last:
+            yield i
+            taken += 1
+            last = i
+
+
+_build_lock = threading.Lock()
+
+
+def market_pool(platform: Platform, market: str) -> MarketPool:
+    """The market's pool: built on first use, rebuilt by one caller once it is `REFRESH`
+    seconds old (the others meanwhile keep the old one)."""
+    pools: dict[str, MarketPool] = platform.caches.setdefault("feed.pools", {})
+    pool = pools.get(market)
+    if pool is not None and time.monotonic() - pool.built < REFRESH:
+        return pool
+    if pool is not None and not _build_lock.acquire(blocking=False):
+        return pool
+    if pool is None:
+        _build_lock.acquire()
+    try:
+        pool = pools.get(market)
+        if pool is None or time.monotonic() - pool.built >= REFRESH:
+            pool = pools[market] = build(platform, market)
+        return pool
+    finally:
+        _build_lock.release()
+
+
+def forget_pools(platform: Platform) -> None:
+    """Drop every market pool (the next page rebuilds): after a change that must show at once
+    in this process, such as a new video in tests."""
+    platform.caches.pop("feed.pools", None)
+
+
+def build(platform: Platform, market: str) -> MarketPool:
+    who = access.Viewer(None, market or None)
+    base = catalog._all_public().with_only_columns(
+        PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.published_at
+    )
+    since = date.today() - timedelta(days=TRENDING_DAYS)
+    with platform.catalog.transaction() as c:
+        listable = base.where(access.listable(who))
+        newest = list(
+            c.execute(
+                listable.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc()).limit(
+                    WINDOW
+                )
+            )
+        )
+        trend = (
+            select(MarketEngagement.video_id, recent_score().label("s"))
+            .where(MarketEngagement.market == market, MarketEngagement.day >= since)
+            .group_by(MarketEngagement.video_id)
+            .order_by(recent_score().desc())
+            .limit(TRENDING)
+            .subquery()
+        )
+        trending = list(
+            c.execute(
+                listable.join(trend, trend.c.video_id == PublicVideo.id).order_by(
+                    trend.c.s.desc(), PublicVideo.id
+                )
+            )
+        )
+        # Exploration: the listable videos after random points of the (random) id space.
+        explore: list[Any] = []
+        for _ in range(10):
+            pivot = uuid.uuid4()
+            explore += c.execute(
+                listable.where(PublicVideo.id >= pivot)
+                .order_by(PublicVideo.id)
+                .limit(EXPLORE_SAMPLE // 10)
+            ).all()
+        rows: dict[uuid.UUID, Any] = {r[0]: r for r in newest}
+        for r in (*trending, *explore):
+            rows.setdefault(r[0], r)
+        scores = popularity(c, market, since, list(rows))
+    ordered = sorted(rows.values(), key=lambda r: (r[3], r[0]), reverse=True)
+    videos = tuple(
+        ranking.Candidate(
+            video_id=r[0],
+            creator_id=r[1],
+            hashtags=tuple(r[2]),
+            published_at=r[3],
+            popularity=scores.get(r[0], 0.0),
+            source="fresh",
+        )
+        for r in ordered
+    )
+    position = {v.video_id: i for i, v in enumerate(videos)}
+    by_creator: dict[uuid.UUID, list[int]] = {}
+    by_tag: dict[str, list[int]] = {}
+    for i, v in enumerate(videos):
+        by_creator.setdefault(v.creator_id, []).append(i)
+        for tag in ranking._tags(v.hashtags):
+            by_tag.setdefault(tag, []).append(i)
+    return MarketPool(
+        market=market,
+        built=time.monotonic(),
+        videos=videos,
+        trending=tuple(position[r[0]] for r in trending),
+        explore=tuple(dict.fromkeys(position[r[0]] for r in explore)),
+        by_creator=by_creator,
+        by_tag=by_tag,
+    )
+
+
+def recent_score() -> Any:
+    """A video's engagement in the market, each day counting half as much as the day after:
+    what is popular now (bench/recsys.py found a one-day horizon ranks best; a week of
+    history still lets a quiet market have an order)."""
+    age = func.current_date() - MarketEngagement.day
+    return func.sum(MarketEngagement.score * func.power(0.5, age))
+
+
+def popularity(
+    c: Session, market: str, since: date, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, float]:
+    """This week's engagement in the market; where there is none, a small share of the
+    video's all-time counts (so a new market still has an order)."""
+    if not ids:
+        return {}
+    scores: dict[uuid.UUID, Any] = dict(
+        c.execute(
+            select(MarketEngagement.video_id, recent_score())
+            .where(
+                MarketEngagement.market == market,
+                MarketEngagement.day >= since,
+                MarketEngagement.video_id == any_(uuid_array(ids)),
+            )
+            .group_by(MarketEngagement.video_id)
+        ).all()
+    )
+    overall = dict(
+        c.execute(
+            select(VideoStats.video_id, VideoStats.views + 3 * VideoStats.likes).where(
+                VideoStats.video_id == any_(uuid_array(ids))
+            )
+        ).all()
+    )
+    return {v: float(scores.get(v) or 0.0) + 0.1 * float(overall.get(v) or 0.0) for v in ids}
+
+
+# ---- viewers' signals ------------------------------------------------------------------------
+
+
+@dataclass
+class _Remembered:
+    at: float
+    signals: dict[uuid.UUID, ranking.Signal]  # by signal id
+
+
+class SignalMemory:
+    """Decrypted signals of the viewers seen lately (least recently used dropped first)."""
+
+    def __init__(self, viewers: int = MEMORY_VIEWERS, seconds: float = MEMORY_SECONDS) -> None:
+        self._viewers, self._seconds = viewers, seconds
+        self._entries: OrderedDict[tuple[uuid.UUID, str], _Remembered] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[uuid.UUID, str]) -> dict[uuid.UUID, ranking.Signal]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or time.monotonic() - entry.at > self._seconds:
+                self._entries.pop(key, None)
+                return {}
+            self._entries.move_to_end(key)
+            return entry.signals
+
+    def put(self, key: tuple[uuid.UUID, str], signals: dict[uuid.UUID, ranking.Signal]) -> None:
+        with self._lock:
+            self._entries[key] = _Remembered(time.monotonic(), signals)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._viewers:
+                self._entries.popitem(last=False)
+
+    def drop(self, user_id: uuid.UUID) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == user_id]:
+                del self._entries[key]
+
+
+def signal_memory(platform: Platform) -> SignalMemory:
+    memory: SignalMemory = platform.caches.setdefault("feed.signals", SignalMemory())
+    return memory
