@@ -22,6 +22,7 @@ home region (a migrated user's entry is never read again and ages out).
 from __future__ import annotations
 
 import heapq
+import logging
 import random
 import threading
 import time
@@ -52,6 +53,7 @@ MEMORY_VIEWERS = 256
 TRENDING_DAYS = 7
 
 K = TypeVar("K")
+log = logging.getLogger("reelm.feed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,12 @@ class MarketPool:
     explore: tuple[int, ...]  # a uniform sample of the whole catalog
     by_creator: dict[uuid.UUID, list[int]] = field(default_factory=dict)
     by_tag: dict[str, list[int]] = field(default_factory=dict)
+    position: dict[uuid.UUID, int] = field(default_factory=dict)  # by video id
+
+    def popularity(self, video_id: uuid.UUID) -> float | None:
+        """The video's popularity when it is in the pool."""
+        i = self.position.get(video_id)
+        return None if i is None else self.videos[i].popularity
 
     def fresh(self, count: int) -> list[ranking.Candidate]:
         return list(self.videos[:count])
@@ -105,21 +113,28 @@ _build_lock = threading.Lock()
 
 
 def market_pool(platform: Platform, market: str) -> MarketPool:
-    """The market's pool: built on first use, rebuilt by one caller once it is `REFRESH`
-    seconds old (the others meanwhile keep the old one)."""
+    """The market's pool: built on first use (that caller waits); once it is `REFRESH` seconds
+    old, rebuilt by a background thread while every caller keeps the old one."""
     pools: dict[str, MarketPool] = platform.caches.setdefault("feed.pools", {})
     pool = pools.get(market)
-    if pool is not None and time.monotonic() - pool.built < REFRESH:
-        return pool
-    if pool is not None and not _build_lock.acquire(blocking=False):
-        return pool
     if pool is None:
-        _build_lock.acquire()
-    try:
-        pool = pools.get(market)
-        if pool is None or time.monotonic() - pool.built >= REFRESH:
-            pool = pools[market] = build(platform, market)
+        with _build_lock:
+            pool = pools.get(market)
+            if pool is None:
+                pool = pools[market] = build(platform, market)
         return pool
+    if time.monotonic() - pool.built >= REFRESH and _build_lock.acquire(blocking=False):
+        threading.Thread(
+            target=_rebuild, args=(platform, pools, market), name="feed-pool", daemon=True
+        ).start()
+    return pool
+
+
+def _rebuild(platform: Platform, pools: dict[str, MarketPool], market: str) -> None:
+    try:
+        pools[market] = build(platform, market)
+    except Exception:  # the old pool stays; the next request past REFRESH tries again
+        log.exception("rebuilding the For You pool of a market failed")
     finally:
         _build_lock.release()
 
@@ -200,6 +215,7 @@ def build(platform: Platform, market: str) -> MarketPool:
         explore=tuple(dict.fromkeys(position[r[0]] for r in explore)),
         by_creator=by_creator,
         by_tag=by_tag,
+        position=position,
     )
 
 
@@ -271,6 +287,10 @@ class SignalMemory:
             self._entries.move_to_end(key)
             while len(self._entries) > self._viewers:
                 self._entries.popitem(last=False)
+
+    def drop_all(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
     def drop(self, user_id: uuid.UUID) -> None:
         with self._lock:

@@ -85,16 +85,23 @@ K = TypeVar("K")
 
 @dataclass(frozen=True)
 class Ties:
-    """The viewer's edges that shape a page: who they follow, who is blocked either way."""
+    """What of the viewer's own edges shapes a page: who they follow (and those creators'
+    newest videos the viewer may list: private accounts are in no shared pool), and who is
+    blocked either way."""
 
     followed: list[uuid.UUID]
     blocked: frozenset[uuid.UUID]
+    followed_videos: list[ranking.Candidate]
 
 
-def ties_of(platform: Platform, viewer: CurrentUser | None) -> Ties:
+def ties_of(
+    platform: Platform, viewer: CurrentUser | None, who: access.Viewer, pool: pools.MarketPool
+) -> Ties:
+    """The viewer's ties, in one catalog transaction."""
     if viewer is None:
-        return Ties([], frozenset())
+        return Ties([], frozenset(), [])
     me = viewer.user_id
+    since = date.today() - timedelta(days=pools.TRENDING_DAYS)
     with platform.catalog.transaction() as c:
         followed = list(
             c.scalars(
@@ -106,65 +113,59 @@ def ties_of(platform: Platform, viewer: CurrentUser | None) -> Ties:
                 or_(Block.blocker_id == me, Block.blocked_id == me)
             )
         ).all()
-    return Ties(followed, frozenset(b if a == me else a for a, b in blocked))
+        rows = (
+            c.execute(
+                catalog._all_public()
+                .with_only_columns(
+                    PublicVideo.id,
+                    PublicVideo.owner_id,
+                    PublicVideo.hashtags,
+                    PublicVideo.published_at,
+                )
+                .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array(followed)))
+                .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
+                .limit(POOL["followed"])
+            ).all()
+            if followed
+            else []
+        )
+        known = {r[0]: pool.popularity(r[0]) for r in rows}
+        missing = [v for v, p in known.items() if p is None]
+        if missing:
+            known.update(pools.popularity(c, who.market or "", since, missing))
+    videos = [
+        ranking.Candidate(
+            video_id=vid,
+            creator_id=owner,
+            hashtags=tuple(tags),
+            published_at=at,
+            popularity=known.get(vid) or 0.0,
+            source="followed",
+        )
+        for vid, owner, tags, at in rows
+    ]
+    return Ties(followed, frozenset(b if a == me else a for a, b in blocked), videos)
 
 
 def _candidates(
-    platform: Platform,
-    who: access.Viewer,
-    taste: ranking.Taste,
-    ties: Ties,
-    seed: bytes,
+    pool: pools.MarketPool, taste: ranking.Taste, ties: Ties, seed: bytes
 ) -> list[ranking.Candidate]:
-    """Candidates from the market's pool (reelm.feed.pools) and, for the creators the viewer
-    follows, the catalog itself (their private accounts are in no shared pool)."""
-    market = who.market or ""
-    pool = pools.market_pool(platform, market)
+    """Candidates from the market's pool (reelm.feed.pools) and the followed creators' newest,
+    less those of blocked creators."""
     lists = [
         pool.fresh(POOL["fresh"]),
         pool.trending_now(POOL["trending"]),
+        ties.followed_videos,
         pool.newest_of(pool.by_creator, _top(taste.creators, 10), POOL["affinity"] // 2),
         pool.newest_of(pool.by_tag, _top(taste.hashtags, 10), POOL["affinity"]),
         pool.sample(POOL["explore"], seed),
     ]
-    if ties.followed:
-        lists.insert(2, _followed(platform, who, pool, ties.followed))
     seen: dict[uuid.UUID, ranking.Candidate] = {}
     for candidates in lists:
         for candidate in candidates:
             if candidate.creator_id not in ties.blocked:
                 seen.setdefault(candidate.video_id, candidate)
     return list(seen.values())
-
-
-def _followed(
-    platform: Platform, who: access.Viewer, pool: pools.MarketPool, followed: list[uuid.UUID]
-) -> list[ranking.Candidate]:
-    since = date.today() - timedelta(days=pools.TRENDING_DAYS)
-    with platform.catalog.transaction() as c:
-        rows = c.execute(
-            catalog._all_public()
-            .with_only_columns(
-                PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.published_at
-            )
-            .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array(followed)))
-            .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
-            .limit(POOL["followed"])
-        ).all()
-        known = {v.video_id: v.popularity for v in pool.videos if v.creator_id in set(followed)}
-        missing = [r[0] for r in rows if r[0] not in known]
-        known.update(pools.popularity(c, who.market or "", since, missing))
-    return [
-        ranking.Candidate(
-            video_id=vid,
-            creator_id=owner,
-            hashtags=tuple(tags),
-            published_at=at,
-            popularity=known.get(vid, 0.0),
-            source="followed",
-        )
-        for vid, owner, tags, at in rows
-    ]
 
 
 def _top(weights: Mapping[K, float], n: int) -> list[K]:
@@ -177,11 +178,10 @@ def _top(weights: Mapping[K, float], n: int) -> list[K]:
 
 
 def taste_of(
-    platform: Platform, viewer: CurrentUser | None, now: datetime, ties: Ties | None = None
+    platform: Platform, viewer: CurrentUser | None, now: datetime, followed: list[uuid.UUID]
 ) -> ranking.Taste:
     if viewer is None:
         return ranking.taste_from((), now=now)
-    followed = (ties or ties_of(platform, viewer)).followed
     return ranking.taste_from(signals.history(platform, viewer), now=now, followed=followed)
 
 
@@ -198,10 +198,11 @@ def for_you(
     page, last_creator, served = _decode(cursor)
     now = datetime.now(UTC)
     who = catalog.viewer_of(viewer, market)
-    ties = ties_of(platform, viewer)
-    taste = taste_of(platform, viewer, now, ties)
+    pool = pools.market_pool(platform, who.market or "")
+    ties = ties_of(platform, viewer, who, pool)
+    taste = taste_of(platform, viewer, now, ties.followed)
     seed = f"{who.user_id}|{page}|{b''.join(served[-3:]).hex()}|{now:%Y%m%d%H}".encode()
-    candidates = _candidates(platform, who, taste, ties, seed)
+    candidates = _candidates(pool, taste, ties, seed)
     gone = set(served)
     fresh = [c for c in candidates if _short(c.video_id) not in gone]
     picked = ranking.rank(

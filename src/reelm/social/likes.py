@@ -151,6 +151,7 @@ def remove_user(platform: Platform, cell: Cell, user_id: uuid.UUID) -> None:
     Idempotent (a rerun after a crash finds less to do). Called before the key is destroyed."""
     from sqlalchemy import func, or_
 
+    from reelm.feed.pools import signal_memory
     from reelm.social.models import (
         Block,
         Comment,
@@ -161,6 +162,7 @@ def remove_user(platform: Platform, cell: Cell, user_id: uuid.UUID) -> None:
     )
 
     forget(platform, cell, user_id)
+    signal_memory(platform).drop(user_id)
     with cell.db.transaction() as s:
         s.execute(delete(WatchSignal).where(WatchSignal.user_id == user_id))
         s.execute(delete(Notification).where(Notification.user_id == user_id))
