@@ -357,11 +357,17 @@ def authenticate(platform: Platform, token: str) -> CurrentUser:
     token_hash = _hash_token(token)
     deadline = time.monotonic() + MOVE_WAIT
     while True:
-        entry = _directory(platform, user_id)
+        with platform.catalog.read() as c:  # the directory entry and handle at once
+            found = c.execute(
+                select(DirectoryEntry, PublicProfile.handle)
+                .outerjoin(PublicProfile, PublicProfile.user_id == DirectoryEntry.user_id)
+                .where(DirectoryEntry.user_id == user_id)
+            ).first()
+        entry, handle = found if found is not None else (None, None)
         if entry is None or entry.state != "active":
             raise NotAuthenticated("not signed in")
         scope = platform.cell(entry.home_region).for_user(user_id, entry.home_region)
-        with scope.cell.db.transaction() as s:
+        with scope.cell.db.read() as s:
             row = s.execute(
                 select(LoginSession.expires_at, Account.market, Account.migration)
                 .join(Account, Account.user_id == LoginSession.user_id)
@@ -378,9 +384,7 @@ def authenticate(platform: Platform, token: str) -> CurrentUser:
         break
     if row is None or row.expires_at <= now():
         raise NotAuthenticated("your session has ended; sign in again")
-    return CurrentUser(
-        user_id, entry.home_region, row.market, public_handle(platform, user_id), token_hash
-    )
+    return CurrentUser(user_id, entry.home_region, row.market, handle or "", token_hash)
 
 
 def log_out(platform: Platform, user: CurrentUser) -> None:

@@ -69,31 +69,34 @@ class MarketPool:
     by_creator: dict[uuid.UUID, list[int]] = field(default_factory=dict)
     by_tag: dict[str, list[int]] = field(default_factory=dict)
     position: dict[uuid.UUID, int] = field(default_factory=dict)  # by video id
-
-    def popularity(self, video_id: uuid.UUID) -> float | None:
-        """The video's popularity when it is in the pool."""
-        i = self.position.get(video_id)
-        return None if i is None else self.videos[i].popularity
+    variants: dict[tuple[int, str], ranking.Candidate] = field(default_factory=dict)
 
     def fresh(self, count: int) -> list[ranking.Candidate]:
         return list(self.videos[:count])
 
     def trending_now(self, count: int) -> list[ranking.Candidate]:
-        return [replace(self.videos[i], source="trending") for i in self.trending[:count]]
+        return [self._as(i, "trending") for i in self.trending[:count]]
 
     def sample(self, count: int, seed: bytes) -> list[ranking.Candidate]:
         # Not a secret: the page's seed makes a page reproducible.
         picks = random.Random(seed).sample(  # noqa: S311
             self.explore, min(count, len(self.explore))
         )
-        return [replace(self.videos[i], source="explore") for i in picks]
+        return [self._as(i, "explore") for i in picks]
 
     def newest_of(
-        self, index: dict[K, list[int]], keys: Iterable[K], count: int
+        self, index: dict[K, list[int]], keys: Iterable[K], count: int, source: str = "affinity"
     ) -> list[ranking.Candidate]:
         """The `count` newest videos under any of `keys` of `index` (by creator or tag)."""
         lists = [index[k] for k in keys if k in index]
-        return [replace(self.videos[i], source="affinity") for i in _first(lists, count)]
+        return [self._as(i, source) for i in _first(lists, count)]
+
+    def _as(self, i: int, source: str) -> ranking.Candidate:
+        """Video `i` as a candidate from `source`, made once per pool."""
+        made = self.variants.get((i, source))
+        if made is None:
+            made = self.variants.setdefault((i, source), replace(self.videos[i], source=source))
+        return made
 
 
 def _first(lists: list[list[int]], count: int) -> Iterator[int]:

@@ -32,6 +32,7 @@ from typing import TypeVar
 from sqlalchemy import Select, any_, func, or_, select
 
 from reelm.accounts.errors import InvalidInput
+from reelm.accounts.models import PublicProfile
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.feed import pools, ranking, signals
@@ -85,34 +86,35 @@ K = TypeVar("K")
 
 @dataclass(frozen=True)
 class Ties:
-    """What of the viewer's own edges shapes a page: who they follow (and those creators'
-    newest videos the viewer may list: private accounts are in no shared pool), and who is
-    blocked either way."""
+    """What of the viewer's own edges shapes a page: who they follow, who is blocked either
+    way, and the newest videos of followed private accounts the viewer may list (no shared pool
+    holds those)."""
 
     followed: list[uuid.UUID]
     blocked: frozenset[uuid.UUID]
-    followed_videos: list[ranking.Candidate]
+    private_videos: list[ranking.Candidate]
 
 
 def ties_of(
     platform: Platform, viewer: CurrentUser | None, who: access.Viewer, pool: pools.MarketPool
 ) -> Ties:
-    """The viewer's ties, in one catalog transaction."""
+    """The viewer's ties, in one catalog transaction: two statements, three when the viewer
+    follows private accounts."""
     if viewer is None:
         return Ties([], frozenset(), [])
     me = viewer.user_id
-    since = date.today() - timedelta(days=pools.TRENDING_DAYS)
-    with platform.catalog.transaction() as c:
-        followed = list(
-            c.scalars(
-                select(Follow.followee_id).where(Follow.follower_id == me, Follow.state == "active")
-            )
-        )
+    with platform.catalog.read() as c:
+        followed = c.execute(
+            select(Follow.followee_id, PublicProfile.is_private)
+            .join(PublicProfile, PublicProfile.user_id == Follow.followee_id)
+            .where(Follow.follower_id == me, Follow.state == "active")
+        ).all()
         blocked = c.execute(
             select(Block.blocker_id, Block.blocked_id).where(
                 or_(Block.blocker_id == me, Block.blocked_id == me)
             )
         ).all()
+        private = [who for who, is_private in followed if is_private]
         rows = (
             c.execute(
                 catalog._all_public()
@@ -122,40 +124,45 @@ def ties_of(
                     PublicVideo.hashtags,
                     PublicVideo.published_at,
                 )
-                .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array(followed)))
+                .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array(private)))
                 .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
                 .limit(POOL["followed"])
             ).all()
-            if followed
+            if private
             else []
         )
-        known = {r[0]: pool.popularity(r[0]) for r in rows}
-        missing = [v for v, p in known.items() if p is None]
-        if missing:
-            known.update(pools.popularity(c, who.market or "", since, missing))
+        scores = pools.popularity(
+            c,
+            who.market or "",
+            date.today() - timedelta(days=pools.TRENDING_DAYS),
+            [r[0] for r in rows],
+        )
     videos = [
         ranking.Candidate(
             video_id=vid,
             creator_id=owner,
             hashtags=tuple(tags),
             published_at=at,
-            popularity=known.get(vid) or 0.0,
+            popularity=scores.get(vid, 0.0),
             source="followed",
         )
         for vid, owner, tags, at in rows
     ]
-    return Ties(followed, frozenset(b if a == me else a for a, b in blocked), videos)
+    return Ties(
+        [f for f, _ in followed], frozenset(b if a == me else a for a, b in blocked), videos
+    )
 
 
 def _candidates(
     pool: pools.MarketPool, taste: ranking.Taste, ties: Ties, seed: bytes
 ) -> list[ranking.Candidate]:
-    """Candidates from the market's pool (reelm.feed.pools) and the followed creators' newest,
-    less those of blocked creators."""
+    """Candidates from the market's pool (reelm.feed.pools) and followed private accounts'
+    newest, less those of blocked creators."""
     lists = [
         pool.fresh(POOL["fresh"]),
         pool.trending_now(POOL["trending"]),
-        ties.followed_videos,
+        ties.private_videos,
+        pool.newest_of(pool.by_creator, ties.followed, POOL["followed"], source="followed"),
         pool.newest_of(pool.by_creator, _top(taste.creators, 10), POOL["affinity"] // 2),
         pool.newest_of(pool.by_tag, _top(taste.hashtags, 10), POOL["affinity"]),
         pool.sample(POOL["explore"], seed),

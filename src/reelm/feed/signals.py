@@ -217,7 +217,7 @@ def history(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> l
     known = memory.get(key)
     mine = WatchSignal.user_id == user.user_id
     latest = (WatchSignal.created_at.desc(), WatchSignal.id)
-    with scope.cell.db.transaction() as s:
+    with scope.cell.db.read() as s:
         if not known:
             rows = s.execute(
                 select(WatchSignal.id, WatchSignal.created_at, WatchSignal.event_ct)

@@ -200,7 +200,7 @@ def cards_in_order(
     query = _all_public().where(PublicVideo.id == any_(uuid_array(list(ids))))
     if rules is not None:
         query = query.where(access.listable(rules))
-    with platform.catalog.transaction() as c:
+    with platform.catalog.read() as c:
         rows = c.execute(query).all()
     found = {v.id: (v, p, st) for v, p, st in rows}
     return _cards(platform, [found[i] for i in ids if i in found], viewer)

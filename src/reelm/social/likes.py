@@ -97,7 +97,7 @@ def liked_among(
     scope = _scope(platform, user)
     cipher = scope.cipher()
     wanted = {cipher.lookup(LIKE_FIELD, str(v)): v for v in ids}
-    with scope.cell.db.transaction() as s:
+    with scope.cell.db.read() as s:
         found = s.scalars(
             select(Like.lookup).where(Like.user_id == user.user_id, Like.lookup.in_(list(wanted)))
         )

@@ -127,7 +127,10 @@ class MarketEngagement(CatalogBase):
     )
     score: Mapped[float] = mapped_column(Float, default=0.0)
 
-    __table_args__ = (Index("ix_market_engagement_rank", market, day, score.desc()),)
+    __table_args__ = (
+        Index("ix_market_engagement_rank", market, day, score.desc()),
+        Index("ix_market_engagement_video", video_id, market, day, postgresql_include=["score"]),
+    )
 
 
 # ---- home region -----------------------------------------------------------------------------
