@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, sync_playwright
 
 from reelm.accounts.schemas import SignUp
-from reelm.accounts.service import SignedUp, sign_up
+from reelm.accounts.service import CurrentUser, SignedUp, log_in, sign_up
 from reelm.app import create_app
 from reelm.bootstrap import Platform, build
 from reelm.config import Settings
@@ -134,6 +134,29 @@ _counter = itertools.count()
 
 def unique_handle(prefix: str = "user") -> str:
     return f"{prefix}{next(_counter)}_{secrets.token_hex(3)}"
+
+
+def signed_in(
+    platform: Platform,
+    prefix: str,
+    market: str = "FR",
+    born: date = date(1990, 1, 1),
+    display_name: str | None = None,
+) -> tuple[str, CurrentUser]:
+    """A new account of `market`, signed up and logged in: its bearer token and user."""
+    handle = unique_handle(prefix)
+    sign_up(
+        platform,
+        SignUp(
+            handle=handle,
+            display_name=display_name or handle,
+            email=f"{handle}@example.com",
+            password=PASSWORD,
+            birth_date=born,
+            market=market,
+        ),
+    )
+    return log_in(platform, handle, PASSWORD)
 
 
 @pytest.fixture

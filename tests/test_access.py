@@ -15,15 +15,15 @@ from sqlalchemy import insert
 
 from reelm.accounts.lifecycle import update_privacy
 from reelm.accounts.models import PublicProfile
-from reelm.accounts.schemas import PrivacyUpdate, SignUp
-from reelm.accounts.service import CurrentUser, log_in, sign_up
+from reelm.accounts.schemas import PrivacyUpdate
+from reelm.accounts.service import CurrentUser
 from reelm.media import catalog
 from reelm.media.models import PublicVideo
 from reelm.social import access
 from reelm.social.access import ACTIONS, Relation, VideoFacts, Viewer, decide
 from reelm.social.models import Block, Follow, Suspension, VideoRestriction
 
-from .conftest import PASSWORD, _factory, unique_handle
+from .conftest import _factory, signed_in
 
 OWNER = uuid.uuid4()
 OTHER = uuid.uuid4()
@@ -142,19 +142,7 @@ def world(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     platform = next(make)()
 
     def person(market: str = "FR", born: date = date(1990, 1, 1)) -> CurrentUser:
-        handle = unique_handle("ax")
-        sign_up(
-            platform,
-            SignUp(
-                handle=handle,
-                display_name=handle,
-                email=f"{handle}@example.com",
-                password=PASSWORD,
-                birth_date=born,
-                market=market,
-            ),
-        )
-        return log_in(platform, handle, PASSWORD)[1]
+        return signed_in(platform, "ax", market, born)[1]
 
     # Eight creators: every mix of private account, teen (always private) and suspended.
     creators: dict[tuple[bool, bool, bool], CurrentUser] = {}

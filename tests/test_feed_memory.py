@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
 
-from reelm.accounts.schemas import SignUp
-from reelm.accounts.service import CurrentUser, log_in, sign_up
+from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.feed import pools, signals
 from reelm.feed import service as feeds
@@ -25,7 +23,7 @@ from reelm.social.models import WatchSignal
 from reelm.transparency import gateway
 
 from . import tus
-from .conftest import PASSWORD, _factory, unique_handle
+from .conftest import _factory, signed_in
 from .test_transcode import FAST_H264, ffmpeg, pattern, tone
 
 
@@ -37,19 +35,7 @@ def site(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     ffmpeg(*pattern("180x320", 1), *tone(1), *FAST_H264, "-c:a", "aac", str(clip))
 
     def person(market: str = "US") -> CurrentUser:
-        handle = unique_handle("pm")
-        sign_up(
-            platform,
-            SignUp(
-                handle=handle,
-                display_name=handle,
-                email=f"{handle}@example.com",
-                password=PASSWORD,
-                birth_date=date(1990, 1, 1),
-                market=market,
-            ),
-        )
-        return log_in(platform, handle, PASSWORD)[1]
+        return signed_in(platform, "pm", market)[1]
 
     creators = [person("FR") for _ in range(5)]
     videos = {

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from reelm.accounts.schemas import SignUp
-from reelm.accounts.service import CurrentUser, log_in, sign_up
+from reelm.accounts.service import CurrentUser
 from reelm.app import create_app
 from reelm.media.models import Video
 from reelm.media.uploads import UploadMeta
@@ -25,7 +23,7 @@ from reelm.transparency import gateway
 from reelm.transparency.models import LogEntry
 
 from . import tus
-from .conftest import PASSWORD, _factory, unique_handle
+from .conftest import _factory, signed_in
 from .test_transcode import FAST_H264, ffmpeg, pattern, tone
 
 
@@ -38,20 +36,8 @@ def site(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     tokens: dict[str, str] = {}
 
     def person(market: str = "FR") -> CurrentUser:
-        handle = unique_handle("md")
-        sign_up(
-            platform,
-            SignUp(
-                handle=handle,
-                display_name=handle,
-                email=f"{handle}@example.com",
-                password=PASSWORD,
-                birth_date=date(1990, 1, 1),
-                market=market,
-            ),
-        )
-        token, user = log_in(platform, handle, PASSWORD)
-        tokens[handle] = token
+        token, user = signed_in(platform, "md", market)
+        tokens[user.handle] = token
         return user
 
     creator = person()

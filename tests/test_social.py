@@ -8,7 +8,6 @@ import itertools
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 import pytest
@@ -16,8 +15,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from reelm.accounts.lifecycle import update_privacy
-from reelm.accounts.schemas import PrivacyUpdate, SignUp
-from reelm.accounts.service import CurrentUser, log_in, sign_up
+from reelm.accounts.schemas import PrivacyUpdate
+from reelm.accounts.service import CurrentUser
 from reelm.app import create_app
 from reelm.media.uploads import UploadMeta
 from reelm.media.videos import ingest
@@ -25,7 +24,7 @@ from reelm.residency.scan import scan
 from reelm.social.models import Like, Notification, VideoStats, WatchSignal
 
 from . import tus
-from .conftest import PASSWORD, _factory, unique_handle
+from .conftest import _factory, signed_in
 from .test_transcode import FAST_H264, ffmpeg, pattern, tone
 
 TAGS = ("cats", "surf", "cook")
@@ -40,22 +39,10 @@ def site(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     tokens: dict[str, str] = {}
 
     def person(market: str = "FR", *, private: bool = False) -> CurrentUser:
-        handle = unique_handle("so")
-        sign_up(
-            platform,
-            SignUp(
-                handle=handle,
-                display_name=f"Person {handle}",
-                email=f"{handle}@example.com",
-                password=PASSWORD,
-                birth_date=date(1990, 1, 1),
-                market=market,
-            ),
-        )
-        token, user = log_in(platform, handle, PASSWORD)
+        token, user = signed_in(platform, "so", market)
         if private:
             update_privacy(platform, user, PrivacyUpdate(private_account=True))
-        tokens[handle] = token
+        tokens[user.handle] = token
         return user
 
     # Six creators in sg (FR), two per topic, two videos each; a private creator.

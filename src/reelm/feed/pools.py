@@ -33,8 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import any_, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, func, select
 
 from reelm.bootstrap import Platform
 from reelm.feed import ranking
@@ -42,11 +41,11 @@ from reelm.media import catalog
 from reelm.media.models import PublicVideo
 from reelm.social import access
 from reelm.social.models import MarketEngagement, VideoStats
-from reelm.storage.db import uuid_array
 
 WINDOW = 5000
 TRENDING = 300
 EXPLORE_SAMPLE = 1000
+EXPLORE_POINTS = 4  # the sample is the videos after this many random points of the id space
 REFRESH = 30.0  # seconds a market pool is used before it is rebuilt
 MEMORY_SECONDS = 300.0
 MEMORY_VIEWERS = 256
@@ -150,59 +149,38 @@ def forget_pools(platform: Platform) -> None:
 
 def build(platform: Platform, market: str) -> MarketPool:
     who = access.Viewer(None, market or None)
-    base = catalog._all_public().with_only_columns(
-        PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.published_at
-    )
-    since = date.today() - timedelta(days=TRENDING_DAYS)
+    listable = candidate_rows(market).where(access.listable(who))
     with platform.catalog.transaction() as c:
-        listable = base.where(access.listable(who))
-        newest = list(
-            c.execute(
-                listable.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc()).limit(
-                    WINDOW
-                )
-            )
-        )
+        newest = c.execute(
+            listable.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc()).limit(WINDOW)
+        ).all()
+        since = date.today() - timedelta(days=TRENDING_DAYS)
         trend = (
-            select(MarketEngagement.video_id, recent_score().label("s"))
+            select(MarketEngagement.video_id, _week().label("s"))
             .where(MarketEngagement.market == market, MarketEngagement.day >= since)
             .group_by(MarketEngagement.video_id)
-            .order_by(recent_score().desc())
+            .order_by(_week().desc())
             .limit(TRENDING)
             .subquery()
         )
-        trending = list(
-            c.execute(
-                listable.join(trend, trend.c.video_id == PublicVideo.id).order_by(
-                    trend.c.s.desc(), PublicVideo.id
-                )
+        trending = c.execute(
+            listable.join(trend, trend.c.video_id == PublicVideo.id).order_by(
+                trend.c.s.desc(), PublicVideo.id
             )
-        )
+        ).all()
         # Exploration: the listable videos after random points of the (random) id space.
         explore: list[Any] = []
-        for _ in range(10):
-            pivot = uuid.uuid4()
+        for _ in range(EXPLORE_POINTS):
             explore += c.execute(
-                listable.where(PublicVideo.id >= pivot)
+                listable.where(PublicVideo.id >= uuid.uuid4())
                 .order_by(PublicVideo.id)
-                .limit(EXPLORE_SAMPLE // 10)
+                .limit(EXPLORE_SAMPLE // EXPLORE_POINTS)
             ).all()
-        rows: dict[uuid.UUID, Any] = {r[0]: r for r in newest}
-        for r in (*trending, *explore):
-            rows.setdefault(r[0], r)
-        scores = popularity(c, market, since, list(rows))
+    rows: dict[uuid.UUID, Any] = {r[0]: r for r in newest}
+    for r in (*trending, *explore):
+        rows.setdefault(r[0], r)
     ordered = sorted(rows.values(), key=lambda r: (r[3], r[0]), reverse=True)
-    videos = tuple(
-        ranking.Candidate(
-            video_id=r[0],
-            creator_id=r[1],
-            hashtags=tuple(r[2]),
-            published_at=r[3],
-            popularity=scores.get(r[0], 0.0),
-            source="fresh",
-        )
-        for r in ordered
-    )
+    videos = tuple(candidate(r, "fresh") for r in ordered)
     position = {v.video_id: i for i, v in enumerate(videos)}
     by_creator: dict[uuid.UUID, list[int]] = {}
     by_tag: dict[str, list[int]] = {}
@@ -222,7 +200,7 @@ def build(platform: Platform, market: str) -> MarketPool:
     )
 
 
-def recent_score() -> Any:
+def _week() -> Any:
     """A video's engagement in the market, each day counting half as much as the day after:
     what is popular now (bench/recsys.py found a one-day horizon ranks best; a week of
     history still lets a quiet market have an order)."""
@@ -230,32 +208,41 @@ def recent_score() -> Any:
     return func.sum(MarketEngagement.score * func.power(0.5, age))
 
 
-def popularity(
-    c: Session, market: str, since: date, ids: list[uuid.UUID]
-) -> dict[uuid.UUID, float]:
-    """This week's engagement in the market; where there is none, a small share of the
-    video's all-time counts (so a new market still has an order)."""
-    if not ids:
-        return {}
-    scores: dict[uuid.UUID, Any] = dict(
-        c.execute(
-            select(MarketEngagement.video_id, recent_score())
-            .where(
-                MarketEngagement.market == market,
-                MarketEngagement.day >= since,
-                MarketEngagement.video_id == any_(uuid_array(ids)),
-            )
-            .group_by(MarketEngagement.video_id)
-        ).all()
+def candidate_rows(market: str) -> Select[Any]:
+    """Public videos (not yet filtered by who may list them) as candidate rows: id, creator,
+    hashtags, published, popularity. Popularity: this week's engagement in the market (one
+    index probe per video, ix_market_engagement_video) plus a small share of the video's
+    all-time counts, so a new market still has an order."""
+    since = date.today() - timedelta(days=TRENDING_DAYS)
+    week = (
+        select(func.coalesce(_week(), 0.0))
+        .where(
+            MarketEngagement.video_id == PublicVideo.id,
+            MarketEngagement.market == market,
+            MarketEngagement.day >= since,
+        )
+        .scalar_subquery()
     )
-    overall = dict(
-        c.execute(
-            select(VideoStats.video_id, VideoStats.views + 3 * VideoStats.likes).where(
-                VideoStats.video_id == any_(uuid_array(ids))
-            )
-        ).all()
+    counts = func.coalesce(VideoStats.views, 0) + 3 * func.coalesce(VideoStats.likes, 0)
+    return catalog._all_public().with_only_columns(
+        PublicVideo.id,
+        PublicVideo.owner_id,
+        PublicVideo.hashtags,
+        PublicVideo.published_at,
+        week + 0.1 * counts,
     )
-    return {v: float(scores.get(v) or 0.0) + 0.1 * float(overall.get(v) or 0.0) for v in ids}
+
+
+def candidate(row: Any, source: str) -> ranking.Candidate:
+    """A `candidate_rows` row as a candidate."""
+    return ranking.Candidate(
+        video_id=row[0],
+        creator_id=row[1],
+        hashtags=tuple(row[2]),
+        published_at=row[3],
+        popularity=float(row[4] or 0.0),
+        source=source,
+    )
 
 
 # ---- viewers' signals ------------------------------------------------------------------------

@@ -117,13 +117,7 @@ def ties_of(
         private = [who for who, is_private in followed if is_private]
         rows = (
             c.execute(
-                catalog._all_public()
-                .with_only_columns(
-                    PublicVideo.id,
-                    PublicVideo.owner_id,
-                    PublicVideo.hashtags,
-                    PublicVideo.published_at,
-                )
+                pools.candidate_rows(who.market or "")
                 .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array(private)))
                 .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
                 .limit(POOL["followed"])
@@ -131,23 +125,7 @@ def ties_of(
             if private
             else []
         )
-        scores = pools.popularity(
-            c,
-            who.market or "",
-            date.today() - timedelta(days=pools.TRENDING_DAYS),
-            [r[0] for r in rows],
-        )
-    videos = [
-        ranking.Candidate(
-            video_id=vid,
-            creator_id=owner,
-            hashtags=tuple(tags),
-            published_at=at,
-            popularity=scores.get(vid, 0.0),
-            source="followed",
-        )
-        for vid, owner, tags, at in rows
-    ]
+    videos = [pools.candidate(r, "followed") for r in rows]
     return Ties(
         [f for f, _ in followed], frozenset(b if a == me else a for a, b in blocked), videos
     )
