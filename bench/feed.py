@@ -81,6 +81,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reelm.accounts.handles import skeleton
 from reelm.accounts.schemas import SignUp
 from reelm.accounts.service import CurrentUser, authenticate, log_in, sign_up
+from reelm.app import settle_before_serving
 from reelm.bootstrap import Platform, build
 from reelm.config import Settings
 from reelm.feed import pools, ranking, signals
@@ -383,6 +384,7 @@ def serve(args: argparse.Namespace) -> None:
     try:
         app = one_server(create_app(platform), bare_app(platform.catalog.url))
         # As `reelm serve` runs it: one process, uvicorn's defaults, warnings only.
+        settle_before_serving()
         uvicorn.run(app, host="127.0.0.1", port=args.serve, log_level="warning", workers=1)
     finally:
         platform.close()
@@ -709,6 +711,7 @@ def profile_pages(
     platform: Platform, signed_in: list[tuple[CurrentUser, str]], pages: int, profile: str | None
 ) -> None:
     """First pages for the viewers in turn, in this process; prints where the time goes."""
+    settle_before_serving()  # as the server did before serving
     viewers = [user for user, _ in signed_in]
     # A viewer's first page in this process decrypts their whole window; the pages after it
     # decrypt only what is new (reelm.feed.pools.SignalMemory). Both are timed: first pages

@@ -4,6 +4,7 @@ videos made by the real pipeline."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -141,13 +142,13 @@ def test_remembered_signals_are_the_regions_current_window(
 
     # New signals: read from the region, the remembered one reused (not decrypted again).
     decrypted: list[bytes] = []
-    real = signals._decoded
+    real = signals._compact
 
     def counting(e: dict[str, Any], at: Any) -> Any:
         decrypted.append(e["v"])
         return real(e, at)
 
-    monkeypatch.setattr(signals, "_decoded", counting)
+    monkeypatch.setattr(signals, "_compact", counting)
     _send(platform, viewer, [second], skipped=True)
     now = signals.history(platform, viewer)
     assert [(s.video_id, s.skipped) for s in now] == [(first, False), (second, True)]
@@ -170,3 +171,20 @@ def test_remembered_signals_are_the_regions_current_window(
     _send(platform, viewer, [first, second, first], replayed=True)
     window = signals.history(platform, viewer, limit=2)
     assert len(window) == 2 and window == _fresh_read(platform, viewer)[-2:]
+
+
+def test_remembered_signals_are_not_tracked_by_the_garbage_collector(
+    site: dict[str, Any],
+) -> None:
+    """Hundreds of viewers' signals in memory must not lengthen every full collection."""
+    platform = site["platform"]
+    viewer = site["person"]("US")
+    kept = site["creators"][4]
+    _send(platform, viewer, list(site["videos"][kept.user_id]), completed=True)
+    signals.history(platform, viewer)
+    for _ in range(3):  # a collection untracks a tuple once its items are untracked
+        gc.collect()
+    remembered = pools.signal_memory(platform).get((viewer.user_id, viewer.home_region))
+    assert len(remembered) == 2
+    assert not gc.is_tracked(remembered)
+    assert not any(gc.is_tracked(c) for c in remembered.values())

@@ -723,7 +723,7 @@ def _seed_videos(platform: Platform) -> None:
 def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
     import uvicorn
 
-    from reelm.app import create_app
+    from reelm.app import create_app, settle_before_serving
 
     platform = _platform(settings)
     try:
@@ -762,6 +762,7 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
         # handler it found: make SIGTERM end like Ctrl-C, so the embedded PostgreSQL is
         # stopped too instead of outliving us.
         signal.signal(signal.SIGTERM, _interrupt)
+        settle_before_serving()
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         integrator.stop()

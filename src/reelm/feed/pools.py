@@ -251,7 +251,7 @@ def candidate(row: Any, source: str) -> ranking.Candidate:
 @dataclass
 class _Remembered:
     at: float
-    signals: dict[uuid.UUID, ranking.Signal]  # by signal id
+    signals: dict[bytes, Any]  # by signal id: reelm.feed.signals.Compact
 
 
 class SignalMemory:
@@ -262,7 +262,7 @@ class SignalMemory:
         self._entries: OrderedDict[tuple[uuid.UUID, str], _Remembered] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[uuid.UUID, str]) -> dict[uuid.UUID, ranking.Signal]:
+    def get(self, key: tuple[uuid.UUID, str]) -> dict[bytes, Any]:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or time.monotonic() - entry.at > self._seconds:
@@ -271,7 +271,7 @@ class SignalMemory:
             self._entries.move_to_end(key)
             return entry.signals
 
-    def put(self, key: tuple[uuid.UUID, str], signals: dict[uuid.UUID, ranking.Signal]) -> None:
+    def put(self, key: tuple[uuid.UUID, str], signals: dict[bytes, Any]) -> None:
         with self._lock:
             self._entries[key] = _Remembered(time.monotonic(), signals)
             self._entries.move_to_end(key)
