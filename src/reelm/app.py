@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
@@ -33,23 +34,35 @@ SECURITY_HEADERS = {
 }
 
 
-def _security_headers(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if getattr(request.state, "user", None) is not None:
-            # What a signed-in user sees (captions of private videos, signed media URLs, their
-            # account) stays out of shared caches and off the disk, unless a route said
-            # otherwise (the media routes do).
-            response.headers.setdefault("Cache-Control", "private, no-store")
-        # The interactive API docs page loads its script from a CDN; everything else is ours.
-        if not request.url.path.startswith("/api/v1/docs"):
-            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        return response
+class SecurityHeaders:
+    """Headers every response gets unless its route set them (plain ASGI: the response's body,
+    a video stream included, passes through untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if scope.get("state", {}).get("user") is not None:
+                    # What a signed-in user sees (captions of private videos, signed media URLs,
+                    # their account) stays out of shared caches and off the disk, unless a
+                    # route said otherwise (the media routes do).
+                    headers.setdefault("Cache-Control", "private, no-store")
+                # The interactive API docs page loads its script from a CDN; everything else
+                # is ours.
+                if not scope["path"].startswith("/api/v1/docs"):
+                    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -64,7 +77,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     problems.install(app)
     gate.install(app, platform)
-    _security_headers(app)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(gate.BodyLimit, limit=platform.settings.max_body_bytes)
     # Outermost: a request that met a migration fence runs again once the user has moved.
     app.add_middleware(gate.MovingRetry, limit=platform.settings.max_body_bytes)

@@ -8,7 +8,6 @@ operator's edge sets, or (demo only) from the market picker cookie.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -77,18 +76,38 @@ def cookie_write_without_token(request: Request, csrf: Csrf) -> bool:
 
 
 def install(app: FastAPI, platform: Platform) -> None:
-    limit = platform.settings.max_body_bytes
-    csrf = Csrf(load_or_create_secret(platform.settings.csrf_key_file()))
+    app.add_middleware(Gate, platform=platform, owner=app)
 
-    @app.middleware("http")
-    async def gate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+
+class Gate:
+    """Plain ASGI (a `BaseHTTPMiddleware` cost every request a task group and a stream for the
+    response body): checks the request and either answers it (413, 403, 451, 415, a suspended
+    account's refusal) or passes it on with `request.state.user` and `request.state.market`
+    set."""
+
+    def __init__(self, app: ASGIApp, platform: Platform, owner: FastAPI) -> None:
+        self.app, self.platform, self.owner = app, platform, owner
+        self.limit = platform.settings.max_body_bytes
+        self.csrf = Csrf(load_or_create_secret(platform.settings.csrf_key_file()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answer = await self.check(Request(scope, receive))
+        if answer is not None:
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def check(self, request: Request) -> Response | None:
+        """The answer to give instead of the route's, if any."""
+        platform, app = self.platform, self.owner
         length = request.headers.get("content-length")
         most = (
             platform.settings.max_upload_bytes
             if streams_body(request.method, request.url.path)
-            else limit
+            else self.limit
         )
         if length is not None and (not length.isdigit() or int(length) > most):
             return problem("body-too-large", f"request bodies are limited to {most} bytes")
@@ -101,7 +120,7 @@ def install(app: FastAPI, platform: Platform) -> None:
             except NotAuthenticated:
                 user = None
         request.state.user = user
-        if user is not None and cookie_write_without_token(request, csrf):
+        if user is not None and cookie_write_without_token(request, self.csrf):
             return problem("csrf-failed", f"send the page's CSRF token in the {CSRF_HEADER} header")
         if user is not None and request.method in WRITES and not _always_allowed(request):
             from reelm.social.moderation import is_suspended
@@ -127,7 +146,7 @@ def install(app: FastAPI, platform: Platform) -> None:
                 return blocked_response(exc)
         if not json_body_acceptable(request):
             return problem("unsupported-media-type", "send the request body as application/json")
-        return await call_next(request)
+        return None
 
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")

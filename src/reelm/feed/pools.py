@@ -150,7 +150,8 @@ def forget_pools(platform: Platform) -> None:
 def build(platform: Platform, market: str) -> MarketPool:
     who = access.Viewer(None, market or None)
     listable = candidate_rows(market).where(access.listable(who))
-    with platform.catalog.transaction() as c:
+    # Core execution (not the ORM session's): these are plain rows, thousands of them.
+    with platform.catalog.engine.connect() as c:
         newest = c.execute(
             listable.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc()).limit(WINDOW)
         ).all()

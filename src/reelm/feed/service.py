@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import Select, any_, func, or_, select
+from sqlalchemy import Select, any_, case, func, literal, or_, select, union_all
 
 from reelm.accounts.errors import InvalidInput
 from reelm.accounts.models import PublicProfile
@@ -98,23 +98,26 @@ class Ties:
 def ties_of(
     platform: Platform, viewer: CurrentUser | None, who: access.Viewer, pool: pools.MarketPool
 ) -> Ties:
-    """The viewer's ties, in one catalog transaction: two statements, three when the viewer
-    follows private accounts."""
+    """The viewer's ties: one statement, two when the viewer follows private accounts."""
     if viewer is None:
         return Ties([], frozenset(), [])
     me = viewer.user_id
     with platform.catalog.read() as c:
-        followed = c.execute(
-            select(Follow.followee_id, PublicProfile.is_private)
-            .join(PublicProfile, PublicProfile.user_id == Follow.followee_id)
-            .where(Follow.follower_id == me, Follow.state == "active")
-        ).all()
-        blocked = c.execute(
-            select(Block.blocker_id, Block.blocked_id).where(
-                or_(Block.blocker_id == me, Block.blocked_id == me)
+        edges = c.execute(
+            union_all(
+                select(literal("follows"), Follow.followee_id, PublicProfile.is_private)
+                .join(PublicProfile, PublicProfile.user_id == Follow.followee_id)
+                .where(Follow.follower_id == me, Follow.state == "active"),
+                select(
+                    literal("blocked"),
+                    case((Block.blocker_id == me, Block.blocked_id), else_=Block.blocker_id),
+                    literal(False),
+                ).where(or_(Block.blocker_id == me, Block.blocked_id == me)),
             )
         ).all()
-        private = [who for who, is_private in followed if is_private]
+        followed = [(other, is_private) for kind, other, is_private in edges if kind == "follows"]
+        blocked = frozenset(other for kind, other, _ in edges if kind == "blocked")
+        private = [f for f, is_private in followed if is_private]
         rows = (
             c.execute(
                 pools.candidate_rows(who.market or "")
@@ -126,9 +129,7 @@ def ties_of(
             else []
         )
     videos = [pools.candidate(r, "followed") for r in rows]
-    return Ties(
-        [f for f, _ in followed], frozenset(b if a == me else a for a, b in blocked), videos
-    )
+    return Ties([f for f, _ in followed], blocked, videos)
 
 
 def _candidates(
