@@ -266,6 +266,7 @@ def history(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> l
 # collection pause the process for 100-150 ms; bench/feed.py). Flags: one bit each.
 Compact = tuple[bytes, bytes, tuple[str, ...], datetime, float, float, int]
 FLAGS = ("cp", "rp", "sk", "liked", "shared", "commented")
+BIT = {flag: 1 << n for n, flag in enumerate(FLAGS)}
 
 
 def _compact(e: dict[str, Any], at: datetime) -> Compact:
@@ -276,7 +277,7 @@ def _compact(e: dict[str, Any], at: datetime) -> Compact:
         at if at.tzinfo else at.replace(tzinfo=UTC),
         float(e.get("w", 0.0)),
         float(e.get("d", 0.0)),
-        sum(1 << n for n, flag in enumerate(FLAGS) if e.get(flag)),
+        sum(BIT[flag] for flag in FLAGS if e.get(flag)),
     )
 
 
@@ -289,10 +290,10 @@ def _signal(c: Compact) -> Signal:
         at=at,
         watched_seconds=watched,
         duration=duration,
-        completed=bool(flags & 1),
-        replayed=bool(flags & 2),
-        skipped=bool(flags & 4),
-        liked=bool(flags & 8),
-        shared=bool(flags & 16),
-        commented=bool(flags & 32),
+        completed=bool(flags & BIT["cp"]),
+        replayed=bool(flags & BIT["rp"]),
+        skipped=bool(flags & BIT["sk"]),
+        liked=bool(flags & BIT["liked"]),
+        shared=bool(flags & BIT["shared"]),
+        commented=bool(flags & BIT["commented"]),
     )
