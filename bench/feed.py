@@ -633,9 +633,9 @@ def measure(name: str, server: tuple[int, str], work: Coroutine[Any, Any, Run]) 
 PHASES: list[tuple[Any, str, str, int]] = [
     (pools, "market_pool", "market pool (memory; rebuilt every 30 s)", 0),
     (feed_service, "ties_of", "follows, blocks, followed creators' videos (catalog)", 0),
-    (feed_service, "taste_of", "taste: history + taste_from", 0),
-    (signals, "history", "signals.history: window ids, decrypt what is new", 1),
-    (ranking, "taste_from", "ranking.taste_from", 1),
+    (feed_service, "taste_of", "taste: the viewer's signals, folded", 0),
+    (signals, "folded_history", "signals: window ids, decrypt what is new", 1),
+    (ranking, "fold", "ranking.fold", 1),
     (feed_service, "_candidates", "candidates from the pool (memory)", 0),
     (ranking, "rank", "ranking.rank", 0),
     (catalog, "cards_in_order", "cards of the 5 picked (full rules)", 0),

@@ -142,13 +142,13 @@ def test_remembered_signals_are_the_regions_current_window(
 
     # New signals: read from the region, the remembered one reused (not decrypted again).
     decrypted: list[bytes] = []
-    real = signals._compact
+    real = signals._remember
 
     def counting(e: dict[str, Any], at: Any) -> Any:
         decrypted.append(e["v"])
         return real(e, at)
 
-    monkeypatch.setattr(signals, "_compact", counting)
+    monkeypatch.setattr(signals, "_remember", counting)
     _send(platform, viewer, [second], skipped=True)
     now = signals.history(platform, viewer)
     assert [(s.video_id, s.skipped) for s in now] == [(first, False), (second, True)]
@@ -188,3 +188,12 @@ def test_remembered_signals_are_not_tracked_by_the_garbage_collector(
     assert len(remembered) == 2
     assert not gc.is_tracked(remembered)
     assert not any(gc.is_tracked(c) for c in remembered.values())
+
+
+def test_served_videos_are_recognised_by_their_short_id() -> None:
+    """The cursor keeps 6-byte ids; the page compares them as integers."""
+    videos = [uuid.uuid4() for _ in range(200)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    for video in videos:
+        assert int.from_bytes(feeds._short(video)) == video.int >> feeds.SHORT_SHIFT
+    other = uuid.UUID(int=videos[0].int ^ (1 << feeds.SHORT_SHIFT))  # differs in the 48th bit
+    assert other.int >> feeds.SHORT_SHIFT != videos[0].int >> feeds.SHORT_SHIFT

@@ -114,9 +114,9 @@ def test_taste_adds_to_creator_and_splits_hashtags() -> None:
     spam = video(tuple(f"tag{i}" for i in range(30)))
     focused = video(("#Cats",))
     taste = taste_from([loved(spam, 0), loved(focused, 0)], now=NOW)
-    assert taste.hashtags["cats"] == pytest.approx(taste.creators[focused.creator_id])
+    assert taste.hashtags["cats"] == pytest.approx(taste.creators[focused.creator_id.int])
     assert taste.hashtags["tag0"] == pytest.approx(taste.hashtags["cats"] / 30)
-    assert taste.seen == {spam.video_id, focused.video_id}
+    assert taste.seen == {spam.video_id.int, focused.video_id.int}
     assert taste.events == 2
 
 
@@ -272,7 +272,7 @@ def test_followed_creators_get_a_boost() -> None:
     page = rank([other, theirs], taste_following, now=NOW, limit=2, exploration=0.0)
     assert page[0].candidate == theirs
     assert page[0].reason == "followed"
-    warm_following = Taste(taste.creators, taste.hashtags, taste.seen, frozenset({fav}), 10)
+    warm_following = Taste(taste.creators, taste.hashtags, taste.seen, frozenset({fav.int}), 10)
     page = rank([other, theirs], warm_following, now=NOW, limit=2, exploration=0.0)
     assert page[0].candidate == theirs
 
@@ -313,7 +313,7 @@ def test_exploration_share(exploration: float, limit: int) -> None:
         assert len(page) == limit
         assert len(explored) >= math.ceil(exploration * limit)
         for r in explored:  # drawn from candidates the viewer has no affinity with
-            assert r.candidate.creator_id not in taste.creators
+            assert r.candidate.creator_id.int not in taste.creators
             assert not set(map(normalise_tag, r.candidate.hashtags)) & set(taste.hashtags)
 
 

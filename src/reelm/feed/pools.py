@@ -65,7 +65,7 @@ class MarketPool:
     videos: tuple[ranking.Candidate, ...]
     trending: tuple[int, ...]  # by recent engagement in the market, highest first
     explore: tuple[int, ...]  # a uniform sample of the whole catalog
-    by_creator: dict[uuid.UUID, list[int]] = field(default_factory=dict)
+    by_creator: dict[int, list[int]] = field(default_factory=dict)  # by creator_id.int
     by_tag: dict[str, list[int]] = field(default_factory=dict)
     position: dict[uuid.UUID, int] = field(default_factory=dict)  # by video id
     variants: dict[tuple[int, str], ranking.Candidate] = field(default_factory=dict)
@@ -183,10 +183,10 @@ def build(platform: Platform, market: str) -> MarketPool:
     ordered = sorted(rows.values(), key=lambda r: (r[3], r[0]), reverse=True)
     videos = tuple(candidate(r, "fresh") for r in ordered)
     position = {v.video_id: i for i, v in enumerate(videos)}
-    by_creator: dict[uuid.UUID, list[int]] = {}
+    by_creator: dict[int, list[int]] = {}
     by_tag: dict[str, list[int]] = {}
     for i, v in enumerate(videos):
-        by_creator.setdefault(v.creator_id, []).append(i)
+        by_creator.setdefault(v.creator_id.int, []).append(i)
         for tag in ranking._tags(v.hashtags):
             by_tag.setdefault(tag, []).append(i)
     return MarketPool(
@@ -252,7 +252,7 @@ def candidate(row: Any, source: str) -> ranking.Candidate:
 @dataclass
 class _Remembered:
     at: float
-    signals: dict[bytes, Any]  # by signal id: reelm.feed.signals.Compact
+    signals: dict[int, Any]  # by signal id (UUID.int): reelm.feed.signals.Remembered
 
 
 class SignalMemory:
@@ -263,7 +263,7 @@ class SignalMemory:
         self._entries: OrderedDict[tuple[uuid.UUID, str], _Remembered] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[uuid.UUID, str]) -> dict[bytes, Any]:
+    def get(self, key: tuple[uuid.UUID, str]) -> dict[int, Any]:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or time.monotonic() - entry.at > self._seconds:
@@ -272,7 +272,7 @@ class SignalMemory:
             self._entries.move_to_end(key)
             return entry.signals
 
-    def put(self, key: tuple[uuid.UUID, str], signals: dict[bytes, Any]) -> None:
+    def put(self, key: tuple[uuid.UUID, str], signals: dict[int, Any]) -> None:
         with self._lock:
             self._entries[key] = _Remembered(time.monotonic(), signals)
             self._entries.move_to_end(key)

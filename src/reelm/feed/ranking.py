@@ -108,12 +108,15 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Taste:
-    """What the viewer's own signals say; built in the viewer's home region only."""
+    """What the viewer's own signals say; built in the viewer's home region only.
 
-    creators: Mapping[uuid.UUID, float]
+    Creators and videos are keyed by their UUIDs' integers (`UUID.int`): `UUID.__hash__` is
+    Python code, and a page folds hundreds of signals and scores hundreds of candidates."""
+
+    creators: Mapping[int, float]  # by creator_id.int
     hashtags: Mapping[str, float]  # keys normalised by `normalise_tag`
-    seen: frozenset[uuid.UUID]
-    followed: frozenset[uuid.UUID]
+    seen: frozenset[int]  # video_id.int of every signal
+    followed: frozenset[int]  # creator_id.int
     events: int
 
     def is_cold(self) -> bool:
@@ -173,8 +176,35 @@ def signal_weight(signal: Signal) -> float:
     return SHORT_WATCH if watched < 2 else 0.0
 
 
+# A signal as `fold` reads it: video_id.int, creator_id.int, hashtags, when (seconds since the
+# epoch) and `signal_weight`. Only numbers and strings, so callers can keep many of them around
+# without the garbage collector tracking them (reelm.feed.signals keeps viewers' latest).
+Folded = tuple[int, int, tuple[str, ...], float, float]
+
+
+def folded(signal: Signal) -> Folded:
+    return (
+        signal.video_id.int,
+        signal.creator_id.int,
+        signal.hashtags,
+        _epoch(signal.at),
+        signal_weight(signal),
+    )
+
+
 def taste_from(
     signals: Iterable[Signal],
+    *,
+    now: datetime,
+    followed: Iterable[uuid.UUID] = (),
+    half_life_days: float = 14.0,
+) -> Taste:
+    """Fold signals into a taste (see `fold`)."""
+    return fold(map(folded, signals), now=now, followed=followed, half_life_days=half_life_days)
+
+
+def fold(
+    signals: Iterable[Folded],
     *,
     now: datetime,
     followed: Iterable[uuid.UUID] = (),
@@ -187,25 +217,28 @@ def taste_from(
         raise ValueError("half_life_days must be positive")
     now_s = _epoch(now)
     per_second = math.log(2) / (half_life_days * 86400)
-    creators: dict[uuid.UUID, float] = {}
+    exp = math.exp
+    creators: dict[int, float] = {}
     hashtags: dict[str, float] = {}
-    seen: set[uuid.UUID] = set()
+    seen: set[int] = set()
     events = 0
-    for signal in signals:
+    for video, creator, raw_tags, at, weight in signals:
         events += 1
-        seen.add(signal.video_id)
-        weight = signal_weight(signal)
-        age = max(0.0, now_s - _epoch(signal.at))
-        weight *= math.exp(-per_second * age)
-        creators[signal.creator_id] = creators.get(signal.creator_id, 0.0) + weight
-        tags = _tags(signal.hashtags)
-        for tag in tags:
-            hashtags[tag] = hashtags.get(tag, 0.0) + weight / len(tags)
+        seen.add(video)
+        age = now_s - at
+        if age > 0:
+            weight *= exp(-per_second * age)
+        creators[creator] = creators.get(creator, 0.0) + weight
+        tags = _tags(raw_tags)
+        if tags:
+            share = weight / len(tags)
+            for tag in tags:
+                hashtags[tag] = hashtags.get(tag, 0.0) + share
     return Taste(
         creators=MappingProxyType(creators),
         hashtags=MappingProxyType(hashtags),
         seen=frozenset(seen),
-        followed=frozenset(followed),
+        followed=frozenset(creator.int for creator in followed),
         events=events,
     )
 
@@ -382,11 +415,11 @@ def _score(
     now_s = _epoch(now)
     fresh_per_second = math.log(2) / (weights.fresh_half_life_days * 86400)
     tag_mass, creator_mass = _mass(taste.hashtags.values()), _mass(taste.creators.values())
-    # Plain dicts and sets keyed by the UUIDs' integers: UUID.__hash__ is Python code, and
-    # hashing three UUIDs a candidate would cost as much as the rest of the score.
-    taste_tags = dict(taste.hashtags)
-    taste_creators = {creator.int: weight for creator, weight in taste.creators.items()}
-    followed = {creator.int for creator in taste.followed}
+    # Keyed by the UUIDs' integers, as the taste is: UUID.__hash__ is Python code, and hashing
+    # three UUIDs a candidate would cost as much as the rest of the score.
+    taste_tags = taste.hashtags
+    taste_creators = taste.creators
+    followed = taste.followed
     w_affinity, w_creator, w_followed = weights.affinity, weights.creator, weights.followed
     floor = weights.affinity_floor
     w_negative, w_popularity, w_freshness = weights.negative, weights.popularity, weights.freshness
@@ -394,7 +427,7 @@ def _score(
 
     keys: list[tuple[float, int]] = []
     strangers: list[int] = []
-    done = {video.int for video in taste.seen}
+    done = set(taste.seen)
     for index, candidate in enumerate(candidates):
         size = len(done)
         done.add(candidate.video_id.int)

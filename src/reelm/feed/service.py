@@ -56,6 +56,9 @@ def _short(video_id: uuid.UUID) -> bytes:
     return video_id.bytes[:6]
 
 
+SHORT_SHIFT = 128 - 48  # int.from_bytes(_short(v)) == v.int >> SHORT_SHIFT
+
+
 def _encode(page: int, last_creator: uuid.UUID | None, served: list[bytes]) -> str:
     raw = struct.pack(">H", min(page, 65535)) + (last_creator.bytes if last_creator else b"\0" * 16)
     raw += b"".join(served[-SERVED_MEMORY:])
@@ -91,7 +94,7 @@ class Ties:
     holds those)."""
 
     followed: list[uuid.UUID]
-    blocked: frozenset[uuid.UUID]
+    blocked: frozenset[int]  # creator_id.int
     private_videos: list[ranking.Candidate]
 
 
@@ -116,7 +119,7 @@ def ties_of(
             )
         ).all()
         followed = [(other, is_private) for kind, other, is_private in edges if kind == "follows"]
-        blocked = frozenset(other for kind, other, _ in edges if kind == "blocked")
+        blocked = frozenset(other.int for kind, other, _ in edges if kind == "blocked")
         private = [f for f, is_private in followed if is_private]
         rows = (
             c.execute(
@@ -141,16 +144,19 @@ def _candidates(
         pool.fresh(POOL["fresh"]),
         pool.trending_now(POOL["trending"]),
         ties.private_videos,
-        pool.newest_of(pool.by_creator, ties.followed, POOL["followed"], source="followed"),
+        pool.newest_of(
+            pool.by_creator, [f.int for f in ties.followed], POOL["followed"], source="followed"
+        ),
         pool.newest_of(pool.by_creator, _top(taste.creators, 10), POOL["affinity"] // 2),
         pool.newest_of(pool.by_tag, _top(taste.hashtags, 10), POOL["affinity"]),
         pool.sample(POOL["explore"], seed),
     ]
-    seen: dict[uuid.UUID, ranking.Candidate] = {}
+    seen: dict[int, ranking.Candidate] = {}
+    blocked = ties.blocked
     for candidates in lists:
         for candidate in candidates:
-            if candidate.creator_id not in ties.blocked:
-                seen.setdefault(candidate.video_id, candidate)
+            if candidate.creator_id.int not in blocked:
+                seen.setdefault(candidate.video_id.int, candidate)
     return list(seen.values())
 
 
@@ -168,7 +174,7 @@ def taste_of(
 ) -> ranking.Taste:
     if viewer is None:
         return ranking.taste_from((), now=now)
-    return ranking.taste_from(signals.history(platform, viewer), now=now, followed=followed)
+    return ranking.fold(signals.folded_history(platform, viewer), now=now, followed=followed)
 
 
 def for_you(
@@ -189,8 +195,8 @@ def for_you(
     taste = taste_of(platform, viewer, now, ties.followed)
     seed = f"{who.user_id}|{page}|{b''.join(served[-3:]).hex()}|{now:%Y%m%d%H}".encode()
     candidates = _candidates(pool, taste, ties, seed)
-    gone = set(served)
-    fresh = [c for c in candidates if _short(c.video_id) not in gone]
+    gone = {int.from_bytes(short) for short in served}
+    fresh = [c for c in candidates if c.video_id.int >> SHORT_SHIFT not in gone]
     picked = ranking.rank(
         fresh,
         taste,

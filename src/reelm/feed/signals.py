@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
+from reelm.feed import ranking
 from reelm.feed.pools import signal_memory
 from reelm.feed.ranking import Signal
 from reelm.media.models import PublicVideo
@@ -206,6 +207,18 @@ def add_action(
 
 
 def history(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> list[Signal]:
+    """The viewer's latest signals, decrypted in their home region, oldest first."""
+    return [_signal(r) for r in remembered(platform, user, limit=limit)]
+
+
+def folded_history(
+    platform: Platform, user: CurrentUser, *, limit: int = HISTORY
+) -> list[ranking.Folded]:
+    """`history` as reelm.feed.ranking.fold reads it."""
+    return [folded for folded, _ in remembered(platform, user, limit=limit)]
+
+
+def remembered(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> list[Remembered]:
     """The viewer's latest signals, decrypted in their home region, oldest first.
 
     What this process decrypted for an earlier page is reused (reelm.feed.pools.SignalMemory):
@@ -237,7 +250,7 @@ def history(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> l
                     .limit(limit)
                 )
             ]
-            missing = [i for i, _ in window if i.bytes not in known]
+            missing = [i for i, _ in window if i.int not in known]
             blobs = (
                 dict(
                     s.execute(
@@ -249,43 +262,51 @@ def history(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -> l
                 if missing
                 else {}
             )
-    current: dict[bytes, Compact] = {}
+    current: dict[int, Remembered] = {}
     cipher = scope.cipher() if blobs else None
     for i, at in window:
-        compact = known.get(i.bytes)
-        if compact is None and cipher is not None and i in blobs:
-            compact = _compact(json.loads(cipher.decrypt(SIGNAL_FIELD, blobs[i])), at)
-        if compact is not None:
-            current[i.bytes] = compact
+        one = known.get(i.int)
+        if one is None and cipher is not None and i in blobs:
+            one = _remember(json.loads(cipher.decrypt(SIGNAL_FIELD, blobs[i])), at)
+        if one is not None:
+            current[i.int] = one
     memory.put(key, current)
-    return [_signal(current[i.bytes]) for i, _ in reversed(window) if i.bytes in current]
+    return [current[i.int] for i, _ in reversed(window) if i.int in current]
 
 
-# A decrypted signal as kept in memory: only bytes, strings, numbers and a datetime, so the
-# garbage collector stops tracking it (hundreds of thousands of tracked objects made each full
-# collection pause the process for 100-150 ms; bench/feed.py). Flags: one bit each.
-Compact = tuple[bytes, bytes, tuple[str, ...], datetime, float, float, int]
+# A decrypted signal as kept in memory: what the ranking folds (reelm.feed.ranking.Folded), then
+# when, how long it was watched, the video's length and the flags (one bit each). Only numbers,
+# strings and a datetime, so the garbage collector stops tracking it (hundreds of thousands of
+# tracked objects made each full collection pause the process for 100-150 ms; bench/feed.py).
+Remembered = tuple[ranking.Folded, tuple[datetime, float, float, int]]
 FLAGS = ("cp", "rp", "sk", "liked", "shared", "commented")
 BIT = {flag: 1 << n for n, flag in enumerate(FLAGS)}
 
 
-def _compact(e: dict[str, Any], at: datetime) -> Compact:
-    return (
-        uuid.UUID(e["v"]).bytes,
-        uuid.UUID(e["c"]).bytes,
-        tuple(e["t"]),
-        at if at.tzinfo else at.replace(tzinfo=UTC),
-        float(e.get("w", 0.0)),
-        float(e.get("d", 0.0)),
-        sum(BIT[flag] for flag in FLAGS if e.get(flag)),
+def _remember(e: dict[str, Any], at: datetime) -> Remembered:
+    signal = Signal(
+        video_id=uuid.UUID(e["v"]),
+        creator_id=uuid.UUID(e["c"]),
+        hashtags=tuple(e["t"]),
+        at=at if at.tzinfo else at.replace(tzinfo=UTC),
+        watched_seconds=float(e.get("w", 0.0)),
+        duration=float(e.get("d", 0.0)),
+        completed=bool(e.get("cp")),
+        replayed=bool(e.get("rp")),
+        skipped=bool(e.get("sk")),
+        liked=bool(e.get("liked")),
+        shared=bool(e.get("shared")),
+        commented=bool(e.get("commented")),
     )
+    flags = sum(BIT[flag] for flag in FLAGS if e.get(flag))
+    return ranking.folded(signal), (signal.at, signal.watched_seconds, signal.duration, flags)
 
 
-def _signal(c: Compact) -> Signal:
-    video, creator, tags, at, watched, duration, flags = c
+def _signal(r: Remembered) -> Signal:
+    (video, creator, tags, _, _), (at, watched, duration, flags) = r
     return Signal(
-        video_id=uuid.UUID(bytes=video),
-        creator_id=uuid.UUID(bytes=creator),
+        video_id=uuid.UUID(int=video),
+        creator_id=uuid.UUID(int=creator),
         hashtags=tags,
         at=at,
         watched_seconds=watched,
