@@ -9,10 +9,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import delete, or_, select, text
+from sqlalchemy import LargeBinary, Select, Uuid, bindparam, delete, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from reelm.accounts import age, handles
@@ -356,23 +357,15 @@ def authenticate(platform: Platform, token: str) -> CurrentUser:
         raise NotAuthenticated("not signed in")
     token_hash = _hash_token(token)
     deadline = time.monotonic() + MOVE_WAIT
+    directory, session = _gate_statements()
     while True:
-        with platform.catalog.read() as c:  # the directory entry and handle at once
-            found = c.execute(
-                select(DirectoryEntry, PublicProfile.handle)
-                .outerjoin(PublicProfile, PublicProfile.user_id == DirectoryEntry.user_id)
-                .where(DirectoryEntry.user_id == user_id)
-            ).first()
-        entry, handle = found if found is not None else (None, None)
+        with platform.catalog.rows() as c:  # the directory entry and handle at once
+            entry = c.execute(directory, {"user": user_id}).first()
         if entry is None or entry.state != "active":
             raise NotAuthenticated("not signed in")
         scope = platform.cell(entry.home_region).for_user(user_id, entry.home_region)
-        with scope.cell.db.read() as s:
-            row = s.execute(
-                select(LoginSession.expires_at, Account.market, Account.migration)
-                .join(Account, Account.user_id == LoginSession.user_id)
-                .where(LoginSession.token_hash == token_hash, LoginSession.user_id == user_id)
-            ).first()
+        with scope.cell.db.rows() as r:
+            row = r.execute(session, {"user": user_id, "token": token_hash}).first()
         moved = row is not None and row.migration == "moved"
         if row is None or moved:
             again = _directory(platform, user_id)
@@ -384,7 +377,35 @@ def authenticate(platform: Platform, token: str) -> CurrentUser:
         break
     if row is None or row.expires_at <= now():
         raise NotAuthenticated("your session has ended; sign in again")
-    return CurrentUser(user_id, entry.home_region, row.market, handle or "", token_hash)
+    return CurrentUser(user_id, entry.home_region, row.market, entry.handle or "", token_hash)
+
+
+@cache
+def _gate_statements() -> tuple[
+    Select[str, str, int, str | None], Select[datetime, str, str | None]
+]:
+    """What `authenticate` reads, built once: the directory entry with the handle (parameter
+    `user`), then the session (`user`, `token`) in the home region."""
+    user = bindparam("user", type_=Uuid())
+    directory = (
+        select(
+            DirectoryEntry.state,
+            DirectoryEntry.home_region,
+            DirectoryEntry.epoch,
+            PublicProfile.handle,
+        )
+        .outerjoin(PublicProfile, PublicProfile.user_id == DirectoryEntry.user_id)
+        .where(DirectoryEntry.user_id == user)
+    )
+    session = (
+        select(LoginSession.expires_at, Account.market, Account.migration)
+        .join(Account, Account.user_id == LoginSession.user_id)
+        .where(
+            LoginSession.token_hash == bindparam("token", type_=LargeBinary()),
+            LoginSession.user_id == user,
+        )
+    )
+    return directory, session
 
 
 def log_out(platform: Platform, user: CurrentUser) -> None:

@@ -30,7 +30,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
@@ -155,7 +155,7 @@ def build(platform: Platform, market: str) -> MarketPool:
         newest = c.execute(
             listable.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc()).limit(WINDOW)
         ).all()
-        since = date.today() - timedelta(days=TRENDING_DAYS)
+        since = func.current_date() - TRENDING_DAYS
         trend = (
             select(MarketEngagement.video_id, _week().label("s"))
             .where(MarketEngagement.market == market, MarketEngagement.day >= since)
@@ -209,12 +209,14 @@ def _week() -> Any:
     return func.sum(MarketEngagement.score * func.power(0.5, age))
 
 
+@lru_cache(maxsize=64)
 def candidate_rows(market: str) -> Select[Any]:
     """Public videos (not yet filtered by who may list them) as candidate rows: id, creator,
     hashtags, published, popularity. Popularity: this week's engagement in the market (one
     index probe per video, ix_market_engagement_video) plus a small share of the video's
-    all-time counts, so a new market still has an order."""
-    since = date.today() - timedelta(days=TRENDING_DAYS)
+    all-time counts, so a new market still has an order. Kept per market (a statement is
+    immutable; the week is counted from the database's current date)."""
+    since = func.current_date() - TRENDING_DAYS
     week = (
         select(func.coalesce(_week(), 0.0))
         .where(

@@ -27,9 +27,22 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from functools import cache, lru_cache
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, any_, case, func, literal, or_, select, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    Uuid,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from reelm.accounts.errors import InvalidInput
 from reelm.accounts.models import PublicProfile
@@ -41,7 +54,7 @@ from reelm.media.catalog import Page
 from reelm.media.models import PublicVideo
 from reelm.social import access
 from reelm.social.models import Block, Follow, MarketEngagement
-from reelm.storage.db import uuid_array
+from reelm.storage.db import uuid_array_param
 
 EXPLORATION = 0.2
 SERVED_MEMORY = 120  # ids a cursor remembers
@@ -98,39 +111,45 @@ class Ties:
     private_videos: list[ranking.Candidate]
 
 
-def ties_of(
-    platform: Platform, viewer: CurrentUser | None, who: access.Viewer, pool: pools.MarketPool
-) -> Ties:
+@cache
+def _edges() -> CompoundSelect[str, uuid.UUID, bool]:
+    """Who the viewer (parameter `me`) follows, with whether each is private, and who is
+    blocked either way: one statement."""
+    me = bindparam("me", type_=Uuid())
+    return union_all(
+        select(literal("follows"), Follow.followee_id, PublicProfile.is_private)
+        .join(PublicProfile, PublicProfile.user_id == Follow.followee_id)
+        .where(Follow.follower_id == me, Follow.state == "active"),
+        select(
+            literal("blocked"),
+            case((Block.blocker_id == me, Block.blocked_id), else_=Block.blocker_id),
+            literal(False),
+        ).where(or_(Block.blocker_id == me, Block.blocked_id == me)),
+    )
+
+
+@lru_cache(maxsize=512)
+def _followed_private(who: access.Viewer) -> Select[Any]:
+    """The newest videos `who` may list of the accounts in parameter `owners`. Kept for the
+    latest viewers, as access.listable: building it cost more than running it."""
+    return (
+        pools.candidate_rows(who.market or "")
+        .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array_param("owners")))
+        .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
+        .limit(POOL["followed"])
+    )
+
+
+def ties_of(platform: Platform, viewer: CurrentUser | None, who: access.Viewer) -> Ties:
     """The viewer's ties: one statement, two when the viewer follows private accounts."""
     if viewer is None:
         return Ties([], frozenset(), [])
-    me = viewer.user_id
-    with platform.catalog.read() as c:
-        edges = c.execute(
-            union_all(
-                select(literal("follows"), Follow.followee_id, PublicProfile.is_private)
-                .join(PublicProfile, PublicProfile.user_id == Follow.followee_id)
-                .where(Follow.follower_id == me, Follow.state == "active"),
-                select(
-                    literal("blocked"),
-                    case((Block.blocker_id == me, Block.blocked_id), else_=Block.blocker_id),
-                    literal(False),
-                ).where(or_(Block.blocker_id == me, Block.blocked_id == me)),
-            )
-        ).all()
+    with platform.catalog.rows() as c:
+        edges = c.execute(_edges(), {"me": viewer.user_id}).all()
         followed = [(other, is_private) for kind, other, is_private in edges if kind == "follows"]
         blocked = frozenset(other.int for kind, other, _ in edges if kind == "blocked")
         private = [f for f, is_private in followed if is_private]
-        rows = (
-            c.execute(
-                pools.candidate_rows(who.market or "")
-                .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array(private)))
-                .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
-                .limit(POOL["followed"])
-            ).all()
-            if private
-            else []
-        )
+        rows = c.execute(_followed_private(who), {"owners": private}).all() if private else []
     videos = [pools.candidate(r, "followed") for r in rows]
     return Ties([f for f, _ in followed], blocked, videos)
 
@@ -191,7 +210,7 @@ def for_you(
     now = datetime.now(UTC)
     who = catalog.viewer_of(viewer, market)
     pool = pools.market_pool(platform, who.market or "")
-    ties = ties_of(platform, viewer, who, pool)
+    ties = ties_of(platform, viewer, who)
     taste = taste_of(platform, viewer, now, ties.followed)
     seed = f"{who.user_id}|{page}|{b''.join(served[-3:]).hex()}|{now:%Y%m%d%H}".encode()
     candidates = _candidates(pool, taste, ties, seed)

@@ -14,10 +14,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import Integer, Select, Uuid, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,7 @@ from reelm.regions.cell import UserScope
 from reelm.regions.fence import hold
 from reelm.social import access
 from reelm.social.models import SIGNAL_FIELD, MarketEngagement, VideoStats, WatchSignal
+from reelm.storage.db import uuid_array_param
 
 MAX_BATCH = 100
 MAX_SECONDS = 3600.0  # a clip is at most minutes long; anything above is a broken client
@@ -228,37 +230,19 @@ def remembered(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -
     memory = signal_memory(platform)
     key = (user.user_id, user.home_region)
     known = memory.get(key)
-    mine = WatchSignal.user_id == user.user_id
-    latest = (WatchSignal.created_at.desc(), WatchSignal.id)
-    with scope.cell.db.read() as s:
+    window_of, blobs_of, blobs_among = _statements()
+    with scope.cell.db.rows() as c:
         if not known:
-            rows = s.execute(
-                select(WatchSignal.id, WatchSignal.created_at, WatchSignal.event_ct)
-                .where(mine)
-                .order_by(*latest)
-                .limit(limit)
-            ).all()
+            rows = c.execute(blobs_of, {"user": user.user_id, "limit": limit}).all()
             window = [(i, at) for i, at, _ in rows]
             blobs = {i: blob for i, _, blob in rows}
         else:
             window = [
-                (i, at)
-                for i, at in s.execute(
-                    select(WatchSignal.id, WatchSignal.created_at)
-                    .where(mine)
-                    .order_by(*latest)
-                    .limit(limit)
-                )
+                (i, at) for i, at in c.execute(window_of, {"user": user.user_id, "limit": limit})
             ]
             missing = [i for i, _ in window if i.int not in known]
             blobs = (
-                dict(
-                    s.execute(
-                        select(WatchSignal.id, WatchSignal.event_ct).where(
-                            mine, WatchSignal.id.in_(missing)
-                        )
-                    ).all()
-                )
+                dict(c.execute(blobs_among, {"user": user.user_id, "ids": missing}).all())
                 if missing
                 else {}
             )
@@ -272,6 +256,27 @@ def remembered(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -
             current[i.int] = one
     memory.put(key, current)
     return [current[i.int] for i, _ in reversed(window) if i.int in current]
+
+
+@cache
+def _statements() -> tuple[
+    Select[uuid.UUID, datetime], Select[uuid.UUID, datetime, bytes], Select[uuid.UUID, bytes]
+]:
+    """The window's ids, the window with its blobs, and the blobs of some ids (parameters:
+    user, limit, ids); built once."""
+    mine = WatchSignal.user_id == bindparam("user", type_=Uuid())
+    latest = (WatchSignal.created_at.desc(), WatchSignal.id)
+    window = select(WatchSignal.id, WatchSignal.created_at).where(mine).order_by(*latest)
+    with_blobs = (
+        select(WatchSignal.id, WatchSignal.created_at, WatchSignal.event_ct)
+        .where(mine)
+        .order_by(*latest)
+    )
+    among = select(WatchSignal.id, WatchSignal.event_ct).where(
+        mine, WatchSignal.id == any_(uuid_array_param("ids"))
+    )
+    limit = bindparam("limit", type_=Integer())
+    return window.limit(limit), with_blobs.limit(limit), among
 
 
 # A decrypted signal as kept in memory: what the ranking folds (reelm.feed.ranking.Folded), then

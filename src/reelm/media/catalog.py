@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import Select, and_, any_, func, or_, select
 
@@ -32,7 +33,7 @@ from reelm.media.uploads import UploadMeta
 from reelm.regions.cell import Cell
 from reelm.social import access
 from reelm.social.models import VideoStats
-from reelm.storage.db import uuid_array
+from reelm.storage.db import uuid_array_param
 
 MAX_PAGE = 50
 
@@ -186,6 +187,14 @@ def _cards(platform: Platform, rows: Sequence[Row], viewer: CurrentUser | None) 
     return [_public_card(v, p, viewer, st, v.id in liked) for v, p, st in rows]
 
 
+@lru_cache(maxsize=512)
+def _cards_query(rules: access.Viewer | None) -> Select[PublicVideo, PublicProfile, VideoStats]:
+    """Public videos among parameter `ids`, listable by `rules` if given. Kept for the latest
+    viewers, as access.listable: building the statement cost more than running it."""
+    query = _all_public().where(PublicVideo.id == any_(uuid_array_param("ids")))
+    return query if rules is None else query.where(access.listable(rules))
+
+
 def cards_in_order(
     platform: Platform,
     viewer: CurrentUser | None,
@@ -197,11 +206,8 @@ def cards_in_order(
     `rules`, those that viewer may not list)."""
     if not ids:
         return []
-    query = _all_public().where(PublicVideo.id == any_(uuid_array(list(ids))))
-    if rules is not None:
-        query = query.where(access.listable(rules))
     with platform.catalog.read() as c:
-        rows = c.execute(query).all()
+        rows = c.execute(_cards_query(rules), {"ids": list(ids)}).all()
     found = {v.id: (v, p, st) for v, p, st in rows}
     return _cards(platform, [found[i] for i in ids if i in found], viewer)
 

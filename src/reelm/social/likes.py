@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from functools import cache
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import LargeBinary, Select, Uuid, any_, bindparam, delete, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
 from reelm.accounts.service import CurrentUser
@@ -97,11 +98,18 @@ def liked_among(
     scope = _scope(platform, user)
     cipher = scope.cipher()
     wanted = {cipher.lookup(LIKE_FIELD, str(v)): v for v in ids}
-    with scope.cell.db.read() as s:
-        found = s.scalars(
-            select(Like.lookup).where(Like.user_id == user.user_id, Like.lookup.in_(list(wanted)))
-        )
-        return {wanted[bytes(x)] for x in found}
+    with scope.cell.db.rows() as c:
+        found = c.execute(_liked_among(), {"user": user.user_id, "lookups": list(wanted)})
+        return {wanted[bytes(x)] for (x,) in found}
+
+
+@cache
+def _liked_among() -> Select[bytes]:
+    """Which of the lookups (parameter `lookups`) the user (`user`) has: built once."""
+    return select(Like.lookup).where(
+        Like.user_id == bindparam("user", type_=Uuid()),
+        Like.lookup == any_(bindparam("lookups", type_=ARRAY(LargeBinary()))),
+    )
 
 
 def share(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> int:
