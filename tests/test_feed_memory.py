@@ -5,8 +5,10 @@ videos made by the real pipeline."""
 from __future__ import annotations
 
 import gc
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -46,7 +48,13 @@ def site(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         for c in creators
     }
     tus.run_jobs(platform, "sg")
-    yield {"platform": platform, "person": person, "creators": creators, "videos": videos}
+    yield {
+        "platform": platform,
+        "person": person,
+        "creators": creators,
+        "videos": videos,
+        "clip": clip,
+    }
     next(make, None)
 
 
@@ -197,3 +205,42 @@ def test_served_videos_are_recognised_by_their_short_id() -> None:
         assert int.from_bytes(feeds._short(video)) == video.int >> feeds.SHORT_SHIFT
     other = uuid.UUID(int=videos[0].int ^ (1 << feeds.SHORT_SHIFT))  # differs in the 48th bit
     assert other.int >> feeds.SHORT_SHIFT != videos[0].int >> feeds.SHORT_SHIFT
+
+
+def test_a_top_up_appends_what_was_published_since_and_keeps_the_rest(
+    site: dict[str, Any],
+) -> None:
+    platform, person = site["platform"], site["person"]
+    pools.forget_pools(platform)
+    pool = pools.market_pool(platform, "US")
+    creator = person("FR")
+    new = ingest(platform, creator, site["clip"], UploadMeta(caption="new #pooled #topped"))
+    tus.run_jobs(platform, "sg")
+
+    topped = pools.top_up(platform, pool)
+    assert topped.built == pool.built and topped.topped > pool.topped
+    assert topped.videos[: len(pool.videos)] == pool.videos  # every position kept
+    assert topped.position[new] == len(pool.videos)
+    assert topped.fresh(1)[0].video_id == new
+    assert [c.video_id for c in topped.newest_of(topped.by_creator, [creator.user_id.int], 5)] == [
+        new
+    ]
+    assert topped.newest_of(topped.by_tag, ["pooled"], 1)[0].video_id == new
+    assert [c.video_id for c in topped.newest_of(topped.by_tag, ["topped"], 5)] == [new]
+    # The pool requests may still be reading is left as it was.
+    assert creator.user_id.int not in pool.by_creator and "topped" not in pool.by_tag
+    assert new not in pool.position and len(pool.by_tag["pooled"]) == len(pool.videos)
+    # Nothing published since: the same videos.
+    assert pools.top_up(platform, topped).videos == topped.videos
+
+    # Through market_pool: past REFRESH (not REBUILD), the background thread tops up.
+    stale = replace(pool, topped=pool.topped - pools.REFRESH)
+    platform.caches["feed.pools"]["US"] = stale
+    assert pools.market_pool(platform, "US") is stale  # the caller keeps the pool it has
+    for _ in range(200):
+        refreshed = platform.caches["feed.pools"]["US"]
+        if refreshed is not stale:
+            break
+        time.sleep(0.05)
+    assert new in refreshed.position and refreshed.built == pool.built
+    pools.forget_pools(platform)

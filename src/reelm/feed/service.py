@@ -225,7 +225,7 @@ def for_you(
         seed=seed,
         last_creator=last_creator,
     )
-    # The pools may be up to pools.REFRESH seconds old: the cards are read with the full rules.
+    # A pool may be up to pools.REBUILD seconds old: the cards are read with the full rules.
     cards = catalog.cards_in_order(
         platform, viewer, [r.candidate.video_id for r in picked], rules=who
     )

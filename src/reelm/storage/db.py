@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
@@ -15,10 +18,12 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     create_engine,
+    event,
     literal,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 CATALOG = "catalog"
@@ -56,6 +61,29 @@ def redact(url: str) -> str:
     return make_url(sqlalchemy_url(url)).render_as_string(hide_password=True)
 
 
+# A pooled connection unused for this long is checked (SELECT 1) before it is handed out; one
+# used more recently is trusted. Server restarts and idle timeouts catch idle connections; one
+# that breaks while busy fails its statement, and SQLAlchemy then replaces every pooled
+# connection (its "disconnect" handling), so at most the requests in flight see the error.
+PING_IDLE = 10.0
+
+
+def _returned(dbapi_connection: Any, record: Any) -> None:
+    record.info["returned"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Dialect, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    returned = record.info.get("returned")
+    if returned is None or time.monotonic() - returned < PING_IDLE:
+        return  # new, or used moments ago
+    try:
+        alive = dialect.do_ping(dbapi_connection)
+    except Exception as e:  # the pool replaces it: DisconnectionError makes it connect again
+        raise DisconnectionError(f"a pooled connection did not answer: {e}") from e
+    if not alive:
+        raise DisconnectionError("a pooled connection did not answer")
+
+
 @dataclass
 class Database:
     """One database: its engine and a session factory. Services own the transactions."""
@@ -73,7 +101,9 @@ class Database:
             sqlalchemy_url(url),
             pool_size=pool_size,
             max_overflow=10,
-            pool_pre_ping=True,
+            # Connections are checked before use only after PING_IDLE seconds unused (below):
+            # pool_pre_ping's round trip on every checkout was a quarter of a busy server's
+            # time waiting on PostgreSQL (bench/feed.py, py-spy).
             connect_args={
                 "application_name": f"reelm-{name}",
                 # Plan every statement for its parameters: generic plans of prepared statements
@@ -81,6 +111,8 @@ class Database:
                 "options": "-c plan_cache_mode=force_custom_plan",
             },
         )
+        event.listen(engine, "checkin", _returned)
+        event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
         autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         return cls(
             name,
