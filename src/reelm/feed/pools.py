@@ -117,7 +117,7 @@ class MarketPool:
         for i, v in enumerate(added, start):
             position[v.video_id] = i
             _append(by_creator, self.by_creator, v.creator_id.int, i)
-            for tag in _tags(v):
+            for tag in v.tags:
                 _append(by_tag, self.by_tag, tag, i)
         return replace(
             self,
@@ -144,10 +144,6 @@ def _append(index: dict[K, list[int]], old: dict[K, list[int]], key: K, i: int) 
     if positions is None or positions is old.get(key):
         positions = index[key] = list(positions or ())
     positions.append(i)
-
-
-def _tags(video: ranking.Candidate) -> tuple[str, ...]:
-    return ranking._tags(video.hashtags)
 
 
 def _last(lists: list[list[int]], count: int) -> Iterator[int]:
@@ -260,7 +256,7 @@ def build(platform: Platform, market: str) -> MarketPool:
     by_tag: dict[str, list[int]] = {}
     for i, v in enumerate(videos):
         by_creator.setdefault(v.creator_id.int, []).append(i)
-        for tag in _tags(v):
+        for tag in v.tags:
             by_tag.setdefault(tag, []).append(i)
     built = time.monotonic()
     return MarketPool(

@@ -17,7 +17,7 @@ import math
 import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from types import MappingProxyType
@@ -104,6 +104,18 @@ class Candidate:
     published_at: datetime  # a naive one is taken as UTC
     popularity: float  # recent engagement in the viewer's market, >= 0 (NaN counts as 0)
     source: str = "fresh"  # "fresh" | "trending" | "followed" | "affinity" | "explore"
+    # Worked out once, when the candidate is made: a market pool's candidates are scored page
+    # after page (reelm.feed.pools).
+    tags: tuple[str, ...] = field(init=False, repr=False, compare=False)  # `_tags(hashtags)`
+    published_s: float = field(init=False, repr=False, compare=False)  # seconds since the epoch
+    log_popularity: float = field(init=False, repr=False, compare=False)  # log(1 + popularity)
+
+    def __post_init__(self) -> None:
+        popular = self.popularity
+        popular = min(popular, POPULARITY_CAP) if popular > 0 else 0.0  # NaN too
+        object.__setattr__(self, "tags", _tags(self.hashtags))
+        object.__setattr__(self, "published_s", _epoch(self.published_at))
+        object.__setattr__(self, "log_popularity", math.log1p(popular))
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +435,7 @@ def _score(
     w_affinity, w_creator, w_followed = weights.affinity, weights.creator, weights.followed
     floor = weights.affinity_floor
     w_negative, w_popularity, w_freshness = weights.negative, weights.popularity, weights.freshness
-    log, log1p, exp = math.log, math.log1p, math.exp
+    log, exp = math.log, math.exp
 
     keys: list[tuple[float, int]] = []
     strangers: list[int] = []
@@ -433,7 +445,7 @@ def _score(
         done.add(candidate.video_id.int)
         if len(done) == size:  # seen, or a duplicate
             continue
-        tags = _tags(candidate.hashtags)
+        tags = candidate.tags
         tag_sum, known = 0.0, False
         for tag in tags:
             value = taste_tags.get(tag)
@@ -457,14 +469,8 @@ def _score(
         negative = w_negative * (
             (tag_share if tag_share < 0 else 0.0) + (creator_share if creator_share < 0 else 0.0)
         )
-        popular = candidate.popularity
-        if not popular > 0:  # NaN too
-            popular = 0.0
-        popularity = w_popularity * log1p(popular if popular < POPULARITY_CAP else POPULARITY_CAP)
-        published = candidate.published_at
-        if published.tzinfo is None:
-            published = published.replace(tzinfo=UTC)
-        age = now_s - published.timestamp()
+        popularity = w_popularity * candidate.log_popularity
+        age = now_s - candidate.published_s
         freshness = w_freshness * exp(-fresh_per_second * age) if age > 0 else w_freshness
         if is_followed:
             reason = "followed"

@@ -238,7 +238,8 @@ def remembered(platform: Platform, user: CurrentUser, *, limit: int = HISTORY) -
             blobs = {i: blob for i, _, blob in rows}
         else:
             window = [
-                (i, at) for i, at in c.execute(window_of, {"user": user.user_id, "limit": limit})
+                (i, at)
+                for i, at in c.execute(window_of, {"user": user.user_id, "limit": limit}).all()
             ]
             missing = [i for i, _ in window if i.int not in known]
             blobs = (
