@@ -232,6 +232,12 @@ def test_lists_show_exactly_what_decide_allows(world: dict[str, Any]) -> None:
                 if decide(who, "view", facts, relation).allowed:
                     expected.add(video_id)
             assert listed == expected, name
+            # The same rules as For You's last check runs them: one statement for every
+            # viewer of a kind, the viewer given as parameters (access.listable_shape).
+            ids = [video_id for video_id, _, _ in world["videos"]]
+            who = catalog.viewer_of(user, market)
+            shaped = catalog.cards_in_order(platform, user, ids, rules=who)
+            assert {card.id for card in shaped} == expected, name
             if name == "follower":
                 # Sees the active creators' videos that are not withheld in FR: 3 creators.
                 assert len(listed) == 3

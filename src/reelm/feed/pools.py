@@ -209,8 +209,8 @@ def top_up(platform: Platform, pool: MarketPool) -> MarketPool:
     who = access.Viewer(None, pool.market or None)
     with platform.catalog.rows() as c:
         rows = c.execute(
-            candidate_rows(pool.market)
-            .where(access.listable(who), PublicVideo.published_at >= pool.newest - OVERLAP)
+            access.listable(candidate_rows(pool.market), who)
+            .where(PublicVideo.published_at >= pool.newest - OVERLAP)
             .order_by(PublicVideo.published_at, PublicVideo.id)
         ).all()
     return pool.extended(rows)
@@ -218,7 +218,7 @@ def top_up(platform: Platform, pool: MarketPool) -> MarketPool:
 
 def build(platform: Platform, market: str) -> MarketPool:
     who = access.Viewer(None, market or None)
-    listable = candidate_rows(market).where(access.listable(who))
+    listable = access.listable(candidate_rows(market), who)
     # Core execution (not the ORM session's): these are plain rows, thousands of them.
     with platform.catalog.rows() as c:
         newest = c.execute(

@@ -128,13 +128,17 @@ def _edges() -> CompoundSelect[str, uuid.UUID, bool]:
     )
 
 
-@lru_cache(maxsize=512)
-def _followed_private(who: access.Viewer) -> Select[Any]:
-    """The newest videos `who` may list of the accounts in parameter `owners`. Kept for the
-    latest viewers, as access.listable: building it cost more than running it."""
+@lru_cache(maxsize=64)
+def _followed_private(market: str | None) -> Select[Any]:
+    """The newest videos a signed-in viewer in `market` may list (access.listable_shape, its
+    parameters given when it runs) of the accounts in parameter `owners`. Built once per market:
+    building it cost more than running it."""
     return (
-        pools.candidate_rows(who.market or "")
-        .where(access.listable(who), PublicVideo.owner_id == any_(uuid_array_param("owners")))
+        pools.candidate_rows(market or "")
+        .where(
+            access.listable_shape(True, market is not None),
+            PublicVideo.owner_id == any_(uuid_array_param("owners")),
+        )
         .order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
         .limit(POOL["followed"])
     )
@@ -149,7 +153,13 @@ def ties_of(platform: Platform, viewer: CurrentUser | None, who: access.Viewer) 
         followed = [(other, is_private) for kind, other, is_private in edges if kind == "follows"]
         blocked = frozenset(other.int for kind, other, _ in edges if kind == "blocked")
         private = [f for f, is_private in followed if is_private]
-        rows = c.execute(_followed_private(who), {"owners": private}).all() if private else []
+        rows = (
+            c.execute(
+                _followed_private(who.market), {"owners": private, **access.listable_values(who)}
+            ).all()
+            if private
+            else []
+        )
     videos = [pools.candidate(r, "followed") for r in rows]
     return Ties([f for f, _ in followed], blocked, videos)
 
@@ -239,12 +249,11 @@ def for_you(
 
 
 def _ids(who: access.Viewer) -> Select[uuid.UUID, uuid.UUID, list[str], datetime]:
-    return (
-        catalog._all_public()
-        .with_only_columns(
+    return access.listable(
+        catalog._all_public().with_only_columns(
             PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.published_at
-        )
-        .where(access.listable(who))
+        ),
+        who,
     )
 
 

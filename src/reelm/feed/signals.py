@@ -90,10 +90,15 @@ def _facts(
     wanted = list(set(ids))
     with platform.catalog.transaction() as c:
         rows = c.execute(
-            select(PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.duration)
-            .join(PublicProfile, PublicProfile.user_id == PublicVideo.owner_id)
-            .join(DirectoryEntry, DirectoryEntry.user_id == PublicVideo.owner_id)
-            .where(PublicVideo.id.in_(wanted), access.listable(who))
+            access.listable(
+                select(
+                    PublicVideo.id, PublicVideo.owner_id, PublicVideo.hashtags, PublicVideo.duration
+                )
+                .join(PublicProfile, PublicProfile.user_id == PublicVideo.owner_id)
+                .join(DirectoryEntry, DirectoryEntry.user_id == PublicVideo.owner_id)
+                .where(PublicVideo.id.in_(wanted)),
+                who,
+            )
         ).all()
     return {v: (o, list(t), float(d)) for v, o, t, d in rows}
 

@@ -138,7 +138,7 @@ def _public_query(
     viewer: access.Viewer | None = None,
 ) -> Select[PublicVideo, PublicProfile, VideoStats]:
     """Public videos this viewer may see in lists (reelm.social.access.listable)."""
-    return _all_public().where(access.listable(viewer or access.Viewer(None, None)))
+    return access.listable(_all_public(), viewer or access.Viewer(None, None))
 
 
 def _public_card(
@@ -187,12 +187,15 @@ def _cards(platform: Platform, rows: Sequence[Row], viewer: CurrentUser | None) 
     return [_public_card(v, p, viewer, st, v.id in liked) for v, p, st in rows]
 
 
-@lru_cache(maxsize=512)
-def _cards_query(rules: access.Viewer | None) -> Select[PublicVideo, PublicProfile, VideoStats]:
-    """Public videos among parameter `ids`, listable by `rules` if given. Kept for the latest
-    viewers, as access.listable: building the statement cost more than running it."""
+@lru_cache(maxsize=8)
+def _cards_query(
+    shape: tuple[bool, bool] | None,
+) -> Select[PublicVideo, PublicProfile, VideoStats]:
+    """Public videos among parameter `ids`, listable (access.listable_shape `shape`, its
+    parameters given when it runs) if a shape is given. Built once: building it cost more than
+    running it."""
     query = _all_public().where(PublicVideo.id == any_(uuid_array_param("ids")))
-    return query if rules is None else query.where(access.listable(rules))
+    return query if shape is None else query.where(access.listable_shape(*shape))
 
 
 def cards_in_order(
@@ -206,8 +209,10 @@ def cards_in_order(
     `rules`, those that viewer may not list)."""
     if not ids:
         return []
+    shape = None if rules is None else (rules.user_id is not None, rules.market is not None)
+    values = {} if rules is None else access.listable_values(rules)
     with platform.catalog.read() as c:
-        rows = c.execute(_cards_query(rules), {"ids": list(ids)}).all()
+        rows = c.execute(_cards_query(shape), {"ids": list(ids), **values}).all()
     found = {v.id: (v, p, st) for v, p, st in rows}
     return _cards(platform, [found[i] for i in ids if i in found], viewer)
 

@@ -25,9 +25,19 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal, TypeVarTuple
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    Uuid,
+    and_,
+    bindparam,
+    exists,
+    or_,
+    select,
+)
 
 from reelm.accounts.errors import AccountError, NotAuthenticated, NotFound
 from reelm.accounts.models import DirectoryEntry, PublicProfile
@@ -255,31 +265,64 @@ def restrictions(platform: Platform, video_id: uuid.UUID) -> frozenset[str]:
 # ---- the same rules as SQL, for lists --------------------------------------------------------
 
 
-@lru_cache(maxsize=512)
-def listable(viewer: Viewer) -> ColumnElement[bool]:
-    """Rules 1-4 of ``decide`` for "view", over ``public_videos`` joined to ``profiles`` and
-    ``directory`` (what every feed, grid and search list filters by, so a page is full).
-    Videos withheld in the viewer's market are left out of lists (a direct link answers 451).
-    tests/test_access.py checks that this and ``decide`` agree on every combination.
+LISTABLE_VIEWER, LISTABLE_MARKET = "listable_viewer", "listable_market"  # parameter names
+Ts = TypeVarTuple("Ts")
 
-    Kept for the latest viewers: building the clause took 1-1.5 ms, paid twice by every For
-    You page (a clause is immutable; the values are bound when a statement runs)."""
+
+def listable(query: Select[*Ts], viewer: Viewer) -> Select[*Ts]:
+    """`query` (over ``public_videos`` joined to ``profiles`` and ``directory``) left with the
+    videos `viewer` may see in lists: rules 1-4 of ``decide`` for "view" (what every feed, grid
+    and search list filters by, so a page is full). Videos withheld in the viewer's market are
+    left out of lists (a direct link answers 451). tests/test_access.py checks that this and
+    ``decide`` agree on every combination.
+
+    The clause is one per kind of viewer (`listable_shape`), the viewer's id and market bound
+    as parameters: building it per viewer cost 0.4-1.5 ms, and keeping it per viewer had the
+    garbage collector walk hundreds of thousands of objects (100 ms a full collection,
+    bench/feed.py)."""
+    shape = listable_shape(viewer.user_id is not None, viewer.market is not None)
+    return query.where(shape).params(listable_values(viewer))
+
+
+def listable_values(viewer: Viewer) -> dict[str, Any]:
+    """The parameters of `listable_shape` for this viewer."""
+    values: dict[str, Any] = {}
+    if viewer.user_id is not None:
+        values[LISTABLE_VIEWER] = viewer.user_id
+    if viewer.market is not None:
+        values[LISTABLE_MARKET] = viewer.market
+    return values
+
+
+@lru_cache(maxsize=4)
+def listable_shape(signed_in: bool, in_market: bool) -> ColumnElement[bool]:
+    """The clause of `listable` for a kind of viewer, the viewer's id and market left as
+    parameters (`listable_values`): statements built once and kept hold it, and are given the
+    values when they run."""
+    return _listable(
+        bindparam(LISTABLE_VIEWER, type_=Uuid()) if signed_in else None,
+        bindparam(LISTABLE_MARKET, type_=String()) if in_market else None,
+    )
+
+
+def _listable(me: Any, market: Any) -> ColumnElement[bool]:
+    """The clause for the viewer `me` in `market` (values or parameters; None: signed out, no
+    market)."""
     owner = PublicVideo.owner_id
     clause = and_(
         DirectoryEntry.state == "active",
         ~exists().where(Suspension.user_id == owner),
     )
-    if viewer.market is not None:
+    if market is not None:
         clause = and_(
             clause,
             ~exists().where(
                 VideoRestriction.video_id == PublicVideo.id,
-                VideoRestriction.market == viewer.market,
+                VideoRestriction.market == market,
             ),
         )
-    if viewer.user_id is None:
+    if me is None:
         return and_(clause, PublicProfile.is_private.is_(False))
-    me = viewer.user_id
     follows = exists().where(
         Follow.follower_id == me, Follow.followee_id == owner, Follow.state == "active"
     )
