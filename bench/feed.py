@@ -631,7 +631,7 @@ def measure(name: str, server: tuple[int, str], work: Coroutine[Any, Any, Run]) 
 
 # Functions For You calls, wrapped in place; nested ones are indented in the report.
 PHASES: list[tuple[Any, str, str, int]] = [
-    (pools, "market_pool", "market pool (memory; rebuilt every 30 s)", 0),
+    (pools, "market_pool", "market pool (memory; topped up every 30 s, built every 5 min)", 0),
     (feed_service, "ties_of", "follows, blocks, followed creators' videos (catalog)", 0),
     (feed_service, "taste_of", "taste: the viewer's signals, folded", 0),
     (signals, "folded_history", "signals: window ids, decrypt what is new", 1),
@@ -761,19 +761,28 @@ def profile_pages(
     count = sum(len(t) for t in found["statements"].values()) / pages
     print(
         f"\nstatements: {count:.1f} a page, {in_sql:.2f} ms; the other {total - in_sql:.2f} ms are "
-        "Python (SQLAlchemy compiling and binding, rows, decryption, ranking) and the round "
-        "trips outside statements (pool pre-ping, BEGIN, COMMIT)"
+        "Python (SQLAlchemy binding, rows, decryption, ranking) and connection checkouts"
     )
     builds, build_cpu = [], []
-    for _ in range(5):  # what a background rebuild of the market's pool costs, every 30 s
+    for _ in range(5):  # what a background build of the market's pool costs, every 5 min
         began, cpu = time.perf_counter(), time.process_time()
         pool = pools.build(platform, "US")
         builds.append(time.perf_counter() - began)
         build_cpu.append(time.process_time() - cpu)
     print(
-        f"a rebuild of the market's pool ({len(pool.videos):,} videos): "
+        f"a full build of the market's pool ({len(pool.videos):,} videos): "
         f"{statistics.median(builds) * 1000:.1f} ms (median of 5), of which "
         f"{statistics.median(build_cpu) * 1000:.1f} ms CPU"
+    )
+    tops, top_cpu = [], []
+    for _ in range(5):  # and a top-up with what was published since, every 30 s in between
+        began, cpu = time.perf_counter(), time.process_time()
+        pools.top_up(platform, pool)
+        tops.append(time.perf_counter() - began)
+        top_cpu.append(time.process_time() - cpu)
+    print(
+        f"a top-up of that pool (nothing new published): {statistics.median(tops) * 1000:.1f} ms "
+        f"(median of 5), of which {statistics.median(top_cpu) * 1000:.1f} ms CPU"
     )
     began, cpu = time.perf_counter(), time.process_time()
     for i in range(pages):  # what the gate does before the route, for every signed-in request
