@@ -209,7 +209,7 @@ def cards_in_order(
     `rules`, those that viewer may not list)."""
     if not ids:
         return []
-    shape = None if rules is None else (rules.user_id is not None, rules.market is not None)
+    shape = None if rules is None else access.listable_kind(rules)
     values = {} if rules is None else access.listable_values(rules)
     with platform.catalog.read() as c:
         rows = c.execute(_cards_query(shape), {"ids": list(ids), **values}).all()

@@ -280,8 +280,12 @@ def listable(query: Select[*Ts], viewer: Viewer) -> Select[*Ts]:
     as parameters: building it per viewer cost 0.4-1.5 ms, and keeping it per viewer had the
     garbage collector walk hundreds of thousands of objects (100 ms a full collection,
     bench/feed.py)."""
-    shape = listable_shape(viewer.user_id is not None, viewer.market is not None)
-    return query.where(shape).params(listable_values(viewer))
+    return query.where(listable_shape(*listable_kind(viewer))).params(listable_values(viewer))
+
+
+def listable_kind(viewer: Viewer) -> tuple[bool, bool]:
+    """Which `listable_shape` applies to this viewer: (signed in, has a market)."""
+    return viewer.user_id is not None, viewer.market is not None
 
 
 def listable_values(viewer: Viewer) -> dict[str, Any]:
