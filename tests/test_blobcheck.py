@@ -3,8 +3,10 @@ and the output of the real pipeline found clean."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import secrets
 import subprocess
 import time
 import uuid
@@ -23,8 +25,10 @@ from reelm.cli import app
 from reelm.media import videos
 from reelm.media.blobcheck import MediaKey, check, delete_orphans, media_key
 from reelm.media.models import PublicVideo, Video
+from reelm.residency.readable import blob_name
 from reelm.residency.scan import scan
 from reelm.storage.blobs import BlobNotFound, BlobStore, LocalBlobStore, S3BlobStore
+from reelm.storage.crypto import UserCipher, encrypt_blob
 
 from .conftest import Moto, new_bucket
 
@@ -59,6 +63,21 @@ def store_of(platform: Platform, region: str, key: str) -> BlobStore:
     return platform.public_blobs if key.startswith("v/") else platform.cell(region).blobs
 
 
+def data_key_of(platform: Platform, region: str, owner: uuid.UUID) -> bytes:
+    """The owner's key in ``region``; a random one when the owner lives elsewhere (a planted
+    leak: its values are not the region's to open)."""
+    keys = platform.cell(region).keys
+    return keys.data_key(owner) if keys.has_data_key(owner) else secrets.token_bytes(32)
+
+
+def put_sealed(platform: Platform, region: str, owner: uuid.UUID, key: str, data: bytes) -> None:
+    """A protected blob as the pipeline writes it: sealed under the owner's key."""
+    sealed = io.BytesIO()
+    data_key = data_key_of(platform, region, owner)
+    encrypt_blob(data_key, owner, blob_name(key), io.BytesIO(data), sealed)
+    platform.cell(region).blobs.put(key, sealed.getvalue())
+
+
 def add_video(
     platform: Platform,
     region: str,
@@ -83,7 +102,9 @@ def add_video(
                 owner_id=owner,
                 status=status,
                 visibility=visibility,
-                caption_ct=b"\x00" * 32,
+                caption_ct=UserCipher(owner, data_key_of(platform, region, owner)).encrypt(
+                    "caption", "planted"
+                ),
                 original_key=original,
                 original_bytes=8 if original else None,
                 duration=1.0,
@@ -95,9 +116,12 @@ def add_video(
         )
     if write_blobs:
         if original:
-            platform.cell(region).blobs.put(original, b"sealed original")
+            put_sealed(platform, region, owner, original, b"sealed original")
         for r in renditions:
-            store_of(platform, region, r["key"]).put(r["key"], b"file")
+            if r["key"].startswith("v/"):
+                store_of(platform, region, r["key"]).put(r["key"], b"file")
+            else:
+                put_sealed(platform, region, owner, r["key"], b"file")
     if status == "ready" and visibility == "public" and publish:
         with platform.catalog.transaction() as s:
             s.add(

@@ -19,8 +19,10 @@ from reelm.accounts.service import SignedUp
 from reelm.bootstrap import Platform
 from reelm.regions.cell import ResidencyViolation
 from reelm.residency.scan import Finding, scan
-from reelm.storage.crypto import cipher_for
+from reelm.storage.crypto import UserCipher, cipher_for
 from reelm.storage.keys import KeyDestroyed
+
+from .test_blobcheck import data_key_of, put_sealed
 
 EXPECTED = {"US": "us", "CA": "ca", "AU": "au", "NZ": "nz", "FR": "sg", "JP": "sg", "BR": "sg"}
 
@@ -349,7 +351,9 @@ def _upload(platform: Platform, region: str, owner: uuid.UUID) -> uuid.UUID:
                 owner_id=owner,
                 length=10,
                 offset=4,
-                metadata_ct=b"\x00" * 32,
+                metadata_ct=UserCipher(owner, data_key_of(platform, region, owner)).encrypt(
+                    "upload_meta", "{}"
+                ),
                 expires_at=datetime.now(UTC) + timedelta(hours=1),
             )
         )
@@ -466,7 +470,7 @@ def test_scan_finds_media_blobs_outside_home_and_orphans(
     sg_blobs.put(unknown, b"x")
     # Left-overs in the right region: a Canadian original with no video row, an odd key.
     lonely = videos.original_key(ca, uuid.uuid4())
-    fresh_platform.cell("ca").blobs.put(lonely, b"x")
+    put_sealed(fresh_platform, "ca", ca, lonely, b"x")
     fresh_platform.cell("ca").blobs.put("private/odd", b"x")
 
     report = scan(fresh_platform)
@@ -632,7 +636,7 @@ def test_residency_scan_command_prints_notices_without_failing(
     monkeypatch.setenv("COLUMNS", "200")
     ca = new_user("CA", platform_=fresh_platform).user_id
     lonely = videos.original_key(ca, uuid.uuid4())
-    fresh_platform.cell("ca").blobs.put(lonely, b"x")
+    put_sealed(fresh_platform, "ca", ca, lonely, b"x")
 
     printed = CliRunner().invoke(app, ["residency-scan"])
     assert printed.exit_code == 0, printed.output

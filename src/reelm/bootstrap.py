@@ -124,7 +124,35 @@ def public_blob_store(settings: Settings) -> BlobStore:
     )
 
 
-def build(settings: Settings, *, upgrade: bool = True) -> Platform:
+class NoDeployment(RuntimeError):
+    """The settings point at no reelm deployment: nothing to open, and nothing to create."""
+
+
+def missing_parts(settings: Settings) -> list[str]:
+    """What a deployment made by ``reelm demo``, ``serve`` or ``db upgrade`` would have under
+    these settings and does not: the embedded cluster, each region's key store."""
+    missing = []
+    if settings.uses_embedded_database and not (settings.data_dir / "postgres").is_dir():
+        missing.append(f"embedded database {settings.data_dir / 'postgres'}")
+    for region in settings.regions:
+        if not (settings.key_dir(region) / "master.key").is_file():
+            missing.append(f"key store of {region} ({settings.key_dir(region)})")
+    return missing
+
+
+def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> Platform:
+    """The platform these settings describe. ``create=False``: open an existing deployment
+    only, raising NoDeployment instead of initialising a database cluster or key stores
+    (a command run from the wrong folder must not make a new, empty deployment there)."""
+    if not create:
+        missing = missing_parts(settings)
+        if missing:
+            raise NoDeployment(
+                f"no reelm deployment at {settings.data_dir.resolve()}: missing "
+                + ", ".join(missing)
+                + ". Pass --data-dir (or REELM_DATA_DIR) or --config to reach yours; "
+                "`reelm demo`, `reelm serve` and `reelm db upgrade` create one."
+            )
     catalog_url, region_urls, server = database_urls(settings)
     cells = {
         region: Cell(

@@ -57,17 +57,25 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _platform(settings: Settings, *, upgrade: bool = True):  # type: ignore[no-untyped-def]
-    from reelm.bootstrap import build
+def _platform(  # type: ignore[no-untyped-def]
+    settings: Settings, *, upgrade: bool = True, create: bool = False
+):
+    """The deployment the settings name. Only `demo`, `serve` and `db upgrade` may create one
+    (``create``); any other command run where there is none says so and exits 2."""
+    from reelm.bootstrap import NoDeployment, build
 
-    with console.status("Starting databases…"):
-        return build(settings, upgrade=upgrade)
+    try:
+        with console.status("Starting databases…"):
+            return build(settings, upgrade=upgrade, create=create)
+    except NoDeployment as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Run the migrations of the catalog and every region's database."""
-    platform = _platform(_settings(config, data_dir=data_dir))
+    platform = _platform(_settings(config, data_dir=data_dir), create=True)
     platform.close()
     console.print("[green]databases are up to date[/green]")
 
@@ -514,8 +522,14 @@ def migrate(
         )
         for user_id, reason in sorted(outcome.failed.items()):
             console.print(f"[red]stayed[/red] user {user_id}: {reason}")
+        for user_id, places in sorted(outcome.unreadable.items()):
+            console.print(
+                f"[red]unreadable[/red] user {user_id}: {', '.join(places)} do not open with "
+                "the user's current key"
+            )
         if outcome.failed:
             console.print("fix the cause, then run [bold]reelm migrate --resume[/bold]")
+        if outcome.failed or outcome.unreadable:
             raise typer.Exit(1)
     finally:
         platform.close()
@@ -725,7 +739,7 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
 
     from reelm.app import create_app, settle_before_serving
 
-    platform = _platform(settings)
+    platform = _platform(settings, create=True)
     try:
         if seed:
             from reelm.demo import seed_demo

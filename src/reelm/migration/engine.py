@@ -72,6 +72,9 @@ from reelm.migration.tables import MOVED_TABLES, MovedTable
 from reelm.regions import routing
 from reelm.regions.cell import Cell
 from reelm.regions.models import MarketRoute
+from reelm.residency import readable
+from reelm.residency.readable import blob_name as _blob_name
+from reelm.residency.readable import user_blob_keys as _user_blob_keys
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import (
     BLOB_CHUNK,
@@ -87,8 +90,6 @@ log = logging.getLogger("reelm.migration")
 
 BEFORE_SWITCH = ("planned", "copied", "verified")
 DONE = ("attested",)
-BLOB_PREFIXES = ("originals", "private")
-ORIGINAL_NAME = "original"
 DEFAULT_BATCH = 200
 RUN_LOCK_SPACE = 0x6D67  # first key of the run's advisory lock: "mg"
 # How long the purge waits for a source job that is running a moved user's video to notice
@@ -351,17 +352,6 @@ def _route(c: Session, market: str, region: str, migration_id: uuid.UUID | None)
 # ---- one user's content, on one side ---------------------------------------------------------
 
 
-def _blob_name(key: str) -> str:
-    return ORIGINAL_NAME if key.startswith("originals/") else key.rsplit("/", 1)[-1]
-
-
-def _user_blob_keys(store: BlobStore, user_id: uuid.UUID) -> list[str]:
-    keys: list[str] = []
-    for prefix in BLOB_PREFIXES:
-        keys += store.iter_keys(f"{prefix}/{user_id}/")
-    return sorted(keys)
-
-
 def _plain_chunks(store: BlobStore, data_key: bytes, owner: uuid.UUID, key: str) -> Iterator[bytes]:
     sealed = BlobFile(store, key)
     total = sealed.size
@@ -541,6 +531,8 @@ class Outcome:
     # Per batch, how long its users' writes were paused (freeze to activation), in seconds.
     pauses: list[float] = field(default_factory=list)
     report: dict[str, Any] | None = None
+    # Moved users' values in the destination that their new key does not open: user -> places.
+    unreadable: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Runner:
@@ -607,9 +599,21 @@ class Runner:
             if self.migration.market is None or not self._adopt_stragglers():
                 break
             self._log_started()
+        self._check_readable()
         self._finish()
         self.outcome.seconds = time.monotonic() - began
         return self.outcome
+
+    def _check_readable(self) -> None:
+        """Everything the moved users hold in the destination, written before or after their
+        switch, opens with the key the destination holds for them now. A value sealed under
+        any other key (a process that kept a destroyed key) is lost: reported, never hidden."""
+        lost = readable.unreadable(self.dest, self._users_in(("purged", "attested")))
+        for user_id, places in sorted(lost.items()):
+            log.error(
+                "user %s: %d values do not open in %s", user_id, len(places), self.dest.region
+            )
+        self.outcome.unreadable = {str(u): places for u, places in lost.items()}
 
     def _retryable(self) -> list[uuid.UUID]:
         """Failed users still living in their journaled source (one moved since by another

@@ -62,6 +62,7 @@ from reelm.media.blobcheck import (
     video_owners,
 )
 from reelm.media.models import Upload, Video
+from reelm.residency import readable
 from reelm.storage.blobs import BlobStore, RangeNotSatisfiable
 from reelm.storage.crypto import DecryptionFailed, cipher_for
 from reelm.storage.db import CATALOG, Database
@@ -72,7 +73,16 @@ MIN_CLEAR_LEN = 6
 
 
 # Leaks: any one makes the scan fail. Notices: left-overs in the right place, reported only.
-LEAK_KINDS = ("plaintext", "outside-home", "unknown-user", "public-exposure", "market-elsewhere")
+# ``undecryptable`` is a loss rather than a leak, and as serious: a protected value that its
+# owner's current key does not open (sealed under a destroyed key) can never be read again.
+LEAK_KINDS = (
+    "plaintext",
+    "outside-home",
+    "unknown-user",
+    "public-exposure",
+    "market-elsewhere",
+    "undecryptable",
+)
 NOTICE_KINDS = ("orphan", "stale", "stray", "in-transit")
 # Jobs that may still run: a stale payload among them is worth a notice; finished ones are history.
 PENDING_JOBS = ("todo", "doing", "aborting")
@@ -107,6 +117,8 @@ class Finding:
             what = f"{self.value} of no upload or video in any region"
         elif self.kind == "in-transit":
             what = f"{self.value} of a user a running migration is moving to or from here"
+        elif self.kind == "undecryptable":
+            what = f"{self.value} that the user's current key does not open"
         elif self.kind == "market-elsewhere":
             what = f"{self.value} of a user whose market now lives in {home}"
         else:
@@ -575,7 +587,21 @@ def scan(platform: Platform) -> ScanReport:
     add(_scan_jobs(platform, directory, report))
     add(_scan_staging(platform, directory, report))
     add(_scan_markets(platform, directory))
+    add(_scan_readable(platform, directory))
     return report
+
+
+def _scan_readable(platform: Platform, directory: Directory) -> Iterator[Finding]:
+    """Protected values of each region's home users that their current key does not open."""
+    for region, cell in platform.cells.items():
+        with cell.db.transaction() as s:
+            ids = [u for u in s.scalars(select(Account.user_id)) if directory.get(str(u)) == region]
+        for user_id, places in readable.unreadable(cell, ids).items():
+            for place in places:
+                table = "." in place and "/" not in place
+                where = f"database:{cell.db.name}" if table else f"blobs:{region}"
+                value = "protected value" if table else "protected file"
+                yield Finding("undecryptable", str(user_id), where, place, value, region)
 
 
 def _scan_markets(platform: Platform, directory: Directory) -> Iterator[Finding]:

@@ -9,6 +9,8 @@ the database and must delete for real (a KMS with scheduled key deletion does).
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -37,7 +40,16 @@ class KeyStore(Protocol):
 
     def create_data_key(self, subject: UUID) -> bytes: ...
 
-    def data_key(self, subject: UUID) -> bytes: ...
+    def data_key(self, subject: UUID) -> bytes:
+        """The subject's current data key. Never a destroyed or replaced one: a store that
+        caches keys must check, on every call, that the cached key is the one its key store
+        holds now (another process may have destroyed it, or a migration back to this region
+        may have made a new one), so each process sees a destruction at its next call."""
+        ...
+
+    def key_id(self, subject: UUID) -> str:
+        """Names the exact wrapped key the subject has now (a new key, a new id)."""
+        ...
 
     def has_data_key(self, subject: UUID) -> bool: ...
 
@@ -134,7 +146,14 @@ def read_or_create_secret(path: Path, size: int = KEY_BYTES) -> bytes:
 
 
 class LocalKeyStore:
-    """Master key in a 0600 file; each user's data key wrapped (AES-256-GCM) in its own file."""
+    """Master key in a 0600 file; each user's data key wrapped (AES-256-GCM) in its own file.
+
+    Unwrapped keys are cached in memory, each bound to the exact wrapped bytes it came from
+    (their random nonce makes every key file unique). Every ``data_key`` call reads the key
+    file, about 10 µs, and uses the cached key only when the file still holds those bytes. A
+    cache trusting any file that exists would hand out a destroyed key. That happens when a
+    user returns to a region they lived in before: the file there is new, the old key is dead.
+    """
 
     def __init__(self, region: str, directory: Path, cache_size: int = 4096) -> None:
         self.region = region
@@ -143,7 +162,8 @@ class LocalKeyStore:
         self._users.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
         self._master = AESGCM(self._load_or_create_master())
-        self._cache: OrderedDict[UUID, bytes] = OrderedDict()
+        # subject -> (the wrapped key file's bytes, the key they unwrap to)
+        self._cache: OrderedDict[UUID, tuple[bytes, bytes]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -168,10 +188,9 @@ class LocalKeyStore:
                 continue
             key = secrets.token_bytes(KEY_BYTES)
             nonce = secrets.token_bytes(NONCE_BYTES)
-            _write_private(
-                path, nonce + self._master.encrypt(nonce, key, self._aad(subject)), sync=False
-            )
-            self._remember(subject, key)
+            wrapped = nonce + self._master.encrypt(nonce, key, self._aad(subject))
+            _write_private(path, wrapped, sync=False)
+            self._remember(subject, wrapped, key)
             made.append(path)
         if made:
             _flush(self._users, made)
@@ -199,19 +218,33 @@ class LocalKeyStore:
         return [subject for subject, _ in found]
 
     def data_key(self, subject: UUID) -> bytes:
+        wrapped = self._wrapped(subject)
         with self._lock:
-            # Another process (a purge job) may have destroyed the key: the file decides.
-            if subject in self._cache and self._path(subject).exists():
+            cached = self._cache.get(subject)
+            if cached is not None and hmac.compare_digest(cached[0], wrapped):
                 self._cache.move_to_end(subject)
-                return self._cache[subject]
-            self._cache.pop(subject, None)
+                return cached[1]
         try:
-            blob = self._path(subject).read_bytes()
-        except FileNotFoundError:
-            raise KeyDestroyed(str(subject)) from None
-        key = self._master.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], self._aad(subject))
-        self._remember(subject, key)
+            key = self._master.decrypt(
+                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], self._aad(subject)
+            )
+        except InvalidTag:
+            # A destruction overwrites the file before unlinking it: caught in between.
+            raise KeyDestroyed(f"{subject}: the key file does not open") from None
+        self._remember(subject, wrapped, key)
         return key
+
+    def key_id(self, subject: UUID) -> str:
+        return hashlib.sha256(self._wrapped(subject)).hexdigest()[:32]
+
+    def _wrapped(self, subject: UUID) -> bytes:
+        """The subject's wrapped key as its file holds it now (KeyDestroyed if gone)."""
+        try:
+            return self._path(subject).read_bytes()
+        except FileNotFoundError:
+            with self._lock:
+                self._cache.pop(subject, None)
+            raise KeyDestroyed(str(subject)) from None
 
     def has_data_key(self, subject: UUID) -> bool:
         return self._path(subject).exists()
@@ -240,9 +273,9 @@ class LocalKeyStore:
     def _master_bytes(self) -> bytes:
         return (self.directory / "master.key").read_bytes()
 
-    def _remember(self, subject: UUID, key: bytes) -> None:
+    def _remember(self, subject: UUID, wrapped: bytes, key: bytes) -> None:
         with self._lock:
-            self._cache[subject] = key
+            self._cache[subject] = (wrapped, key)
             self._cache.move_to_end(subject)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
