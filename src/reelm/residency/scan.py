@@ -82,6 +82,7 @@ LEAK_KINDS = (
     "public-exposure",
     "market-elsewhere",
     "undecryptable",
+    "unreadable",
 )
 NOTICE_KINDS = ("orphan", "stale", "stray", "in-transit")
 # Jobs that may still run: a stale payload among them is worth a notice; finished ones are history.
@@ -117,6 +118,8 @@ class Finding:
             what = f"{self.value} of no upload or video in any region"
         elif self.kind == "in-transit":
             what = f"{self.value} of a user a running migration is moving to or from here"
+        elif self.kind == "unreadable":
+            what = f"{self.value}: not scanned"
         elif self.kind == "undecryptable":
             what = f"{self.value} that the user's current key does not open"
         elif self.kind == "market-elsewhere":
@@ -226,14 +229,46 @@ def _conninfo(db: Database) -> str:
     return make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str, list[str]]]:
-    rows = conn.execute(
-        """SELECT table_schema, table_name, array_agg(column_name::text ORDER BY ordinal_position)
-           FROM information_schema.columns
-           WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
-           GROUP BY table_schema, table_name ORDER BY 1, 2"""
-    ).fetchall()
-    return [(r[0], r[1], list(r[2])) for r in rows]
+# Every relation that holds rows of its own: tables, partitions (relkind 'r'; a partitioned
+# parent, 'p', holds none) and materialized views, in every schema but the system ones. Read
+# from pg_class, not information_schema, which lists only what the role may already read: a
+# table planted where the scanner's role has no privilege must be reported, not skipped.
+_RELATIONS = """
+SELECT n.nspname, c.relname, c.relkind::text,
+       array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL),
+       has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'),
+       c.relrowsecurity AND NOT pg_has_role(c.relowner, 'USAGE')
+           AND NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+GROUP BY n.nspname, c.relname, c.relkind, n.oid, c.oid, c.relrowsecurity, c.relowner
+ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str
+    name: str
+    kind: str  # 'r' table or partition, 'm' materialized view
+    columns: list[str]
+    readable: bool  # the role may read it
+    filtered: bool  # row-level security hides rows from the role
+
+    @property
+    def label(self) -> str:
+        return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+
+
+def _tables(conn: psycopg.Connection[Any]) -> list[Relation]:
+    return [
+        Relation(r[0], r[1], r[2], list(r[3] or []), bool(r[4]), bool(r[5]))
+        for r in conn.execute(_RELATIONS).fetchall()
+    ]
 
 
 def _database_region(name: str) -> str | None:
@@ -261,26 +296,44 @@ def _match(
                 )
 
 
+def _unreadable(where: str, relation: Relation, why: str, region: str | None) -> Finding:
+    return Finding("unreadable", "", where, relation.label, why, region)
+
+
 def _scan_database(
     db: Database, automaton: Any, directory: dict[str, str], report: ScanReport
 ) -> Iterator[Finding]:
     region = _database_region(db.name)
     where = f"database:{db.name}"
-    with psycopg.connect(_conninfo(db)) as conn:
-        for schema, table, columns in _tables(conn):
-            if table == "alembic_version":
+    with psycopg.connect(_conninfo(db), autocommit=True) as conn:
+        for relation in _tables(conn):
+            if relation.name == "alembic_version" and relation.schema == "public":
                 continue
             report.tables += 1
-            query = sql.SQL("COPY {}.{} TO STDOUT").format(
-                sql.Identifier(schema), sql.Identifier(table)
+            if not relation.readable:
+                yield _unreadable(where, relation, "relation the scanner may not read", region)
+                continue
+            if relation.filtered:
+                yield _unreadable(where, relation, "rows hidden by row-level security", region)
+            # COPY (SELECT ...) works for tables, partitions and materialized views alike.
+            query = sql.SQL("COPY (SELECT * FROM {}.{}) TO STDOUT").format(
+                sql.Identifier(relation.schema), sql.Identifier(relation.name)
             )
+            columns = relation.columns
             user_cols = [i for i, name in enumerate(columns) if name in USER_COLUMNS]
-            with conn.cursor().copy(query) as copy:
-                for row in copy.rows():
-                    report.rows += 1
-                    yield from _scan_row(
-                        row, columns, user_cols, table, where, region, automaton, directory
-                    )
+            try:
+                with conn.cursor().copy(query) as copy:
+                    for row in copy.rows():
+                        report.rows += 1
+                        yield from _scan_row(
+                            row, columns, user_cols, relation.label, where, region, automaton,
+                            directory,
+                        )  # fmt: skip
+            except psycopg.Error as exc:
+                # A privilege on some columns only, a policy that errors, a view of a dropped
+                # table: named by its SQLSTATE, never by a value.
+                why = f"relation the scanner cannot read ({exc.sqlstate or type(exc).__name__})"
+                yield _unreadable(where, relation, why, region)
 
 
 # Columns that name the user a row belongs to (accounts, sessions: user_id; media: owner_id).
