@@ -36,6 +36,20 @@ from reelm.social.models import VideoStats
 from reelm.storage.db import uuid_array_param
 
 MAX_PAGE = 50
+PUBLISHED = "catalog.published"  # Platform.caches: a new token at each publication here
+
+
+def note_published(platform: Platform) -> None:
+    """Tell this process's readers that a public video was published (or republished): the
+    For You pools top up before their next page (reelm.feed.pools) instead of waiting for
+    their next look at the catalog. A fresh object each time, so a reader compares identity
+    and two threads publishing at once cannot lose a notice."""
+    platform.caches[PUBLISHED] = object()
+
+
+def published_notice(platform: Platform) -> object | None:
+    """The token of this process's latest publication (None before any)."""
+    return platform.caches.get(PUBLISHED)
 
 
 @dataclass(frozen=True, slots=True)
