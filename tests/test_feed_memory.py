@@ -233,8 +233,15 @@ def test_a_top_up_appends_what_was_published_since_and_keeps_the_rest(
     # Nothing published since: the same videos.
     assert pools.top_up(platform, topped).videos == topped.videos
 
-    # Through market_pool: past REFRESH (not REBUILD), the background thread tops up.
-    stale = replace(pool, topped=pool.topped - pools.REFRESH)
+    # Through market_pool: a pool behind the catalog's newest publication is topped up before
+    # the caller gets it (tests/test_feed_fresh.py has it over HTTP).
+    platform.caches["feed.pools"]["US"] = pool
+    assert pools.behind(platform, pool)
+    caught_up = pools.market_pool(platform, "US")
+    assert new in caught_up.position and caught_up.built == pool.built
+    # Past REFRESH (not REBUILD), the background thread tops up a pool that is not behind (one
+    # that missed a publication that committed late, say).
+    stale = replace(pool, topped=pool.topped - pools.REFRESH, horizon=caught_up.horizon)
     platform.caches["feed.pools"]["US"] = stale
     assert pools.market_pool(platform, "US") is stale  # the caller keeps the pool it has
     for _ in range(200):

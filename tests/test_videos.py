@@ -289,17 +289,19 @@ def test_private_video_stays_encrypted_in_the_home_region(
     assert not [k for k in keys["public"] if str(video_id) in k]
     url = ready["sources"][0]["url"]
     assert url.startswith(f"/media/p/us/{video_id}/720p.mp4?expires=")
-    whole = http.get(url)
+    whole = http.get(url, headers=who.auth)
     assert whole.status_code == 200 and whole.headers["cache-control"].startswith("private")
     assert whole.content[4:8] == b"ftyp"
-    part = http.get(url, headers={"Range": "bytes=70000-200000"})
+    part = http.get(url, headers={"Range": "bytes=70000-200000", **who.auth})
     assert part.status_code == 206 and part.content == whole.content[70000:200001]
-    # A tampered or expired URL does not open it.
+    # A tampered or expired URL does not open it, nor the URL in anyone else's hands.
     forged = url.replace("720p.mp4", "480p.mp4")
-    assert http.get(forged).status_code == 403
+    assert http.get(forged, headers=who.auth).status_code == 403
     expired = url.split("?")[0] + "?expires=1000&signature=" + url.rsplit("=", 1)[1]
-    assert http.get(expired).status_code == 403
-    assert http.get(url.replace("/us/", "/ca/")).status_code == 403
+    assert http.get(expired, headers=who.auth).status_code == 403
+    assert http.get(url.replace("/us/", "/ca/"), headers=who.auth).status_code == 403
+    assert http.get(url).status_code == 403
+    assert http.get(url, headers=other.auth).status_code == 403
 
 
 # ---- bad input -------------------------------------------------------------------------------

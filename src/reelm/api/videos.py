@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -31,9 +32,11 @@ from reelm.media import catalog, uploads, videos
 from reelm.media.catalog import VideoCard
 from reelm.media.models import Video
 from reelm.media.serving import (
+    PRIVATE_CACHE,
     PUBLIC_CACHE,
     BadRange,
     ByteRange,
+    Decisions,
     Reader,
     chunks,
     encrypted_reader,
@@ -457,28 +460,38 @@ def public_file(
 def protected_file(
     request: Request,
     platform: PlatformDep,
+    viewer: OptionalUserDep,
     region: str,
     video_id: uuid.UUID,
     file: str,
     expires: Annotated[str, Query(max_length=12)] = "",
     signature: Annotated[str, Query(max_length=100)] = "",
 ) -> Response:
-    """A followers-only or private video's file, decrypted in its home region, for the holder
-    of a signed URL the API gave an authorised viewer minutes ago."""
+    """A followers-only or private video's file, decrypted in its home region: for the session
+    the API signed the URL for, while that viewer may still watch the video (decided again
+    every few seconds, reelm.media.serving.Decisions)."""
     if region not in platform.cells or not valid_file(file):
         raise NotFound("no such file")
     cell = platform.cell(region)
-    left = verify_private(cell, video_id, file, expires, signature)
-    if left is None:
-        return problem("link-expired", "this link has expired or is not valid: reload the page")
+    session = viewer.token_hash if viewer is not None else None
+    if verify_private(cell, video_id, file, expires, signature, session) is None:
+        return problem("link-expired", "this link has expired or is not yours: reload the page")
+    assert viewer is not None and session is not None  # verify_private refuses a missing one
+    decided_at = time.monotonic()
     with cell.db.transaction() as s:
         video = s.get(Video, video_id)
     entry = next((r for r in (video.renditions if video else []) if r["file"] == file), None)
     if video is None or entry is None or not entry["key"].startswith("private/"):
         raise NotFound("no such file")
+    decisions: Decisions = platform.caches.setdefault("media.decisions", Decisions())
+    allowed = decisions.get(session, video_id)
+    if allowed is None:
+        allowed = catalog.may_watch_stored(platform, viewer, video)
+        decisions.put(session, video_id, allowed, decided_at)
+    if not allowed:
+        raise NotFound("no such file")
     try:
         size, read = encrypted_reader(cell, video.owner_id, entry["key"], file)
     except BlobNotFound:
         raise NotFound("no such file") from None
-    cache = f"private, max-age={min(left, 3600)}"
-    return _ranged(request, size, read, mime_of(file), cache, f'"{video_id}-{file}"')
+    return _ranged(request, size, read, mime_of(file), PRIVATE_CACHE, f'"{video_id}-{file}"')

@@ -10,7 +10,13 @@ seconds a background thread appends the videos published since (a top-up: a quer
 rows); every `REBUILD` seconds it builds the pool again (popularity, trending and the sample
 renewed, what became unlistable dropped). A full build of a 5,800-video pool costs about 160 ms
 of CPU, held against the requests of that moment: rebuilding every 30 s put it in the p99 of
-For You (bench/feed.py). Requests keep the pool they have meanwhile. A pool is never the last
+For You (bench/feed.py). Requests keep the pool they have meanwhile, with one exception: a
+pool older than the catalog's newest publication is topped up before a page is served from it
+(`current`), so the first page a visitor sees shows what is ready. The catalog's newest
+publication time is one index read (`catalog_newest`), asked at most every `PROBE_SECONDS` by
+a process (every time while the pool holds no video: there is nothing to serve then, and an
+empty first page must be true), and at once after this process published a video (the
+pipeline's notice, catalog.note_published). A pool is never the last
 word on visibility: what a viewer may see beyond it (followed private accounts) comes from a
 query of its own, what they may not (blocks) is removed per viewer, and the cards of a page
 are read with the full rules, so a video removed, withheld or whose creator was suspended
@@ -35,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
@@ -53,6 +59,9 @@ EXPLORE_SAMPLE = 1000
 EXPLORE_POINTS = 4  # the sample is the videos after this many random points of the id space
 REFRESH = 30.0  # seconds a market pool is used before new videos are added to it
 REBUILD = 300.0  # seconds a market pool is used before it is built again
+# How old the catalog's newest publication time may be when a page is served from a pool: how
+# long a video another process published may miss For You (this process's are seen at once).
+PROBE_SECONDS = 1.0
 OVERLAP = timedelta(minutes=2)  # how far before its newest video a top-up looks
 MEMORY_SECONDS = 300.0
 MEMORY_VIEWERS = 256
@@ -75,6 +84,9 @@ class MarketPool:
     trending: tuple[int, ...]  # by recent engagement in the market, highest first
     explore: tuple[int, ...]  # a uniform sample of the whole catalog
     newest: datetime | None  # the latest publication time seen by the build or a top-up
+    # The catalog's newest publication (listable here or not) when the build or latest top-up
+    # looked: a pool is behind once the catalog has a newer one.
+    horizon: datetime | None = None
     by_creator: dict[int, list[int]] = field(default_factory=dict)  # by creator_id.int
     by_tag: dict[str, list[int]] = field(default_factory=dict)
     position: dict[uuid.UUID, int] = field(default_factory=dict)  # by video id
@@ -100,16 +112,16 @@ class MarketPool:
         lists = [index[k] for k in keys if k in index]
         return [self._as(i, source) for i in _last(lists, count)]
 
-    def extended(self, rows: Iterable[Any]) -> MarketPool:
+    def extended(self, rows: Iterable[Any], horizon: datetime | None) -> MarketPool:
         """This pool with the `candidate_rows` rows it lacks appended (videos published since
-        it was built); the lists and indexes of this pool are left as they are (readers may be
-        using them), changed ones are copied."""
+        it was built, up to the catalog's `horizon`); the lists and indexes of this pool are
+        left as they are (readers may be using them), changed ones are copied."""
         rows = list(rows)
         newest = max([r[3] for r in rows] + ([self.newest] if self.newest else []), default=None)
         rows = [r for r in rows if r[0] not in self.position]
         now = time.monotonic()
         if not rows:
-            return replace(self, topped=now, newest=newest)
+            return replace(self, topped=now, newest=newest, horizon=horizon)
         start = len(self.videos)
         added = tuple(candidate(r, "fresh") for r in rows)
         position = dict(self.position)
@@ -123,6 +135,7 @@ class MarketPool:
             self,
             topped=now,
             newest=newest,
+            horizon=horizon,
             videos=self.videos + added,
             by_creator=by_creator,
             by_tag=by_tag,
@@ -163,10 +176,12 @@ _build_lock = threading.Lock()
 
 
 def market_pool(platform: Platform, market: str) -> MarketPool:
-    """The market's pool: built on first use (that caller waits). Once it is `REFRESH` seconds
-    old, a background thread tops it up with the videos published since (a query of a few rows);
-    once it is `REBUILD` seconds old, it rebuilds it (popularity, trending, exploration sample,
-    and what has become unlistable dropped). Every caller keeps the pool it has meanwhile."""
+    """The market's pool: built on first use (that caller waits), and topped up first when the
+    catalog has published since it looked (`behind`; that caller waits a few milliseconds).
+    Once it is `REFRESH` seconds old, a background thread tops it up with the videos published
+    since (a query of a few rows); once it is `REBUILD` seconds old, it rebuilds it (popularity,
+    trending, exploration sample, and what has become unlistable dropped). Every caller keeps
+    the pool it has meanwhile."""
     pools: dict[str, MarketPool] = platform.caches.setdefault("feed.pools", {})
     pool = pools.get(market)
     if pool is None:
@@ -174,6 +189,12 @@ def market_pool(platform: Platform, market: str) -> MarketPool:
             pool = pools.get(market)
             if pool is None:
                 pool = pools[market] = build(platform, market)
+        return pool
+    if behind(platform, pool):
+        with _build_lock:  # held by a refresh in flight, if any: it may bring what is missing
+            pool = pools[market]
+            if behind(platform, pool):
+                pool = pools[market] = top_up(platform, pool)
         return pool
     now = time.monotonic()
     if now - pool.topped >= REFRESH and _build_lock.acquire(blocking=False):
@@ -195,6 +216,40 @@ def _refresh(platform: Platform, pools: dict[str, MarketPool], market: str, full
         _build_lock.release()
 
 
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    at: float  # time.monotonic() before the read
+    newest: datetime | None
+    notice: object | None  # catalog.published_notice when it was read
+
+
+@cache
+def _newest_published() -> Select[Any]:
+    """The catalog's newest publication time: the first entry of the feed's index."""
+    return select(func.max(PublicVideo.published_at))
+
+
+def catalog_newest(platform: Platform, max_age: float) -> datetime | None:
+    """The catalog's newest publication time, read at most `max_age` seconds ago and not
+    before this process's latest publication."""
+    probe: _Probe | None = platform.caches.get("feed.probe")
+    notice = catalog.published_notice(platform)
+    now = time.monotonic()
+    if probe is not None and now - probe.at < max_age and probe.notice is notice:
+        return probe.newest
+    with platform.catalog.rows() as c:
+        newest = c.execute(_newest_published()).scalar()
+    platform.caches["feed.probe"] = _Probe(now, newest, notice)
+    return newest
+
+
+def behind(platform: Platform, pool: MarketPool) -> bool:
+    """Whether the catalog has published since `pool` last looked. Asked afresh for a pool
+    without a video, else from a probe at most `PROBE_SECONDS` old."""
+    newest = catalog_newest(platform, PROBE_SECONDS if pool.videos else 0.0)
+    return newest is not None and (pool.horizon is None or newest > pool.horizon)
+
+
 def forget_pools(platform: Platform) -> None:
     """Drop every market pool (the next page rebuilds): after a change that must show at once
     in this process, such as a new video in tests."""
@@ -208,12 +263,13 @@ def top_up(platform: Platform, pool: MarketPool) -> MarketPool:
         return build(platform, pool.market)
     who = access.Viewer(None, pool.market or None)
     with platform.catalog.rows() as c:
+        horizon = c.execute(_newest_published()).scalar()
         rows = c.execute(
             access.listable(candidate_rows(pool.market), who)
             .where(PublicVideo.published_at >= pool.newest - OVERLAP)
             .order_by(PublicVideo.published_at, PublicVideo.id)
         ).all()
-    return pool.extended(rows)
+    return pool.extended(rows, horizon)
 
 
 def build(platform: Platform, market: str) -> MarketPool:
@@ -221,6 +277,7 @@ def build(platform: Platform, market: str) -> MarketPool:
     listable = access.listable(candidate_rows(market), who)
     # Core execution (not the ORM session's): these are plain rows, thousands of them.
     with platform.catalog.rows() as c:
+        horizon = c.execute(_newest_published()).scalar()  # first: what the build has at least
         newest = c.execute(
             listable.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc()).limit(WINDOW)
         ).all()
@@ -267,6 +324,7 @@ def build(platform: Platform, market: str) -> MarketPool:
         trending=tuple(position[r[0]] for r in trending),
         explore=tuple(dict.fromkeys(position[r[0]] for r in explore)),
         newest=videos[-1].published_at if videos else None,
+        horizon=horizon,
         by_creator=by_creator,
         by_tag=by_tag,
         position=position,

@@ -239,6 +239,12 @@ def for_you(
     cards = catalog.cards_in_order(
         platform, viewer, [r.candidate.video_id for r in picked], rules=who
     )
+    if not cards and cursor is None:
+        # Nothing in the pool this viewer may see, where the catalog may have some (videos
+        # that became listable since the pool was built: an account made public, a suspension
+        # lifted; or a viewer who has watched everything): a first page is never empty while
+        # the viewer's Newest is not.
+        cards = catalog.feed(platform, viewer, limit=limit, market=market).items
     if not cards:
         return Page([], None)
     served += [_short(card.id) for card in cards]

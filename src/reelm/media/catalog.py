@@ -36,6 +36,20 @@ from reelm.social.models import VideoStats
 from reelm.storage.db import uuid_array_param
 
 MAX_PAGE = 50
+PUBLISHED = "catalog.published"  # Platform.caches: a new token at each publication here
+
+
+def note_published(platform: Platform) -> None:
+    """Tell this process's readers that a public video was published (or republished): the
+    For You pools top up before their next page (reelm.feed.pools) instead of waiting for
+    their next look at the catalog. A fresh object each time, so a reader compares identity
+    and two threads publishing at once cannot lose a notice."""
+    platform.caches[PUBLISHED] = object()
+
+
+def published_notice(platform: Platform) -> object | None:
+    """The token of this process's latest publication (None before any)."""
+    return platform.caches.get(PUBLISHED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,11 +357,11 @@ def profile_videos(
         ]
         return Page(unlisted + page.items, page.next_cursor)
     if relation.follows and not facts.suspended:
-        return Page(_followers_only(platform, author) + page.items, page.next_cursor)
+        return Page(_followers_only(platform, viewer, author) + page.items, page.next_cursor)
     return page
 
 
-def _followers_only(platform: Platform, author: Profile) -> list[VideoCard]:
+def _followers_only(platform: Platform, viewer: CurrentUser, author: Profile) -> list[VideoCard]:
     """The author's ready followers-only videos, read in the author's home region for one of
     their approved followers (the author chose to show these to them)."""
     cell = platform.cell(author.home_region)
@@ -366,7 +380,7 @@ def _followers_only(platform: Platform, author: Profile) -> list[VideoCard]:
             )
         )
     return [
-        _stored_card(cell, author.user_id, author.handle, author.display_name, v, mine=False)
+        _stored_card(cell, viewer, author.user_id, author.handle, author.display_name, v)
         for v in found
     ]
 
@@ -488,12 +502,24 @@ def _followers_video(
     scope = cell.for_user(author.user_id, author.home_region)
     with scope.cell.db.transaction() as s:
         video = s.get(Video, video_id)
-    if video is None or video.owner_id != author.user_id or video.status != "ready":
+    # Outside the catalog a video is never for a visitor who is not signed in, nor for anyone
+    # but its owner once a moderator removed it.
+    if viewer is None or video is None or video.owner_id != author.user_id:
         raise NotFound("no such video")
-    profile = access.profile_facts(platform, author.user_id)
-    facts = access.VideoFacts(
+    if video.status != "ready" or video.removed:
+        raise NotFound("no such video")
+    who = viewer_of(viewer, market)
+    relation = access.relation(platform, who.user_id, author.user_id)
+    access.decide(who, "view", _stored_facts(platform, video), relation).enforce()
+    return _stored_card(cell, viewer, author.user_id, author.handle, author.display_name, video)
+
+
+def _stored_facts(platform: Platform, video: Video) -> access.VideoFacts:
+    """What the authorisation function needs to know about a video its home region stores."""
+    profile = access.profile_facts(platform, video.owner_id)
+    return access.VideoFacts(
         id=video.id,
-        owner_id=author.user_id,
+        owner_id=video.owner_id,
         visibility=video.visibility,
         allow_comments=video.allow_comments,
         comments_from=video.comments_from,
@@ -503,10 +529,19 @@ def _followers_video(
         owner_suspended=profile.suspended,
         in_catalog=False,
     )
-    who = viewer_of(viewer, market)
-    relation = access.relation(platform, who.user_id, author.user_id)
-    access.decide(who, "view", facts, relation).enforce()
-    return _stored_card(cell, author.user_id, author.handle, author.display_name, video, mine=False)
+
+
+def may_watch_stored(platform: Platform, viewer: CurrentUser, video: Video) -> bool:
+    """Whether `viewer` may watch this video of its home region now (what a protected file's
+    every request asks, through serving.Decisions): its owner always; anyone else while it is
+    ready, not removed, and `decide` lets them view it (an approved follower, not blocked)."""
+    if video.owner_id == viewer.user_id:
+        return True
+    if video.status != "ready" or video.removed:
+        return False
+    who = viewer_of(viewer)
+    relation = access.relation(platform, who.user_id, video.owner_id)
+    return access.decide(who, "view", _stored_facts(platform, video), relation).allowed
 
 
 def own_videos(platform: Platform, user: CurrentUser) -> list[VideoCard]:
@@ -545,19 +580,19 @@ def _display_name(platform: Platform, user: CurrentUser) -> str:
 def _own_card(
     platform: Platform, cell: Cell, user: CurrentUser, video: Video, name: str
 ) -> VideoCard:
-    return _stored_card(cell, user.user_id, user.handle, name, video, mine=True)
+    return _stored_card(cell, user, user.user_id, user.handle, name, video)
 
 
 def _stored_card(
     cell: Cell,
+    viewer: CurrentUser,
     owner_id: uuid.UUID,
     handle: str,
     name: str,
     video: Video,
-    *,
-    mine: bool,
 ) -> VideoCard:
-    """A video as its home region stores it (the owner's, or a followers-only one)."""
+    """A video as its home region stores it (the owner's, or a followers-only one), with URLs
+    of its protected files signed for the viewer's session."""
     cipher = cell.for_user(owner_id, cell.region).cipher()
     caption = cipher.decrypt("caption", video.caption_ct)
     parsed = parse_caption(caption)
@@ -569,7 +604,7 @@ def _stored_card(
     else:
 
         def url(file: str) -> str:
-            return private_url(cell, video.id, file)
+            return private_url(cell, video.id, file, viewer.token_hash)
 
     sources = tuple(
         Source(url(r["file"]), r["mime_type"], r["width"], r["height"], r["name"])
@@ -594,7 +629,7 @@ def _stored_card(
         poster_url=url(video.poster_key.rsplit("/", 1)[1]) if ready and video.poster_key else None,
         sources=sources if ready else (),
         created_at=video.created_at,
-        mine=mine,
+        mine=viewer.user_id == owner_id,
         owner_id=owner_id,
         comments_from=video.comments_from,
         removed=video.removed,

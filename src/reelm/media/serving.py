@@ -6,9 +6,15 @@ or deleted leaves shared caches within five minutes.
 
 Followers-only and private videos stay encrypted in the owner's home region. The API hands an
 authorised viewer a URL ``/media/p/<region>/<video>/<file>?expires=..&signature=..``, valid for
-a few minutes (an HMAC over region, video, file and expiry, keyed by the region's secret); the
-region decrypts only the chunks a range request asks for. Such responses are ``private``: no
-shared cache keeps them, and the browser keeps them no longer than the URL lives.
+`PRIVATE_URL_SECONDS` (an HMAC over region, video, file, expiry and the viewer's session, keyed
+by the region's secret): it opens the file only for a request of that same session (its cookie
+or bearer token), so a URL copied to someone else, or used after logging out, plays nothing.
+Every request is also checked against the rules again (``reelm.social.access.decide``), with
+the answer remembered `DECISION_SECONDS` per session and video (`Decisions`): a follower who is
+removed stops getting bytes within those seconds, not when the URL expires. The region decrypts
+only the chunks a range request asks for. Such responses are ``private, no-cache``: no shared
+cache keeps them, and the browser asks again (a 304 when it has the bytes) before reusing them,
+so the checks run on every play.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import base64
 import hashlib
 import hmac
 import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -28,7 +36,14 @@ from reelm.storage.crypto import decrypt_blob_range, plain_size
 
 Reader = Callable[[int, int], bytes]
 
-PRIVATE_URL_SECONDS = 15 * 60
+# A protected URL's life. It is bound to a session and access is checked on every request, so
+# its life only bounds how long a page may sit before its player asks for fresh URLs (the
+# pages' scripts do that when a URL stops working: reelm.js, renewSources).
+PRIVATE_URL_SECONDS = 5 * 60
+URL_ROUNDING = 60  # expiry rounded up to the minute: a page reloaded in a minute reuses its URLs
+DECISION_SECONDS = 5.0  # how long an access decision of a protected file is reused
+DECISIONS_KEPT = 4096  # (session, video) decisions remembered per process
+PRIVATE_CACHE = "private, no-cache"
 # A public video's bytes never change, but it may stop being public (made private, deleted, its
 # account made private): shared caches keep it five minutes at most, then revalidate (ETag).
 PUBLIC_CACHE = "public, max-age=300"
@@ -93,34 +108,78 @@ def chunks(read: Callable[[int, int], bytes], span: ByteRange) -> Iterator[bytes
 # ---- signed URLs of protected media ---------------------------------------------------------
 
 
-def _signature(cell: Cell, video_id: uuid.UUID, file: str, expires: int) -> str:
+def _signature(cell: Cell, video_id: uuid.UUID, file: str, expires: int, session: bytes) -> str:
     key = cell.keys.signing_seed("media-url")
-    message = f"reelm/media-url/v1\n{cell.region}\n{video_id}\n{file}\n{expires}".encode()
+    message = (
+        f"reelm/media-url/v2\n{cell.region}\n{video_id}\n{file}\n{expires}\n{session.hex()}"
+    ).encode()
     digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def private_url(
-    cell: Cell, video_id: uuid.UUID, file: str, *, ttl: int = PRIVATE_URL_SECONDS
+    cell: Cell,
+    video_id: uuid.UUID,
+    file: str,
+    session: bytes,
 ) -> str:
-    # Rounded up to the minute: a page that asks twice in a minute gets the same URL, which
-    # the browser can keep in its cache.
-    expires = (int(time.time()) + ttl) // 60 * 60 + 60
-    signature = _signature(cell, video_id, file, expires)
+    """A URL of a protected file for the session whose token hash is `session` only, valid
+    `PRIVATE_URL_SECONDS` (and at most `URL_ROUNDING` more)."""
+    # Rounded up: a page that asks twice in a minute gets the same URL, which the browser can
+    # revalidate from its cache.
+    later = int(time.time()) + PRIVATE_URL_SECONDS
+    expires = -(-later // URL_ROUNDING) * URL_ROUNDING
+    signature = _signature(cell, video_id, file, expires, session)
     return f"/media/p/{cell.region}/{video_id}/{file}?expires={expires}&signature={signature}"
 
 
 def verify_private(
-    cell: Cell, video_id: uuid.UUID, file: str, expires: str, signature: str
+    cell: Cell,
+    video_id: uuid.UUID,
+    file: str,
+    expires: str,
+    signature: str,
+    session: bytes | None,
 ) -> int | None:
-    """Seconds the URL has left, or None when it is forged, altered or expired."""
+    """Seconds the URL has left, or None when it is forged, altered, expired, or was made for
+    another session than `session` (None: the request has none)."""
+    if session is None:
+        return None
     if not expires.isdigit() or len(expires) > 12 or len(signature) > 100:
         return None
-    expected = _signature(cell, video_id, file, int(expires))
+    expected = _signature(cell, video_id, file, int(expires), session)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         return None
     left = int(expires) - int(time.time())
     return left if left > 0 else None
+
+
+class Decisions:
+    """Whether a session may watch a protected video, as decided in the last
+    `DECISION_SECONDS`: a player asks for dozens of ranges a minute, and each decision costs
+    two catalog reads; a removed follower is refused once the remembered answer ages out."""
+
+    def __init__(self, seconds: float = DECISION_SECONDS, kept: int = DECISIONS_KEPT) -> None:
+        self._seconds, self._kept = seconds, kept
+        self._answers: OrderedDict[tuple[bytes, uuid.UUID], tuple[float, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session: bytes, video_id: uuid.UUID) -> bool | None:
+        """The remembered answer, or None when there is none young enough."""
+        with self._lock:
+            answer = self._answers.get((session, video_id))
+            if answer is None or time.monotonic() - answer[0] >= self._seconds:
+                return None
+            return answer[1]
+
+    def put(self, session: bytes, video_id: uuid.UUID, allowed: bool, at: float) -> None:
+        """Remember an answer read from the stores from `at` (time.monotonic()) on: its age
+        counts from before the reads."""
+        with self._lock:
+            self._answers[(session, video_id)] = (at, allowed)
+            self._answers.move_to_end((session, video_id))
+            while len(self._answers) > self._kept:
+                self._answers.popitem(last=False)
 
 
 def public_url(video_id: uuid.UUID, file: str) -> str:

@@ -40,6 +40,7 @@ from reelm.accounts.errors import AccountError, NotFound
 from reelm.accounts.schemas import clean_text
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
+from reelm.media import catalog
 from reelm.media.captions import parse_caption
 from reelm.media.errors import MediaRejected
 from reelm.media.models import PublicVideo, Upload, Video
@@ -509,6 +510,7 @@ def _sync_catalog(platform: Platform, cell: Cell, video: Video) -> None:
             )
             .on_conflict_do_update(index_elements=[PublicVideo.id], set_=public)
         )
+    catalog.note_published(platform)  # committed: this process's feed pools take it at once
 
 
 def _move(

@@ -135,6 +135,80 @@
     }
   };
 
+  // A followers-only or private video's files have URLs signed for this session that last a
+  // few minutes (reelm.media.serving). When one stops working (the page sat past its life, or
+  // a long video asks for more bytes after it), ask the API for fresh ones and carry on from
+  // where the video was; when the API says the video is no longer shared, say so.
+  var RENEW_GAP = 10000; // ms between two renewals at most: a refused renewal cannot loop
+  reelm.renewSources = function (video) {
+    var url = video.dataset.renew;
+    if (!url) return;
+    var last = 0;
+
+    function gone() {
+      var note = document.createElement("p");
+      note.className = "notice error renew-gone";
+      note.textContent = "This video is no longer shared with you.";
+      video.replaceWith(note);
+    }
+
+    function resume(card, at, playing) {
+      video.querySelectorAll("source").forEach(function (source) {
+        source.remove();
+      });
+      var fallback = video.querySelector("p"); // the text for browsers without video
+      card.sources.forEach(function (s) {
+        var source = document.createElement("source");
+        source.src = s.url;
+        source.type = s.type;
+        source.dataset.width = s.width;
+        source.dataset.height = s.height;
+        video.insertBefore(source, fallback);
+      });
+      if (card.poster_url) video.poster = card.poster_url;
+      video.addEventListener(
+        "loadedmetadata",
+        function () {
+          if (at) video.currentTime = at;
+          if (playing) video.play().catch(function () {});
+        },
+        { once: true }
+      );
+      video.load();
+      reelm.pickSource(video);
+    }
+
+    function renew() {
+      var now = Date.now();
+      if (now - last < RENEW_GAP) return;
+      last = now;
+      var at = video.currentTime;
+      var playing = !video.paused;
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (response.status === 401 || response.status === 404) return null;
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.json();
+        })
+        .then(function (card) {
+          if (!card || !card.sources || !card.sources.length) gone();
+          else resume(card, at, playing);
+        })
+        .catch(function () {
+          reelm.toast("The video stopped loading. Check your connection and reload the page.");
+        });
+    }
+
+    // A <source>'s error does not bubble: it is caught on its way down, in the capture phase.
+    video.addEventListener(
+      "error",
+      function (event) {
+        if (event.target === video || event.target.tagName === "SOURCE") renew();
+      },
+      true
+    );
+  };
+
   document.addEventListener("click", function (event) {
     var target = event.target instanceof Element ? event.target : null;
     if (!target) return;
@@ -162,6 +236,7 @@
       });
     }
     document.querySelectorAll("video.watch-video").forEach(function (video) {
+      reelm.renewSources(video);
       reelm.pickSource(video);
       video.preload = "metadata";
     });
