@@ -213,6 +213,13 @@ class Settings(BaseSettings):
         description="Public name of this deployment's transparency logs; a region's log is "
         "'<log_origin>/<region>' (the C2SP checkpoint origin and key name).",
     )
+    log_batch_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=86_400,
+        description="Transparency log batch window in seconds: an entry's time is its window's "
+        "start and a window is published once it has closed, its entries in hash order.",
+    )
     cookie_secure: bool = Field(default=True, description="Mark cookies Secure.")
     session_days: int = Field(default=30, ge=1, le=365, description="Session lifetime in days.")
     deletion_grace_days: int = Field(

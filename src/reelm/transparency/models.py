@@ -33,6 +33,8 @@ class LogQueue(RegionBase):
     kind: Mapped[str] = mapped_column(String(40))
     subject: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The start of the batch window the event is published in (its time in the entry).
+    batch_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class LogEntry(RegionBase):
