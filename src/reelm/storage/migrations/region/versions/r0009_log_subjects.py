@@ -1,4 +1,5 @@
-"""log subjects: each account's transparency-log keys; the batch window of queued events
+"""log subjects: each account's transparency-log keys; the batch window of queued events, and
+their subjects indexed (a user's page lists their waiting events)
 
 Revision ID: r0009
 Revises: r0007
@@ -28,8 +29,10 @@ def upgrade() -> None:
             "batch_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
     )
+    op.create_index("ix_tlog_queue_subject", "tlog_queue", ["subject"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tlog_queue_subject", table_name="tlog_queue")
     op.drop_column("tlog_queue", "batch_at")
     op.drop_column("accounts", "log_keys_ct")
