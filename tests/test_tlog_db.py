@@ -77,8 +77,9 @@ def test_a_batch_window_is_published_once_closed_in_hash_order(
     for minute in (1, 7, 20, 41, 59):
         At.moment = hour + timedelta(minutes=minute, seconds=13, microseconds=4321)
         tlog.append_now("test.event", None, {"minute": minute})
-    # The window is still open: nothing is published, whatever the polling.
+    # The window is still open, or just closed (transactions may still commit): nothing yet.
     assert tlog.integrate_closed(now=hour + timedelta(minutes=59, seconds=59)) == 0
+    assert tlog.integrate_closed(now=hour + timedelta(hours=1, seconds=30)) == 0
     At.moment = hour + timedelta(hours=1, minutes=3)
     tlog.append_now("test.event", None, {"minute": 63})
     # Closed: its five entries go in, the next window's one waits.
@@ -87,7 +88,7 @@ def test_a_batch_window_is_published_once_closed_in_hash_order(
     assert len(published) == 5
     assert {json.loads(e.entry)["time"] for e in published} == {"2026-11-05T14:00:00.000000Z"}
     assert [e.leaf_hash for e in published] == sorted(e.leaf_hash for e in published)
-    assert tlog.integrate_closed(now=hour + timedelta(hours=2)) == 1
+    assert tlog.integrate_closed(now=hour + timedelta(hours=2, minutes=1)) == 1
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,8 @@ checkpoints, and serve entries and proofs.
 
 Appends are rows in ``tlog_queue`` written in the same transaction as the action they record,
 so an action and its log event commit or fail together. One integrator at a time (a PostgreSQL
-advisory lock, so several processes may run one) moves queued events into the tree in id order,
-stores the new complete-subtree hashes, and signs a checkpoint: one total order per region.
+advisory lock, so several processes may run one) moves queued events into the tree, stores the
+new complete-subtree hashes, and signs a checkpoint: one total order per region.
 
 Entries are published in batches: an entry's time is the start of its batch window
 (``batch_seconds``, an hour by default), the scheduled integrator folds a window in only once
@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import rfc8785
@@ -54,6 +54,9 @@ MAX_BATCH = 20_000
 _NAMES = ARRAY(String(64))
 # Default length of a batch window: entries say the hour they were written, no more.
 BATCH_SECONDS = 3600
+# A window is published this long after it closed, so that transactions still committing at
+# the hour land in their own window's batch rather than alone after it.
+PUBLISH_GRACE = timedelta(minutes=1)
 # An entry about a user: a pseudonym (named per kind and period), a plain id, or no one.
 Subject = Pseudonym | str | None
 
@@ -172,14 +175,16 @@ class TransparencyLog:
         return len(queued)
 
     def integrate_all(self) -> int:
-        total = 0
-        while moved := self.integrate():
-            total += moved
-        return total
+        """Everything queued, the open window included."""
+        return self._drain(None)
 
     def integrate_closed(self, now: datetime | None = None) -> int:
-        """What the scheduled integrator does: fold in every batch window that has closed."""
-        closed_before = window_start(now or datetime.now(UTC), self.batch_seconds)
+        """What the scheduled integrator does: fold in every batch window that has closed
+        (``PUBLISH_GRACE`` ago)."""
+        moment = (now or datetime.now(UTC)) - PUBLISH_GRACE
+        return self._drain(window_start(moment, self.batch_seconds))
+
+    def _drain(self, closed_before: datetime | None) -> int:
         total = 0
         while moved := self.integrate(closed_before=closed_before):
             total += moved
