@@ -37,6 +37,15 @@ SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 PASSWORD = "correct horse battery"
 
 
+def log_names(platform: Platform, user: SignedUp | CurrentUser) -> dict[str, set[str]]:
+    """Every name the transparency logs may give the user, per region (what their own page
+    asks for): the logs name users by pseudonyms, not ids."""
+    from reelm.accounts.logsubject import names_by_region
+
+    scope = platform.cell(user.home_region).for_user(user.user_id, user.home_region)
+    return names_by_region(platform, scope)
+
+
 def _reachable(url: str) -> bool:
     try:
         with psycopg.connect(url, connect_timeout=2) as conn:

@@ -76,6 +76,8 @@ def test_environment_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ("no_such_setting = 1\n", "no_such_setting"),
         ('default_region = "xx"\n', "default_region"),
         ("[blocked_markets.IN]\nreason = 1\n", "blocked_markets.IN"),
+        # A batch window that does not divide a day would straddle a month's end.
+        ("log_batch_seconds = 5000\n", "log_batch_seconds"),
     ],
 )
 def test_bad_file_names_key_and_file(tmp_path: Path, content: str, key: str) -> None:

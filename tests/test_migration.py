@@ -42,6 +42,7 @@ from reelm.social import graph, likes
 from reelm.storage.crypto import DecryptionFailed, UserCipher
 from reelm.storage.db import RegionBase
 from reelm.storage.keys import KeyDestroyed
+from reelm.transparency.views import events_about
 
 from . import tus
 from .conftest import (
@@ -327,6 +328,18 @@ def test_a_market_moves_and_nothing_is_left_behind(world: dict[str, Any], tmp_pa
     assert verify_report(outcome.report, keys, fetch) == []
     body = outcome.report["body"]
     assert body["totals"]["users"] == 3 and body["complete"] is True
+    # A moved user still finds what the old region logged about them: the log key moved.
+    for cell in platform.cells.values():
+        cell.log.integrate_all()
+    own = {(e.region, e.kind) for e in events_about(platform, movers[0])}
+    expected = {
+        ("sg", "account.created"),
+        ("sg", "migration.departed"),
+        ("us", "migration.arrived"),
+    }
+    assert expected <= own
+    assert all(len(u["subjects"]) == 3 for u in body["users"])
+    assert not any(u["user"] in u["subjects"].values() for u in body["users"])
     for tamper in (
         lambda r: r["body"]["totals"].__setitem__("rows", r["body"]["totals"]["rows"] + 1),
         lambda r: r["body"]["users"][0].__setitem__("digest", "00" * 32),

@@ -52,6 +52,45 @@ def test_append_integrate_prove(fresh_platform: Platform) -> None:
     assert len(tlog.entries_about("subject-3")) == 7
 
 
+def test_a_batch_window_is_published_once_closed_in_hash_order(
+    fresh_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from reelm.transparency import log as tlog_module
+
+    tlog = fresh_platform.cell("nz").log
+    tlog.integrate_all()
+    latest = tlog.latest()
+    base = latest.size if latest else 0
+    hour = datetime(2026, 11, 5, 14, 0, tzinfo=UTC)
+
+    class At(datetime):
+        moment = hour
+
+        @classmethod
+        def now(cls, tz: object = None) -> At:
+            return cls.fromtimestamp(cls.moment.timestamp(), UTC)
+
+    monkeypatch.setattr(tlog_module, "datetime", At)
+    for minute in (1, 7, 20, 41, 59):
+        At.moment = hour + timedelta(minutes=minute, seconds=13, microseconds=4321)
+        tlog.append_now("test.event", None, {"minute": minute})
+    # The window is still open, or just closed (transactions may still commit): nothing yet.
+    assert tlog.integrate_closed(now=hour + timedelta(minutes=59, seconds=59)) == 0
+    assert tlog.integrate_closed(now=hour + timedelta(hours=1, seconds=30)) == 0
+    At.moment = hour + timedelta(hours=1, minutes=3)
+    tlog.append_now("test.event", None, {"minute": 63})
+    # Closed: its five entries go in, the next window's one waits.
+    assert tlog.integrate_closed(now=hour + timedelta(hours=1, minutes=5)) == 5
+    published = tlog.entries(base, base + 10)
+    assert len(published) == 5
+    assert {json.loads(e.entry)["time"] for e in published} == {"2026-11-05T14:00:00.000000Z"}
+    assert [e.leaf_hash for e in published] == sorted(e.leaf_hash for e in published)
+    assert tlog.integrate_closed(now=hour + timedelta(hours=2, minutes=1)) == 1
+
+
 @pytest.mark.parametrize(
     "statement",
     [

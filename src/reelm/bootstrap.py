@@ -161,6 +161,7 @@ def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> P
             keys=LocalKeyStore(region, settings.key_dir(region)),
             blobs=blob_store(settings, region),
             origin=f"{settings.log_origin}/{region}",
+            log_batch_seconds=settings.log_batch_seconds,
         )
         for region in settings.regions
     }

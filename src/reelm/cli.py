@@ -698,12 +698,14 @@ def legal_record(
         _integrate(platform)
     finally:
         platform.close()
-    Console().print(f"recorded in the {where} log")
+    Console().print(f"recorded in the {where} log (published with this hour's batch)")
 
 
 def _integrate(platform) -> None:  # type: ignore[no-untyped-def]
+    """Publish the batch windows that have closed; the open one waits for its hour (publishing
+    it early would split that hour's crowd of entries in two)."""
     for cell in platform.cells.values():
-        cell.log.integrate_all()
+        cell.log.integrate_closed()
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = "reelm.toml"
+SECONDS_A_DAY = 86_400
 
 RegionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
@@ -213,6 +214,14 @@ class Settings(BaseSettings):
         description="Public name of this deployment's transparency logs; a region's log is "
         "'<log_origin>/<region>' (the C2SP checkpoint origin and key name).",
     )
+    log_batch_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=SECONDS_A_DAY,
+        description="Transparency log batch window in seconds (dividing a day evenly): an "
+        "entry's time is its window's start and a window is published once it has closed, its "
+        "entries in hash order.",
+    )
     cookie_secure: bool = Field(default=True, description="Mark cookies Secure.")
     session_days: int = Field(default=30, ge=1, le=365, description="Session lifetime in days.")
     deletion_grace_days: int = Field(
@@ -256,6 +265,15 @@ class Settings(BaseSettings):
         default=None,
         description="File holding the key that signs CSRF tokens. Unset: under data_dir.",
     )
+
+    @field_validator("log_batch_seconds")
+    @classmethod
+    def _whole_days(cls, value: int) -> int:
+        """Windows must never straddle a UTC midnight: an entry's pseudonym is named for the
+        month of its window, and the user's page looks for it from the month they joined."""
+        if SECONDS_A_DAY % value:
+            raise ValueError(f"must divide a day ({SECONDS_A_DAY} s) evenly, e.g. 600 or 3600")
+        return value
 
     @field_validator("markets", "blocked_markets", mode="before")
     @classmethod

@@ -56,6 +56,10 @@ def seed_demo(platform: Platform) -> int:
     if created:
         _staff_example(platform)
         _follows(platform)
+        # The sample history is published at once, so its proofs show on the first visit; the
+        # log publishes everything else an hour at a time (docs/transparency.md).
+        for cell in platform.cells.values():
+            cell.log.integrate_all()
     return created
 
 

@@ -11,6 +11,8 @@ from sqlalchemy import delete, select, update
 
 from reelm.accounts import age
 from reelm.accounts.errors import NotFound, SettingLocked
+from reelm.accounts.logsubject import subject as log_subject
+from reelm.accounts.logsubject import subject_if_readable
 from reelm.accounts.models import Account, DirectoryEntry, LoginSession, PublicProfile
 from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate
 from reelm.accounts.service import CurrentUser, now
@@ -199,7 +201,10 @@ def request_deletion(platform: Platform, user: CurrentUser) -> datetime:
         )
         s.execute(delete(LoginSession).where(LoginSession.user_id == user.user_id))
         scope.cell.log.append(
-            s, "account.deletion_requested", str(user.user_id), {"purge_after": due.isoformat()}
+            s,
+            "account.deletion_requested",
+            log_subject(s, scope),
+            {"purge_after": due.isoformat()},
         )
     with platform.catalog.transaction() as c:
         c.execute(
@@ -218,7 +223,7 @@ def cancel_deletion(platform: Platform, scope: UserScope) -> None:
             .where(Account.user_id == scope.user_id)
             .values(deletion_requested_at=None, purge_after=None)
         )
-        scope.cell.log.append(s, "account.deletion_cancelled", str(scope.user_id), {})
+        scope.cell.log.append(s, "account.deletion_cancelled", log_subject(s, scope), {})
     with platform.catalog.transaction() as c:
         c.execute(
             update(DirectoryEntry)
@@ -259,12 +264,15 @@ def purge_due(
             # name), then the key, then the account.
             remove_all_videos(platform, cell, user_id)
             remove_user(platform, cell, user_id)
+            # Named while the key still opens the log keys; after it, nothing can.
+            with cell.db.transaction() as s:
+                named = subject_if_readable(s, cell.for_user(user_id, cell.region))
             cell.keys.destroy_data_key(user_id)
             with cell.db.transaction() as s:
                 # Logged with the deletion of the rows, so a rerun after a crash logs it once.
                 s.execute(delete(Account).where(Account.user_id == user_id))
-                cell.log.append(s, "key.destroyed", str(user_id), {})
-                cell.log.append(s, "account.purged", str(user_id), {})
+                cell.log.append(s, "key.destroyed", named, {})
+                cell.log.append(s, "account.purged", named, {})
             purged.append(user_id)
         # Finish catalog work a crash may have left: 'deleting' entries without an account.
         with platform.catalog.transaction() as c:
@@ -333,7 +341,8 @@ def reconcile_sign_ups(
         with cell.db.transaction() as s:
             s.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
             s.execute(delete(Account).where(Account.user_id == user_id))
-            cell.log.append(s, "account.creation_undone", str(user_id), {})
-            cell.log.append(s, "key.destroyed", str(user_id), {})
+            # Named for no one: nobody ever had this account.
+            cell.log.append(s, "account.creation_undone", None, {})
+            cell.log.append(s, "key.destroyed", None, {})
         log.warning("undid sign-up %s in %s: it never reached the catalog", user_id, region)
     return orphans

@@ -84,6 +84,10 @@ class Account(RegionBase):
     birth_date_ct: Mapped[bytes] = mapped_column(LargeBinary)
     password_ct: Mapped[bytes] = mapped_column(LargeBinary)
     settings_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    # The user's transparency-log keys (reelm.transparency.pseudonyms.LogKeys), encrypted: the
+    # log names the user by pseudonyms derived from them. NULL for an account made before
+    # r0009 until its first logged event.
+    log_keys_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     deletion_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     purge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)

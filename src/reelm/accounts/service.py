@@ -25,6 +25,7 @@ from reelm.accounts.errors import (
     NotAuthenticated,
     PhoneTaken,
 )
+from reelm.accounts.logsubject import new_log_keys
 from reelm.accounts.models import Account, DirectoryEntry, LoginSession, PublicProfile
 from reelm.accounts.schemas import PrivacySettings, SignUp, normalise_email, normalise_phone
 from reelm.bootstrap import Platform
@@ -188,6 +189,7 @@ def _create_account(
     cipher = scope.cipher(create=True)
     # From here on, any failure must not leave the new data key behind.
     try:
+        log_keys_ct, log_keys = new_log_keys(cipher)
         account = Account(
             user_id=scope.user_id,
             market=market,
@@ -198,11 +200,12 @@ def _create_account(
             birth_date_ct=cipher.encrypt("birth_date", birth_date.isoformat()),
             password_ct=cipher.encrypt("password", password_hash),
             settings_ct=cipher.encrypt("settings", privacy.model_dump_json()),
+            log_keys_ct=log_keys_ct,
         )
         with cell.db.transaction() as s:
             s.add(account)
             # The residency event commits with the account, or not at all.
-            cell.log.append(s, "account.created", str(scope.user_id), {})
+            cell.log.append(s, "account.created", log_keys.current, {})
     except IntegrityError as exc:
         cell.keys.destroy_data_key(scope.user_id)
         constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or ""
@@ -221,7 +224,8 @@ def _undo_account(scope: UserScope) -> None:
     scope.cell.keys.destroy_data_key(scope.user_id)
     with scope.cell.db.transaction() as s:
         s.execute(delete(Account).where(Account.user_id == scope.user_id))
-        scope.cell.log.append(s, "account.creation_undone", str(scope.user_id), {})
+        # Names no one: the account never existed for its user (nor can it be tied to them).
+        scope.cell.log.append(s, "account.creation_undone", None, {})
 
 
 # ---- login and sessions --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from reelm.accounts import lifecycle, service
 from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate, SignUp
 from reelm.api.deps import ClientAddress, CurrentUserDep, PlatformDep
 from reelm.api.problems import problem_responses
+from reelm.transparency.pseudonyms import month_start
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -56,7 +57,9 @@ class PublicProfileOut(BaseModel):
     links: dict[str, str]
     is_private: bool
     home_region: str
-    created_at: datetime
+    # To the month only: a precise sign-up time beside the handle ties the handle to the
+    # sign-up's entry in the public log (docs/transparency.md).
+    created_at: datetime = Field(description="When the account was made, to the month (UTC).")
 
     @classmethod
     def of(cls, p: lifecycle.Profile) -> PublicProfileOut:
@@ -67,7 +70,7 @@ class PublicProfileOut(BaseModel):
             links=p.links,
             is_private=p.is_private,
             home_region=p.home_region,
-            created_at=p.created_at,
+            created_at=month_start(p.created_at),
         )
 
 

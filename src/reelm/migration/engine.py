@@ -62,6 +62,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from reelm.accounts.errors import AccountError, InvalidInput, NotFound
+from reelm.accounts.logsubject import subject as log_subject
+from reelm.accounts.logsubject import subject_if_readable
 from reelm.accounts.models import Account, DirectoryEntry
 from reelm.bootstrap import Platform
 from reelm.media.models import Upload, Video
@@ -1247,7 +1249,7 @@ class Runner:
                 self.dest.log.append(
                     s,
                     "migration.arrived",
-                    str(user_id),
+                    log_subject(s, self.dest.for_user(user_id, self.dest.region)),
                     {
                         "migration": str(self.migration_id),
                         "from": src.region,
@@ -1340,6 +1342,13 @@ class Runner:
                 else:
                     Path(entry.path).unlink(missing_ok=True)
         self.fault("after-purge-blobs")
+        # The user's log keys moved with them: the destination names the departure, so it
+        # is named even when the source's key was destroyed before a crash.
+        with self.dest.db.transaction() as s:
+            named = {
+                user_id: subject_if_readable(s, self.dest.for_user(user_id, self.dest.region))
+                for user_id in ids
+            }
         destroyed = src.keys.destroy_data_keys(ids)
         self.fault("after-purge-keys")
         digests_by_user = self._journal_digests(ids)
@@ -1357,9 +1366,9 @@ class Runner:
                     "to": self.dest.region,
                     "digest": digests_by_user.get(user_id, b"").hex(),
                 }
-                src.log.append(s, "migration.departed", str(user_id), details)
+                src.log.append(s, "migration.departed", named.get(user_id), details)
                 src.log.append(
-                    s, "key.destroyed", str(user_id), {"migration": str(self.migration_id)}
+                    s, "key.destroyed", named.get(user_id), {"migration": str(self.migration_id)}
                 )
         log.info(
             "purged %d moved users from %s (%d keys destroyed now)",

@@ -26,11 +26,13 @@ from typing import Any
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from reelm.accounts.logsubject import subject_if_readable
 from reelm.bootstrap import Platform
 from reelm.migration.models import Migration, MigrationUser
 from reelm.transparency.models import LogEntry
+from reelm.transparency.pseudonyms import Pseudonym, period_of
 from reelm.transparency.verify import (
     VerificationError,
     VerifierKey,
@@ -51,23 +53,47 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _pseudonyms(platform: Platform, region: str, users: list[uuid.UUID]) -> dict[str, Pseudonym]:
+    """The moved users' pseudonyms, read where their log keys now are (the destination)."""
+    cell = platform.cell(region)
+    found: dict[str, Pseudonym] = {}
+    with cell.db.transaction() as s:
+        for user_id in users:
+            named = subject_if_readable(s, cell.for_user(user_id, region))
+            if named is not None:
+                found[str(user_id)] = named
+    return found
+
+
 def _entries(
-    platform: Platform, region: str, subjects: list[str], kind: str, migration: str
-) -> dict[str, int]:
-    """Index of this migration's ``kind`` entry about each subject in the region's log."""
-    found: dict[str, int] = {}
-    db = platform.cell(region).db
-    for start in range(0, len(subjects), 5000):
-        chunk = subjects[start : start + 5000]
-        with db.transaction() as s:
-            for subject, idx, entry in s.execute(
-                select(LogEntry.subject, LogEntry.idx, LogEntry.entry)
-                .where(LogEntry.subject.in_(chunk), LogEntry.kind == kind)
-                .order_by(LogEntry.idx)
-            ):
-                details = json.loads(entry).get("details", {})
-                if subject is not None and details.get("migration") == migration:
-                    found.setdefault(subject, int(idx))
+    platform: Platform, region: str, named: dict[str, Pseudonym], kind: str, migration: str
+) -> dict[str, tuple[int, str]]:
+    """Index and subject of this migration's ``kind`` entry about each user in the region's
+    log. Entries name users by pseudonyms (per kind and month): each is matched to the user
+    whose pseudonym for the entry's month it is (or, written before pseudonyms, their id)."""
+    found: dict[str, tuple[int, str]] = {}
+    by_name: dict[str, str] = {user: user for user in named}
+    months: set[str] = set()
+    with platform.cell(region).db.transaction() as s:
+        rows = s.execute(
+            select(LogEntry.subject, LogEntry.idx, LogEntry.entry)
+            .where(
+                LogEntry.kind == kind,
+                text("position(:needle IN entry) > 0").bindparams(needle=migration.encode()),
+            )
+            .order_by(LogEntry.idx)
+        ).all()
+    for subject, idx, entry in rows:
+        event = json.loads(entry)
+        if subject is None or event.get("details", {}).get("migration") != migration:
+            continue
+        month = period_of(datetime.fromisoformat(event["time"]))
+        if month not in months:
+            months.add(month)
+            by_name.update({p.name(kind, month): user for user, p in named.items()})
+        user = by_name.get(subject)
+        if user is not None:
+            found.setdefault(user, (int(idx), subject))
     return found
 
 
@@ -97,12 +123,13 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
     for u in moved:
         subjects_by_source.setdefault(u.source, []).append(str(u.user_id))
     mid = str(migration_id)
-    arrived = _entries(platform, dest, [str(u.user_id) for u in moved], "migration.arrived", mid)
-    departed: dict[str, int] = {}
-    destroyed: dict[str, int] = {}
-    for region, subjects in subjects_by_source.items():
-        departed.update(_entries(platform, region, subjects, "migration.departed", mid))
-        destroyed.update(_entries(platform, region, subjects, "key.destroyed", mid))
+    named = _pseudonyms(platform, dest, [u.user_id for u in moved])
+    arrived = _entries(platform, dest, named, "migration.arrived", mid)
+    departed: dict[str, tuple[int, str]] = {}
+    destroyed: dict[str, tuple[int, str]] = {}
+    for region in subjects_by_source:
+        departed.update(_entries(platform, region, named, "migration.departed", mid))
+        destroyed.update(_entries(platform, region, named, "key.destroyed", mid))
     body: dict[str, Any] = {
         "format": FORMAT,
         "migration": str(migration_id),
@@ -129,9 +156,19 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
                 "blobs": u.blobs,
                 "bytes": u.blob_bytes,
                 "digest": (u.digest or b"").hex(),
-                "departed": departed.get(str(u.user_id)),
-                "key_destroyed": destroyed.get(str(u.user_id)),
-                "arrived": arrived.get(str(u.user_id)),
+                "departed": _index(departed, u.user_id),
+                "key_destroyed": _index(destroyed, u.user_id),
+                "arrived": _index(arrived, u.user_id),
+                # How the logs name the user in each entry: pseudonyms of these kinds only.
+                "subjects": {
+                    kind: found[str(u.user_id)][1]
+                    for kind, found in (
+                        ("migration.departed", departed),
+                        ("key.destroyed", destroyed),
+                        ("migration.arrived", arrived),
+                    )
+                    if str(u.user_id) in found
+                },
             }
             for u in moved
         ],
@@ -177,6 +214,11 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
         "signature": _b64(signature),
         "anchors": anchors,
     }
+
+
+def _index(found: dict[str, tuple[int, str]], user_id: uuid.UUID) -> int | None:
+    hit = found.get(str(user_id))
+    return None if hit is None else hit[0]
 
 
 def dumps(report: dict[str, Any]) -> str:
@@ -321,7 +363,8 @@ def _check_users(body: dict[str, Any], fetch: EntryFetcher) -> list[str]:
             if (
                 event.get("kind") != kind
                 or event.get("region") != region
-                or event.get("subject") != user.get("user")
+                # Reports made before pseudonyms name the subject by the user's id.
+                or event.get("subject") != user.get("subjects", {}).get(kind, user.get("user"))
                 or details.get("migration") != migration
                 or (kind != "key.destroyed" and details.get("digest") != user.get("digest"))
             ):

@@ -42,6 +42,7 @@ MOVED_TABLES: tuple[MovedTable, ...] = (
             "birth_date_ct": "birth_date",
             "password_ct": "password",
             "settings_ct": "settings",
+            "log_keys_ct": "log_keys",
         },
         indexes={"email_bidx": "email_ct", "phone_bidx": "phone_ct"},
         local=("migration",),

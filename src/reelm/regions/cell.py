@@ -15,7 +15,8 @@ from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import UserCipher, blind_index, cipher_for
 from reelm.storage.db import Database
 from reelm.storage.keys import KeyStore
-from reelm.transparency.log import TransparencyLog
+from reelm.transparency.log import BATCH_SECONDS, TransparencyLog
+from reelm.transparency.pseudonyms import Pseudonym, region_pseudonym
 
 log = logging.getLogger("reelm.residency")
 
@@ -51,17 +52,29 @@ class Cell:
     blobs: BlobStore
 
     origin: str = ""
+    log_batch_seconds: int = BATCH_SECONDS
 
     @cached_property
     def log(self) -> TransparencyLog:
         return TransparencyLog(
-            self.region, self.origin, self.db, self.keys.signing_seed("log-signing")
+            self.region,
+            self.origin,
+            self.db,
+            self.keys.signing_seed("log-signing"),
+            self.log_batch_seconds,
         )
+
+    def region_pseudonym(self, user_id: UUID) -> Pseudonym:
+        """How this region's log names a user it does not hold the key of (a refused access):
+        keyed by this region's secret, so only this region can recompute it for the user."""
+        secret = blind_index(self._index_key, "log-subject", "region")
+        return region_pseudonym(secret, user_id)
 
     def for_user(self, user_id: UUID, home_region: str) -> UserScope:
         """The guard. home_region comes from the directory, never from the request."""
         if home_region != self.region:
-            # Ids are random: logging one reveals nothing about the person.
+            # Ids are random: logging one reveals nothing about the person (the application
+            # log is not public; the transparency log gets a pseudonym).
             log.warning(
                 "residency violation refused: user=%s home=%s asked=%s",
                 user_id,
@@ -70,7 +83,7 @@ class Cell:
             )
             self.log.append_now(
                 "residency.refused",
-                str(user_id),
+                self.region_pseudonym(user_id),
                 {"home_region": home_region, "asked_region": self.region},
             )
             raise ResidencyViolation(user_id, home_region, self.region)

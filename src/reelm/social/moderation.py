@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from reelm.accounts.errors import InvalidInput, NotFound
 from reelm.accounts.lifecycle import public_profile
+from reelm.accounts.logsubject import user_subject_of
 from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
@@ -291,9 +292,9 @@ def act(platform: Platform, moderator: CurrentUser, decision: Decision) -> str:
             author, video_id = comment.author_id, comment.video_id
             replies = c.scalar(select(func.count()).where(Comment.parent_id == comment.id)) or 0
             home = _home(platform, author)
-            platform.cell(home).log.append_now(
-                "moderation.removed", str(comment.id), {**details, "author": str(author)}
-            )
+            # Names the comment, not its author: the author's public handle beside their
+            # pseudonym would tie the handle to their other entries.
+            platform.cell(home).log.append_now("moderation.removed", str(comment.id), details)
             c.execute(delete(Comment).where(Comment.id == comment.id))
             signals.bump(c, video_id, "comments", -(1 + int(replies)))
         done = "comment removed"
@@ -324,7 +325,7 @@ def _act_on_video(
     home = _home(platform, owner)
     log = platform.cell(home).log
     if decision.action == "remove":
-        log.append_now("moderation.removed", str(video_id), {**details, "owner": str(owner)})
+        log.append_now("moderation.removed", str(video_id), details)
         remove_by_moderation(platform, platform.cell(home), owner, video_id, decision.reason)
         return "video removed"
     if decision.action == "restrict":
@@ -333,7 +334,7 @@ def _act_on_video(
         log.append_now(
             "moderation.restricted",
             str(video_id),
-            {**details, "owner": str(owner), "market": decision.market},
+            {**details, "market": decision.market},
         )
         with platform.catalog.transaction() as c:
             c.execute(
@@ -346,7 +347,7 @@ def _act_on_video(
         log.append_now(
             "moderation.reinstated",
             str(video_id),
-            {**details, "owner": str(owner), "market": decision.market or "*"},
+            {**details, "market": decision.market or "*"},
         )
         with platform.catalog.transaction() as c:
             where = [VideoRestriction.video_id == video_id]
@@ -362,8 +363,11 @@ def _act_on_user(
 ) -> str:
     home = _home(platform, user_id)
     log = platform.cell(home).log
+    # A suspension is visible (the profile disappears), so its pseudonym (one for this kind
+    # and month) is tied to the handle by anyone watching; it names nothing else.
+    named = user_subject_of(platform, user_id, home)
     if decision.action == "suspend":
-        log.append_now("moderation.suspended", str(user_id), details)
+        log.append_now("moderation.suspended", named, details)
         with platform.catalog.transaction() as c:
             c.execute(
                 insert(Suspension)
@@ -372,7 +376,7 @@ def _act_on_user(
             )
         return "account suspended"
     if decision.action == "reinstate":
-        log.append_now("moderation.reinstated", str(user_id), details)
+        log.append_now("moderation.reinstated", named, details)
         with platform.catalog.transaction() as c:
             c.execute(delete(Suspension).where(Suspension.user_id == user_id))
         return "account reinstated"

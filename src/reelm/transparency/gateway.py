@@ -17,9 +17,11 @@ from sqlalchemy.dialects.postgresql import insert
 
 from reelm.accounts.errors import AccountError, NotFound
 from reelm.accounts.lifecycle import read_protected
+from reelm.accounts.logsubject import subject as log_subject
 from reelm.accounts.models import DirectoryEntry
 from reelm.bootstrap import Platform
 from reelm.transparency.models import StaffMember
+from reelm.transparency.views import ProvenEvent, events_about
 
 ReasonCode = Literal[
     "user_request",
@@ -82,7 +84,9 @@ def _home(platform: Platform, user_id: uuid.UUID) -> str:
 
 def grant(platform: Platform, user_id: uuid.UUID, role: Role) -> None:
     """Logged before it takes effect, like a staff read: a crash in between leaves a logged
-    grant that did not happen (run it again), never a staff member the log does not show."""
+    grant that did not happen (run it again), never a staff member the log does not show.
+    Staff are named by their account id, in the clear, here and in the entries of what they
+    do: accountability for an official role (docs/transparency.md)."""
     home = _home(platform, user_id)
     platform.cell(home).log.append_now("staff.granted", str(user_id), {"role": role})
     with platform.catalog.transaction() as s:
@@ -121,17 +125,20 @@ def staff_read(
     home = _home(platform, subject)
     cell = platform.cell(home)
     scope = cell.for_user(subject, home)
-    # Committed before the read: a read without its log entry cannot happen.
-    cell.log.append_now(
-        "staff.read",
-        str(subject),
-        {
-            "staff": str(staff_id),
-            "ticket": justification.ticket,
-            "reason_code": justification.reason_code,
-            "fields": FIELDS_READ,
-        },
-    )
+    # Committed before the read: a read without its log entry cannot happen. The user is
+    # named by their pseudonym: only they can tie the entry to their account.
+    with cell.db.transaction() as s:
+        cell.log.append(
+            s,
+            "staff.read",
+            log_subject(s, scope),
+            {
+                "staff": str(staff_id),
+                "ticket": justification.ticket,
+                "reason_code": justification.reason_code,
+                "fields": FIELDS_READ,
+            },
+        )
     record = read_protected(platform, scope)
     return StaffView(
         user_id=subject,
@@ -163,11 +170,23 @@ class LegalRequest(BaseModel):
 def record_legal_request(
     platform: Platform, request: LegalRequest, *, region: str, subject: uuid.UUID | None
 ) -> str:
-    """Log a legal request in the subject's home region (or the given region). Returns it."""
+    """Log a legal request in the subject's home region (or the given region), naming the
+    user by their pseudonym (they see it; no one else can tie it to them). Returns the region."""
     home = _home(platform, subject) if subject is not None else region
     if home not in platform.cells:
         raise NotFound(f"no region {home!r}")
-    platform.cell(home).log.append_now(
-        "legal.request", str(subject) if subject else None, request.model_dump()
-    )
+    cell = platform.cell(home)
+    with cell.db.transaction() as s:
+        named = log_subject(s, cell.for_user(subject, home)) if subject is not None else None
+        cell.log.append(s, "legal.request", named, request.model_dump())
     return home
+
+
+def entries_under_legal_request(
+    platform: Platform, request: LegalRequest, subject: uuid.UUID
+) -> list[ProvenEvent]:
+    """The one way for the operator to tie log entries to an account: the legal request is
+    logged first (the user sees it on their own page), then the user's entries are found as
+    their own page finds them."""
+    record_legal_request(platform, request, region="", subject=subject)
+    return events_about(platform, subject)

@@ -3,8 +3,14 @@ checkpoints, and serve entries and proofs.
 
 Appends are rows in ``tlog_queue`` written in the same transaction as the action they record,
 so an action and its log event commit or fail together. One integrator at a time (a PostgreSQL
-advisory lock, so several processes may run one) moves queued events into the tree in id order,
-stores the new complete-subtree hashes, and signs a checkpoint: one total order per region.
+advisory lock, so several processes may run one) moves queued events into the tree, stores the
+new complete-subtree hashes, and signs a checkpoint: one total order per region.
+
+Entries are published in batches: an entry's time is the start of its batch window
+(``batch_seconds``, an hour by default), the scheduled integrator folds a window in only once
+it has closed, and within a window entries go in the order of their leaf hashes. So neither an
+entry's time nor its place in the log says more than "during that hour": a sign-up cannot be
+tied to the profile that appeared a few milliseconds before it (docs/transparency.md).
 """
 
 from __future__ import annotations
@@ -14,18 +20,20 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import Connection, String, any_, bindparam, delete, func, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from reelm.storage.db import Database
 from reelm.transparency import merkle
 from reelm.transparency.models import LogCheckpoint, LogEntry, LogQueue
+from reelm.transparency.pseudonyms import Pseudonym, period_of
 from reelm.transparency.verify import (
     Checkpoint,
     VerifierKey,
@@ -43,12 +51,27 @@ _FETCH_NODES = text(
     "ON n.level = w.level AND n.idx = w.idx"
 )
 MAX_BATCH = 20_000
+_NAMES = ARRAY(String(64))
+# Default length of a batch window: entries say the hour they were written, no more.
+BATCH_SECONDS = 3600
+# A window is published this long after it closed, so that transactions still committing at
+# the hour land in their own window's batch rather than alone after it.
+PUBLISH_GRACE = timedelta(minutes=1)
+# An entry about a user: a pseudonym (named per kind and period), a plain id, or no one.
+Subject = Pseudonym | str | None
+
+
+def window_start(moment: datetime, batch_seconds: int) -> datetime:
+    """The start of the batch window holding ``moment`` (UTC)."""
+    epoch = int(moment.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % max(batch_seconds, 1), UTC)
 
 
 def canonical_event(
     kind: str, region: str, subject: str | None, details: dict[str, Any], at: datetime | None = None
 ) -> bytes:
-    """An entry: RFC 8785 canonical JSON. Subjects are random ids, never personal data."""
+    """An entry: RFC 8785 canonical JSON. Subjects are pseudonyms or random ids, never
+    personal data."""
     moment = (at or datetime.now(UTC)).astimezone(UTC)
     event: Any = {
         "v": 1,
@@ -69,8 +92,16 @@ class SignedCheckpoint:
 
 
 class TransparencyLog:
-    def __init__(self, region: str, origin: str, db: Database, signing_seed: bytes) -> None:
+    def __init__(
+        self,
+        region: str,
+        origin: str,
+        db: Database,
+        signing_seed: bytes,
+        batch_seconds: int = BATCH_SECONDS,
+    ) -> None:
         self.region = region
+        self.batch_seconds = batch_seconds
         self.origin = origin
         self.db = db
         self._signer = Ed25519PrivateKey.from_private_bytes(signing_seed)
@@ -80,30 +111,41 @@ class TransparencyLog:
 
     # ---- appending ------------------------------------------------------------------------
     def append(
-        self, session: Session, kind: str, subject: str | None, details: dict[str, Any]
+        self, session: Session, kind: str, subject: Subject, details: dict[str, Any]
     ) -> None:
-        """Queue an event inside the caller's transaction (it commits with the action)."""
-        entry = canonical_event(kind, self.region, subject, details)
-        session.add(LogQueue(entry=entry, kind=kind, subject=subject))
+        """Queue an event inside the caller's transaction (it commits with the action). Its
+        time is its batch window's start; a pseudonym is named for the kind and that time."""
+        at = window_start(datetime.now(UTC), self.batch_seconds)
+        name = subject.name(kind, period_of(at)) if isinstance(subject, Pseudonym) else subject
+        entry = canonical_event(kind, self.region, name, details, at)
+        session.add(LogQueue(entry=entry, kind=kind, subject=name, batch_at=at))
 
-    def append_now(self, kind: str, subject: str | None, details: dict[str, Any]) -> None:
+    def append_now(self, kind: str, subject: Subject, details: dict[str, Any]) -> None:
         with self.db.transaction() as session:
             self.append(session, kind, subject, details)
 
     # ---- integrating ---------------------------------------------------------------------
-    def integrate(self, max_batch: int = MAX_BATCH) -> int:
-        """Move queued events into the tree and sign a checkpoint. Returns how many moved."""
+    def integrate(self, max_batch: int = MAX_BATCH, closed_before: datetime | None = None) -> int:
+        """Move queued events into the tree and sign a checkpoint. Returns how many moved.
+        ``closed_before``: only events of batch windows that started before it (the scheduled
+        integrator passes the current window's start); None: everything queued (tests, and a
+        migration report that must prove its anchor at once)."""
         with self.db.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INTEGRATOR_LOCK})
-            queued = conn.execute(
-                select(LogQueue.id, LogQueue.entry, LogQueue.kind, LogQueue.subject)
-                .order_by(LogQueue.id)
-                .limit(max_batch)
+            query = select(
+                LogQueue.id, LogQueue.entry, LogQueue.kind, LogQueue.subject, LogQueue.batch_at
+            )
+            if closed_before is not None:
+                query = query.where(LogQueue.batch_at < closed_before)
+            picked = conn.execute(
+                query.order_by(LogQueue.batch_at, LogQueue.id).limit(max_batch)
             ).all()
-            if not queued:
+            if not picked:
                 return 0
-            size = self._size(conn)
+            # Within a window, the order of the leaf hashes: it says nothing of who came first.
+            queued = sorted(picked, key=lambda r: (r.batch_at, leaf_hash(r.entry), r.id))
             leaves = [leaf_hash(row.entry) for row in queued]
+            size = self._size(conn)
             old = self._fetch(
                 conn, merkle.needed_nodes(lambda lookup: merkle.new_nodes(size, leaves, lookup))
             )
@@ -133,8 +175,18 @@ class TransparencyLog:
         return len(queued)
 
     def integrate_all(self) -> int:
+        """Everything queued, the open window included."""
+        return self._drain(None)
+
+    def integrate_closed(self, now: datetime | None = None) -> int:
+        """What the scheduled integrator does: fold in every batch window that has closed
+        (``PUBLISH_GRACE`` ago)."""
+        moment = (now or datetime.now(UTC)) - PUBLISH_GRACE
+        return self._drain(window_start(moment, self.batch_seconds))
+
+    def _drain(self, closed_before: datetime | None) -> int:
         total = 0
-        while moved := self.integrate():
+        while moved := self.integrate(closed_before=closed_before):
             total += moved
         return total
 
@@ -225,11 +277,26 @@ class TransparencyLog:
                 )
             )
 
-    def entries_about(self, subject: str) -> list[LogEntry]:
+    def entries_about(self, subject: str | Iterable[str]) -> list[LogEntry]:
+        """Entries whose subject is one of these names (a user's pseudonyms, or an id)."""
+        names = [subject] if isinstance(subject, str) else list(subject)
         with self.db.sessions() as session:
             return list(
                 session.scalars(
-                    select(LogEntry).where(LogEntry.subject == subject).order_by(LogEntry.idx)
+                    select(LogEntry)
+                    .where(LogEntry.subject == any_(bindparam("names", names, type_=_NAMES)))
+                    .order_by(LogEntry.idx)
+                )
+            )
+
+    def queued_about(self, names: Iterable[str]) -> list[LogQueue]:
+        """Events about these names still waiting for their batch window to close."""
+        with self.db.sessions() as session:
+            return list(
+                session.scalars(
+                    select(LogQueue)
+                    .where(LogQueue.subject == any_(bindparam("names", list(names), type_=_NAMES)))
+                    .order_by(LogQueue.id)
                 )
             )
 
@@ -256,7 +323,8 @@ class TransparencyLog:
 
 
 class Integrator:
-    """Integrates every region's queued events at least once a second, in a thread."""
+    """Integrates every region's closed batch windows, polling every ``interval`` seconds, in a
+    thread."""
 
     def __init__(self, logs: Iterable[TransparencyLog], interval: float = 0.2) -> None:
         self.logs = list(logs)
@@ -276,7 +344,7 @@ class Integrator:
         while not self._stop.is_set():
             for tlog in self.logs:
                 try:
-                    tlog.integrate()
+                    tlog.integrate_closed()
                 except Exception:
                     log.exception("integrating the %s log failed; retrying", tlog.region)
             self._stop.wait(self.interval)

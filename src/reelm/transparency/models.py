@@ -33,6 +33,11 @@ class LogQueue(RegionBase):
     kind: Mapped[str] = mapped_column(String(40))
     subject: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The start of the batch window the event is published in (its time in the entry).
+    batch_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    # A user's page lists their events still waiting (up to an hour of the region's events).
+    __table_args__ = (Index("ix_tlog_queue_subject", "subject"),)
 
 
 class LogEntry(RegionBase):

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from reelm.accounts.errors import NotFound
 from reelm.bootstrap import Platform
 from reelm.transparency.report import region_report
-from reelm.transparency.views import events_about
+from reelm.transparency.views import events_about, pending_about
 from reelm.web.pages import Pages
 
 
@@ -61,5 +61,6 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             request,
             "my_transparency.html",
             events=events,
+            pending=pending_about(platform, user.user_id),
             base_url=str(request.base_url).rstrip("/"),
         )
