@@ -68,14 +68,14 @@ def public_profile(platform: Platform, handle: str) -> Profile:
     from reelm.accounts import handles
 
     try:
-        key = handles.skeleton(handles.normalise(handle))
+        query = handles.owner_lookup(handles.normalise(handle))
     except Exception:
         raise NotFound(f"no user @{handle[:30]}") from None
     with platform.catalog.transaction() as s:
         user_id = s.scalar(
-            select(PublicProfile.user_id)
-            .join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id)
-            .where(PublicProfile.handle_key == key, DirectoryEntry.state == "active")
+            query.join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id).where(
+                DirectoryEntry.state == "active"
+            )
         )
     if user_id is None:
         raise NotFound(f"no user @{handle[:30]}")

@@ -28,17 +28,28 @@ def clean_text(value: str) -> str:
     return _CONTROL.sub("", unicodedata.normalize("NFC", value)).strip()
 
 
+# Letters that draw nothing (Hangul fillers, the Braille blank, Khmer inherent vowels): a name
+# made of them looks empty, the trick behind "invisible" display names.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+DISPLAY_NAME_MAX = 50
+
+
 def _visible(value: str) -> bool:
-    """At least one character that is not a space, a control or a format character."""
-    return any(unicodedata.category(ch)[0] not in "CZ" for ch in value)
+    """At least one character that draws something: a letter, digit, punctuation or symbol
+    (not a space, control, format character or lone combining mark) that is not blank."""
+    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in _BLANK_LOOKING for ch in value)
 
 
 def _display_name(value: str) -> str:
+    # A name is one line: newlines, tabs and other controls are refused, not silently cut
+    # (clean_text keeps newlines, which bios and captions use).
+    if any(unicodedata.category(ch) == "Cc" for ch in value.strip()):
+        raise ValueError("a display name is one line, without control characters")
     value = clean_text(value)
     if not _visible(value):
-        raise ValueError("a display name cannot be empty")
-    if len(value) > 50:
-        raise ValueError("a display name has at most 50 characters")
+        raise ValueError("a display name needs at least one visible character")
+    if len(value) > DISPLAY_NAME_MAX:
+        raise ValueError(f"a display name has at most {DISPLAY_NAME_MAX} characters")
     return value
 
 
@@ -50,6 +61,7 @@ def _bio(value: str) -> str:
 
 
 def _handle(value: str) -> str:
+    """The handle's shape; whether it is reserved is sign-up's question (``sign_up``)."""
     return handles.normalise(value)
 
 

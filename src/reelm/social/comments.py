@@ -147,7 +147,7 @@ def _notify_mentions(
     keys = []
     for handle in handles:
         try:
-            keys.append(handle_rules.skeleton(handle_rules.normalise(handle)))
+            keys.append(handle_rules.handle_key(handle_rules.normalise(handle)))
         except Exception:  # noqa: S112 - a mention that is no valid handle names nobody
             continue
     if not keys:
