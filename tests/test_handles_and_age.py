@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from reelm.accounts import age, handles
 from reelm.accounts.errors import AgeRestricted, InvalidInput
-from reelm.accounts.schemas import ProfileUpdate
+from reelm.accounts.schemas import PrivacySettings, ProfileUpdate
 
 
 @pytest.mark.parametrize(
@@ -158,3 +158,23 @@ def test_age_bands() -> None:
         age.rules_for(date(2027, 1, 1), today)
     with pytest.raises(InvalidInput):
         age.rules_for(date(1, 1, 1), today)
+
+
+def test_under_16s_start_unsuggested_with_comments_from_followers() -> None:
+    """Issue #12: a 14-year-old's "Suggest your account" was on and comments were "Everyone"."""
+    today = date(2026, 11, 22)
+    fourteen = age.rules_for(date(2012, 6, 1), today)
+    teen = PrivacySettings.for_age(fourteen)
+    assert teen.private_account and teen.direct_messages == "no_one"
+    assert teen.comments == "followers" and not teen.suggest_to_others
+    assert teen.refused_at(fourteen) is None
+    for change in ({"comments": "everyone"}, {"suggest_to_others": True}):
+        assert teen.model_copy(update=change).refused_at(fourteen) is not None
+    assert teen.model_copy(update={"comments": "no_one"}).refused_at(fourteen) is None
+    # Stored before the rules: read as they allow.
+    old = PrivacySettings(private_account=True, direct_messages="no_one")
+    assert old.held_to(fourteen) == teen
+    seventeen = age.rules_for(date(2009, 6, 1), today)
+    minor = PrivacySettings.for_age(seventeen)
+    assert minor.private_account and minor.comments == "everyone" and minor.suggest_to_others
+    assert minor.model_copy(update={"private_account": False}).refused_at(seventeen) is None

@@ -8,12 +8,14 @@ import itertools
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
+from reelm.accounts.errors import SettingLocked
 from reelm.accounts.lifecycle import update_privacy
 from reelm.accounts.schemas import PrivacyUpdate
 from reelm.accounts.service import CurrentUser
@@ -70,6 +72,7 @@ def site(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
             "hidden": hidden,
             "secret": secret,
             "friends_only": friends_only,
+            "clip": clip,
         }
     next(make, None)
 
@@ -561,3 +564,93 @@ def test_notifications_are_encrypted_in_the_recipients_region(site: dict[str, An
         )
     assert blobs
     assert all(b"like" not in bytes(b) for b in blobs)
+
+
+def _fourteen_year_old(site: dict[str, Any]) -> CurrentUser:
+    born = date.today().replace(day=1) - timedelta(days=round(14.5 * 365.25))
+    token, teen = signed_in(site["platform"], "teen", "FR", born=born)
+    site["tokens"][teen.handle] = token
+    return teen
+
+
+def test_under_16s_are_not_suggested_and_take_comments_from_followers(
+    site: dict[str, Any],
+) -> None:
+    """Issue #12: a 14-year-old had "Suggest your account" on and comments from "Everyone"."""
+    http = site["http"]
+    teen = _fourteen_year_old(site)
+    privacy = http.get("/api/v1/me", headers=_as(site, teen)).json()["privacy"]
+    assert privacy["comments"] == "followers" and privacy["suggest_to_others"] is False
+    for change in ({"comments": "everyone"}, {"suggest_to_others": True}):
+        r = http.patch("/api/v1/me", json={"privacy": change}, headers=_as(site, teen))
+        _problem(r, 403, "setting-locked")
+        assert r.json()["detail"].startswith(("people under 16", "accounts of people under 16"))
+    r = http.patch("/api/v1/me", json={"privacy": {"comments": "no_one"}}, headers=_as(site, teen))
+    assert r.status_code == 200 and r.json()["privacy"]["comments"] == "no_one"
+
+
+def test_under_16s_get_follow_requests_only_from_people_they_follow(
+    site: dict[str, Any],
+) -> None:
+    """Issue #12: strangers could send a 14-year-old follow requests. The teen invites one by
+    following that person first."""
+    http, person = site["http"], site["person"]
+    teen = _fourteen_year_old(site)
+    stranger, friend = person(), person()
+    _problem(
+        http.post(f"/api/v1/users/{teen.handle}/follow", headers=_as(site, stranger)),
+        403,
+        "forbidden",
+    )
+    follow = http.post(f"/api/v1/users/{friend.handle}/follow", headers=_as(site, teen))
+    assert follow.json() == {"state": "active"}
+    follow_back = http.post(f"/api/v1/users/{teen.handle}/follow", headers=_as(site, friend))
+    assert follow_back.json() == {"state": "requested"}
+    waiting = http.get("/api/v1/me/follow-requests", headers=_as(site, teen)).json()
+    assert [p["handle"] for p in waiting] == [friend.handle]
+
+
+def test_under_16s_are_found_in_people_search_by_their_followers_only(
+    site: dict[str, Any],
+) -> None:
+    """Issue #12: a 14-year-old was found by strangers in people search."""
+    http, person = site["http"], site["person"]
+    teen = _fourteen_year_old(site)
+    stranger, friend = person(), person()
+    http.post(f"/api/v1/users/{friend.handle}/follow", headers=_as(site, teen))
+    http.post(f"/api/v1/users/{teen.handle}/follow", headers=_as(site, friend))
+    r = http.post(
+        f"/api/v1/me/follow-requests/{friend.handle}",
+        json={"approve": True},
+        headers=_as(site, teen),
+    )
+    assert r.status_code == 204
+
+    def finds(headers: dict[str, str]) -> bool:
+        found = http.get("/api/v1/search", params={"q": teen.handle}, headers=headers).json()
+        return teen.handle in [p["handle"] for p in found["people"]]
+
+    assert finds(_as(site, friend)) and finds(_as(site, teen))
+    assert not finds({}) and not finds(_as(site, stranger))
+
+
+def test_under_16s_videos_take_comments_from_followers(site: dict[str, Any]) -> None:
+    http, platform = site["http"], site["platform"]
+    teen = _fourteen_year_old(site)
+    video = ingest(platform, teen, site["clip"], UploadMeta(caption="first jump"))
+    with pytest.raises(SettingLocked):
+        ingest(platform, teen, site["clip"], UploadMeta(caption="x", comments_from="everyone"))
+    tus.run_jobs(platform, "sg")
+    card = http.get(f"/api/v1/videos/{video}", headers=_as(site, teen)).json()
+    assert card["comments_from"] == "followers"
+    r = http.patch(
+        f"/api/v1/videos/{video}", json={"comments_from": "everyone"}, headers=_as(site, teen)
+    )
+    _problem(r, 403, "setting-locked")
+    # An adult's account setting is the default of their new videos.
+    adult = site["person"]()
+    update_privacy(platform, adult, PrivacyUpdate(comments="followers"))
+    theirs = ingest(platform, adult, site["clip"], UploadMeta(caption="mine"))
+    tus.run_jobs(platform, "sg")
+    card = http.get(f"/api/v1/videos/{theirs}", headers=_as(site, adult)).json()
+    assert card["comments_from"] == "followers"

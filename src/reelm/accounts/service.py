@@ -130,10 +130,7 @@ def sign_up(
         raise EmailTaken("an account with this email already exists", field="email")
     user_id = uuid.uuid4()
     password_hash = password_hasher(platform).hash(data.password)
-    privacy = PrivacySettings(
-        private_account=rules.private_by_default,
-        direct_messages="followers" if rules.direct_messages_allowed else "no_one",
-    )
+    privacy = PrivacySettings.for_age(rules)
     # The catalog row is written first and held uncommitted: a racing sign-up for the same
     # handle waits on the unique index and then loses cleanly.
     with platform.catalog.sessions() as catalog:

@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.errors import AccountError, NotFound, SettingLocked
 from reelm.accounts.schemas import clean_text
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
@@ -46,10 +46,11 @@ from reelm.media.models import PublicVideo, Upload, Video
 from reelm.media.probe import MediaLimits, ProbeResult, probe_isolated
 from reelm.media.serving import BlobFile
 from reelm.media.transcode import Rendition, TranscodeFailed, plan_renditions, transcode
-from reelm.media.uploads import UploadMeta, discard, staging_path
+from reelm.media.uploads import TEEN_COMMENTS, UploadMeta, discard, staging_path
 from reelm.regions.cell import Cell, UserScope
 from reelm.regions.fence import UserMoving, hold, is_settled
 from reelm.search.text import video_text
+from reelm.social import access
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob, encrypt_blob
 
@@ -609,6 +610,8 @@ def update_video(
     turning it public publishes them. A video still processing follows the new setting when
     its job publishes it."""
     owned_video(platform, user, video_id)
+    if change.comments_from == "everyone" and access.profile_facts(platform, user.user_id).teen:
+        raise SettingLocked(TEEN_COMMENTS, field="comments_from")
     scope = _scope(platform, user)
     cell = scope.cell
     with cell.db.transaction() as s:
