@@ -573,6 +573,11 @@ def _fourteen_year_old(site: dict[str, Any]) -> CurrentUser:
     return teen
 
 
+def _mentions_of(site: dict[str, Any], user: CurrentUser) -> list[str]:
+    notes = site["http"].get("/api/v1/me/notifications", headers=_as(site, user)).json()
+    return [n["video_id"] for n in notes if n["kind"] == "mention"]
+
+
 def test_under_16s_are_not_suggested_and_take_comments_from_followers(
     site: dict[str, Any],
 ) -> None:
@@ -654,3 +659,46 @@ def test_under_16s_videos_take_comments_from_followers(site: dict[str, Any]) -> 
     tus.run_jobs(platform, "sg")
     card = http.get(f"/api/v1/videos/{theirs}", headers=_as(site, adult)).json()
     assert card["comments_from"] == "followers"
+
+
+def test_a_caption_mention_notifies_once_per_video(site: dict[str, Any]) -> None:
+    """Issue #12: a caption mentioning @maya.skates produced no notification in her inbox."""
+    http, person, platform, clip = site["http"], site["person"], site["platform"], site["clip"]
+    creator, maya, fan, outsider, blocker = (person() for _ in range(5))
+    assert http.post(f"/api/v1/users/{creator.handle}/follow", headers=_as(site, fan)).is_success
+    assert http.post(f"/api/v1/users/{creator.handle}/block", headers=_as(site, blocker)).is_success
+    public = ingest(
+        platform,
+        creator,
+        clip,
+        UploadMeta(caption=f"skating with @{maya.handle}, @{blocker.handle} and @nobody_zz"),
+    )
+    closed = ingest(
+        platform,
+        creator,
+        clip,
+        UploadMeta(caption=f"@{fan.handle} @{outsider.handle}", visibility="followers"),
+    )
+    secret = ingest(
+        platform, creator, clip, UploadMeta(caption=f"@{outsider.handle}", visibility="private")
+    )
+    tus.run_jobs(platform, "sg")
+    assert _mentions_of(site, maya) == [str(public)]
+    # Edited, even dropped and written again: still one notification for this video.
+    for caption in (f"now with @{maya.handle}!", "nobody", f"back: @{maya.handle.upper()}"):
+        r = http.patch(
+            f"/api/v1/videos/{public}", json={"caption": caption}, headers=_as(site, creator)
+        )
+        assert r.status_code == 200, r.text
+    assert _mentions_of(site, maya) == [str(public)]
+    # Who may not see the video hears nothing: blocked, not a follower, a private video.
+    assert _mentions_of(site, blocker) == []
+    assert _mentions_of(site, fan) == [str(closed)]
+    assert _mentions_of(site, outsider) == []
+    # Made public, the video may now be seen: the mention reaches its reader, once.
+    for _ in range(2):
+        r = http.patch(
+            f"/api/v1/videos/{secret}", json={"visibility": "public"}, headers=_as(site, creator)
+        )
+        assert r.status_code == 200, r.text
+    assert _mentions_of(site, outsider) == [str(secret)]

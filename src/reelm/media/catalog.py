@@ -477,6 +477,24 @@ def get_video(
     raise NotFound("no such video")
 
 
+def stored_facts(platform: Platform, video: Video) -> access.VideoFacts:
+    """What the authorisation function needs to know about a video the catalog does not
+    hold (followers-only or private), from its row in the owner's home region."""
+    profile = access.profile_facts(platform, video.owner_id)
+    return access.VideoFacts(
+        id=video.id,
+        owner_id=video.owner_id,
+        visibility=video.visibility,
+        allow_comments=video.allow_comments,
+        comments_from=video.comments_from,
+        owner_private=profile.private,
+        owner_teen=profile.teen,
+        owner_active=profile.active,
+        owner_suspended=profile.suspended,
+        in_catalog=False,
+    )
+
+
 def _followers_video(
     platform: Platform,
     viewer: CurrentUser | None,
@@ -490,19 +508,7 @@ def _followers_video(
         video = s.get(Video, video_id)
     if video is None or video.owner_id != author.user_id or video.status != "ready":
         raise NotFound("no such video")
-    profile = access.profile_facts(platform, author.user_id)
-    facts = access.VideoFacts(
-        id=video.id,
-        owner_id=author.user_id,
-        visibility=video.visibility,
-        allow_comments=video.allow_comments,
-        comments_from=video.comments_from,
-        owner_private=profile.private,
-        owner_teen=profile.teen,
-        owner_active=profile.active,
-        owner_suspended=profile.suspended,
-        in_catalog=False,
-    )
+    facts = stored_facts(platform, video)
     who = viewer_of(viewer, market)
     relation = access.relation(platform, who.user_id, author.user_id)
     access.decide(who, "view", facts, relation).enforce()

@@ -50,7 +50,7 @@ from reelm.media.uploads import TEEN_COMMENTS, UploadMeta, discard, staging_path
 from reelm.regions.cell import Cell, UserScope
 from reelm.regions.fence import UserMoving, hold, is_settled
 from reelm.search.text import video_text
-from reelm.social import access
+from reelm.social import access, mentions
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob, encrypt_blob
 
@@ -367,6 +367,9 @@ def process_video(
         # What a failed attempt stored, public files above all, goes; the original stays for
         # a retry.
         _remove_renditions(platform, cell, owner, video_id)
+    elif status == "ready":
+        # After the video is ready and committed: a failure here cannot undo it.
+        mentions.from_caption(platform, cell, video_id)
     return status
 
 
@@ -635,6 +638,8 @@ def update_video(
                 video.poster_key = next(r["key"] for r in video.renditions if r["kind"] == "poster")
             _sync_catalog(platform, cell, video)
     _delete_entries(platform, cell, moved_from)
+    # A new mention, or people who may see the video now: each is told once per video.
+    mentions.from_caption(platform, cell, video_id)
 
 
 def remove_by_moderation(
