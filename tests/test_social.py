@@ -81,6 +81,15 @@ def _as(site: dict[str, Any], user: CurrentUser) -> dict[str, str]:
     return {"Authorization": f"Bearer {site['tokens'][user.handle]}"}
 
 
+def _answer(site: dict[str, Any], user: CurrentUser, asker: CurrentUser, *, approve: bool) -> Any:
+    """``user`` approves or declines ``asker``'s follow request, through the API."""
+    return site["http"].post(
+        f"/api/v1/me/follow-requests/{asker.handle}",
+        json={"approve": approve},
+        headers=_as(site, user),
+    )
+
+
 def _problem(response: Any, status: int, slug: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -114,11 +123,7 @@ def test_follow_public_and_private_accounts(site: dict[str, Any]) -> None:
     )
     waiting = http.get("/api/v1/me/follow-requests", headers=_as(site, hidden)).json()
     assert [p["handle"] for p in waiting] == [fan.handle]
-    r = http.post(
-        f"/api/v1/me/follow-requests/{fan.handle}",
-        json={"approve": True},
-        headers=_as(site, hidden),
-    )
+    r = _answer(site, hidden, fan, approve=True)
     assert r.status_code == 204
     assert http.get(f"/api/v1/videos/{site['secret']}", headers=_as(site, fan)).status_code == 200
     grid = http.get(f"/api/v1/users/{hidden.handle}/videos", headers=_as(site, fan)).json()
@@ -143,18 +148,10 @@ def test_follow_public_and_private_accounts(site: dict[str, Any]) -> None:
     # Declining, and unknown requests.
     other = person()
     http.post(f"/api/v1/users/{hidden.handle}/follow", headers=_as(site, other))
-    r = http.post(
-        f"/api/v1/me/follow-requests/{other.handle}",
-        json={"approve": False},
-        headers=_as(site, hidden),
-    )
+    r = _answer(site, hidden, other, approve=False)
     assert r.status_code == 204
     _problem(
-        http.post(
-            f"/api/v1/me/follow-requests/{other.handle}",
-            json={"approve": True},
-            headers=_as(site, hidden),
-        ),
+        _answer(site, hidden, other, approve=True),
         404,
         "not-found",
     )
@@ -624,11 +621,7 @@ def test_under_16s_are_found_in_people_search_by_their_followers_only(
     stranger, friend = person(), person()
     http.post(f"/api/v1/users/{friend.handle}/follow", headers=_as(site, teen))
     http.post(f"/api/v1/users/{teen.handle}/follow", headers=_as(site, friend))
-    r = http.post(
-        f"/api/v1/me/follow-requests/{friend.handle}",
-        json={"approve": True},
-        headers=_as(site, teen),
-    )
+    r = _answer(site, teen, friend, approve=True)
     assert r.status_code == 204
 
     def finds(headers: dict[str, str]) -> bool:
