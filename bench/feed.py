@@ -78,7 +78,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from reelm.accounts.handles import skeleton
+from reelm.accounts.handles import handle_key
 from reelm.accounts.schemas import SignUp
 from reelm.accounts.service import CurrentUser, authenticate, log_in, sign_up
 from reelm.app import settle_before_serving
@@ -176,7 +176,9 @@ def seed_creators(platform: Platform, rng: random.Random, count: int) -> World:
         handle = f"creator{i}"
         directory.append((user_id, "us" if i % 5 < 3 else "sg", 1, "active", at))
         private = rng.random() < 0.05
-        profiles.append((user_id, handle, skeleton(handle), f"Creator {i}", "", "{}", private, at))
+        profiles.append(
+            (user_id, handle, handle_key(handle), f"Creator {i}", "", "{}", private, at)
+        )
     _copy(
         platform.catalog, "directory", "user_id, home_region, epoch, state, created_at", directory
     )

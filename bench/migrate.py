@@ -52,7 +52,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from reelm.accounts.handles import skeleton
+from reelm.accounts.handles import handle_key
 from reelm.accounts.schemas import PrivacySettings
 from reelm.bootstrap import Platform, build
 from reelm.config import Settings
@@ -135,7 +135,7 @@ def _user_rows(
             (
                 user_id,
                 handle,
-                skeleton(handle),
+                handle_key(handle),
                 f"{first.title()} {last.title()}",
                 " ".join(rng.sample(WORDS, 5)),
                 json.dumps({"site": f"https://example.com/{handle}"} if n % 3 == 0 else {}),

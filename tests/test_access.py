@@ -95,9 +95,9 @@ def test_every_combination_follows_the_rules() -> None:
         if teen and action in ("download", "duet"):
             assert not d.allowed, where
         if action == "comment" and seen.allowed and kind != "anonymous":
-            wanted = (
-                visibility == "public" and comments and (who == "everyone" or kind == "follower")
-            )
+            # Under-16s take comments from followers, whatever the video says.
+            open_to_all = who == "everyone" and not teen
+            wanted = visibility == "public" and comments and (open_to_all or kind == "follower")
             assert d.allowed == wanted, where
         if action in ("share", "download", "duet") and visibility != "public":
             assert not d.allowed, where
@@ -120,7 +120,12 @@ def test_profiles() -> None:
     adult = access.ProfileFacts(OWNER)
     assert decide_profile_status(me, "message", teen) == 403
     assert decide_profile_status(me, "message", adult) == 200
-    assert decide_profile_status(me, "follow", teen) == 200  # a request
+    # Under-16s: requests only from people they follow (issue #12), or already there.
+    assert decide_profile_status(me, "follow", teen) == 403
+    invited = Relation(followed_by_owner=True)
+    assert decide_profile_status(me, "follow", teen, invited) == 200  # a request
+    assert decide_profile_status(me, "follow", teen, Relation(requested=True)) == 200
+    assert decide_profile_status(me, "follow", access.ProfileFacts(OWNER, private=True)) == 200
     assert decide_profile_status(Viewer(None, "FR"), "follow", adult) == 401
     assert decide_profile_status(me, "view", access.ProfileFacts(OWNER, suspended=True)) == 404
     assert decide_profile_status(me, "view", adult, Relation(blocked_by_owner=True)) == 404

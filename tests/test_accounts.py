@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.exc import OperationalError
 
-from reelm.accounts import lifecycle, service
+from reelm.accounts import handles, lifecycle, service
 from reelm.accounts.errors import (
     AgeRestricted,
     BadCredentials,
@@ -268,6 +268,11 @@ def test_adults_public_by_default(platform: Platform) -> None:
         ("bob{n}", "b0b{n}"),
         ("wave{n}", "vvave{n}"),
         ("maya{n}", "@Maya{n}"),
+        # issue #12: separators and the digits read as letters
+        ("maya.skates{n}", "maya_skates{n}"),
+        ("maya.skates{n}", "mayaskates{n}"),
+        ("maya.skates{n}", "maya.5kates{n}"),
+        ("tofu_chef{n}", "t0fu.chef{n}"),
     ],
 )
 def test_look_alike_handles_lose_cleanly(platform: Platform, first: str, second: str) -> None:
@@ -280,6 +285,75 @@ def test_look_alike_handles_lose_cleanly(platform: Platform, first: str, second:
         )
     assert caught.value.field == "handle"
     assert counts(platform) == before
+
+
+@pytest.mark.parametrize("handle", ["adm1n", "reelm_support", "reelm.support", "m0derator"])
+def test_reserved_names_are_refused_at_sign_up(platform: Platform, handle: str) -> None:
+    before = counts(platform)
+    with pytest.raises(InvalidInput, match="reserved") as caught:
+        service.sign_up(platform, sign_up_data(handle=handle, email=f"r{uuid.uuid4().hex}@x.org"))
+    assert caught.value.field == "handle"
+    assert counts(platform) == before
+
+
+def test_look_alike_lookups_find_the_owner(platform: Platform) -> None:
+    n = uuid.uuid4().hex[:6].replace("0", "x").replace("1", "y")
+    owner = service.sign_up(platform, sign_up_data(handle=f"maya.skates{n}"))
+    for spelling in (f"maya.skates{n}", f"@Maya_Skates{n}", f"mayaskates{n}"):
+        assert lifecycle.public_profile(platform, spelling).user_id == owner.user_id
+        assert current_user(platform, spelling).user_id == owner.user_id
+
+
+def test_handle_keys_of_existing_profiles_are_rebuilt(
+    platform_factory: Callable[..., Platform],
+) -> None:
+    """Catalog migration c0013: look-alikes already in the catalog keep their handles (the
+    oldest keeps the key, the others are found by their exact handle); no new one gets in."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from reelm.storage.migrate import alembic_config
+
+    platform = platform_factory()
+    n = uuid.uuid4().hex[:6].replace("0", "x").replace("1", "y")
+    first = service.sign_up(platform, sign_up_data(handle=f"maya.skates{n}"))
+    config = alembic_config("catalog")
+    with platform.catalog.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "c0013-1")
+    later: list[uuid.UUID] = []
+    with platform.catalog.engine.begin() as conn:
+        # What the old key let in beside it.
+        for i, handle in enumerate((f"maya_skates{n}", f"mayaskates{n}")):
+            user_id = uuid.uuid4()
+            later.append(user_id)
+            conn.execute(
+                text(
+                    "INSERT INTO directory (user_id, home_region, epoch, state, created_at)"
+                    " VALUES (:u, 'us', 1, 'active', now())"
+                ),
+                {"u": user_id},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO profiles (user_id, handle, handle_key, display_name, bio, links,"
+                    " is_private, teen, search_text, created_at, updated_at) VALUES (:u, :h, :h,"
+                    " 'Maya', '', '{}', false, false, '', now() + make_interval(secs => :i + 1),"
+                    " now())"
+                ),
+                {"u": user_id, "h": handle, "i": i},
+            )
+    with platform.catalog.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    with platform.catalog.transaction() as c:
+        keys = dict(c.execute(select(PublicProfile.user_id, PublicProfile.handle_key)).all())
+    assert keys[first.user_id] == handles.handle_key(f"maya.skates{n}")
+    assert keys[later[0]] is None and keys[later[1]] is None
+    assert lifecycle.public_profile(platform, f"maya_skates{n}").user_id == later[0]
+    assert lifecycle.public_profile(platform, f"maya.5kates{n}").user_id == first.user_id
+    with pytest.raises(HandleTaken):
+        service.sign_up(platform, sign_up_data(handle=f"maya__skates{n}"))
 
 
 def test_other_scripts_are_refused_not_confused() -> None:

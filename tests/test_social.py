@@ -8,12 +8,14 @@ import itertools
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
+from reelm.accounts.errors import SettingLocked
 from reelm.accounts.lifecycle import update_privacy
 from reelm.accounts.schemas import PrivacyUpdate
 from reelm.accounts.service import CurrentUser
@@ -70,12 +72,22 @@ def site(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
             "hidden": hidden,
             "secret": secret,
             "friends_only": friends_only,
+            "clip": clip,
         }
     next(make, None)
 
 
 def _as(site: dict[str, Any], user: CurrentUser) -> dict[str, str]:
     return {"Authorization": f"Bearer {site['tokens'][user.handle]}"}
+
+
+def _answer(site: dict[str, Any], user: CurrentUser, asker: CurrentUser, *, approve: bool) -> Any:
+    """``user`` approves or declines ``asker``'s follow request, through the API."""
+    return site["http"].post(
+        f"/api/v1/me/follow-requests/{asker.handle}",
+        json={"approve": approve},
+        headers=_as(site, user),
+    )
 
 
 def _problem(response: Any, status: int, slug: str) -> None:
@@ -111,11 +123,7 @@ def test_follow_public_and_private_accounts(site: dict[str, Any]) -> None:
     )
     waiting = http.get("/api/v1/me/follow-requests", headers=_as(site, hidden)).json()
     assert [p["handle"] for p in waiting] == [fan.handle]
-    r = http.post(
-        f"/api/v1/me/follow-requests/{fan.handle}",
-        json={"approve": True},
-        headers=_as(site, hidden),
-    )
+    r = _answer(site, hidden, fan, approve=True)
     assert r.status_code == 204
     assert http.get(f"/api/v1/videos/{site['secret']}", headers=_as(site, fan)).status_code == 200
     grid = http.get(f"/api/v1/users/{hidden.handle}/videos", headers=_as(site, fan)).json()
@@ -140,18 +148,10 @@ def test_follow_public_and_private_accounts(site: dict[str, Any]) -> None:
     # Declining, and unknown requests.
     other = person()
     http.post(f"/api/v1/users/{hidden.handle}/follow", headers=_as(site, other))
-    r = http.post(
-        f"/api/v1/me/follow-requests/{other.handle}",
-        json={"approve": False},
-        headers=_as(site, hidden),
-    )
+    r = _answer(site, hidden, other, approve=False)
     assert r.status_code == 204
     _problem(
-        http.post(
-            f"/api/v1/me/follow-requests/{other.handle}",
-            json={"approve": True},
-            headers=_as(site, hidden),
-        ),
+        _answer(site, hidden, other, approve=True),
         404,
         "not-found",
     )
@@ -561,3 +561,137 @@ def test_notifications_are_encrypted_in_the_recipients_region(site: dict[str, An
         )
     assert blobs
     assert all(b"like" not in bytes(b) for b in blobs)
+
+
+def _fourteen_year_old(site: dict[str, Any]) -> CurrentUser:
+    born = date.today().replace(day=1) - timedelta(days=round(14.5 * 365.25))
+    token, teen = signed_in(site["platform"], "teen", "FR", born=born)
+    site["tokens"][teen.handle] = token
+    return teen
+
+
+def _mentions_of(site: dict[str, Any], user: CurrentUser) -> list[str]:
+    notes = site["http"].get("/api/v1/me/notifications", headers=_as(site, user)).json()
+    return [n["video_id"] for n in notes if n["kind"] == "mention"]
+
+
+def test_under_16s_are_not_suggested_and_take_comments_from_followers(
+    site: dict[str, Any],
+) -> None:
+    """Issue #12: a 14-year-old had "Suggest your account" on and comments from "Everyone"."""
+    http = site["http"]
+    teen = _fourteen_year_old(site)
+    privacy = http.get("/api/v1/me", headers=_as(site, teen)).json()["privacy"]
+    assert privacy["comments"] == "followers" and privacy["suggest_to_others"] is False
+    for change in ({"comments": "everyone"}, {"suggest_to_others": True}):
+        r = http.patch("/api/v1/me", json={"privacy": change}, headers=_as(site, teen))
+        _problem(r, 403, "setting-locked")
+        assert r.json()["detail"].startswith(("people under 16", "accounts of people under 16"))
+    r = http.patch("/api/v1/me", json={"privacy": {"comments": "no_one"}}, headers=_as(site, teen))
+    assert r.status_code == 200 and r.json()["privacy"]["comments"] == "no_one"
+
+
+def test_under_16s_get_follow_requests_only_from_people_they_follow(
+    site: dict[str, Any],
+) -> None:
+    """Issue #12: strangers could send a 14-year-old follow requests. The teen invites one by
+    following that person first."""
+    http, person = site["http"], site["person"]
+    teen = _fourteen_year_old(site)
+    stranger, friend = person(), person()
+    _problem(
+        http.post(f"/api/v1/users/{teen.handle}/follow", headers=_as(site, stranger)),
+        403,
+        "forbidden",
+    )
+    follow = http.post(f"/api/v1/users/{friend.handle}/follow", headers=_as(site, teen))
+    assert follow.json() == {"state": "active"}
+    follow_back = http.post(f"/api/v1/users/{teen.handle}/follow", headers=_as(site, friend))
+    assert follow_back.json() == {"state": "requested"}
+    waiting = http.get("/api/v1/me/follow-requests", headers=_as(site, teen)).json()
+    assert [p["handle"] for p in waiting] == [friend.handle]
+
+
+def test_under_16s_are_found_in_people_search_by_their_followers_only(
+    site: dict[str, Any],
+) -> None:
+    """Issue #12: a 14-year-old was found by strangers in people search."""
+    http, person = site["http"], site["person"]
+    teen = _fourteen_year_old(site)
+    stranger, friend = person(), person()
+    http.post(f"/api/v1/users/{friend.handle}/follow", headers=_as(site, teen))
+    http.post(f"/api/v1/users/{teen.handle}/follow", headers=_as(site, friend))
+    r = _answer(site, teen, friend, approve=True)
+    assert r.status_code == 204
+
+    def finds(headers: dict[str, str]) -> bool:
+        found = http.get("/api/v1/search", params={"q": teen.handle}, headers=headers).json()
+        return teen.handle in [p["handle"] for p in found["people"]]
+
+    assert finds(_as(site, friend)) and finds(_as(site, teen))
+    assert not finds({}) and not finds(_as(site, stranger))
+
+
+def test_under_16s_videos_take_comments_from_followers(site: dict[str, Any]) -> None:
+    http, platform = site["http"], site["platform"]
+    teen = _fourteen_year_old(site)
+    video = ingest(platform, teen, site["clip"], UploadMeta(caption="first jump"))
+    with pytest.raises(SettingLocked):
+        ingest(platform, teen, site["clip"], UploadMeta(caption="x", comments_from="everyone"))
+    tus.run_jobs(platform, "sg")
+    card = http.get(f"/api/v1/videos/{video}", headers=_as(site, teen)).json()
+    assert card["comments_from"] == "followers"
+    r = http.patch(
+        f"/api/v1/videos/{video}", json={"comments_from": "everyone"}, headers=_as(site, teen)
+    )
+    _problem(r, 403, "setting-locked")
+    # An adult's account setting is the default of their new videos.
+    adult = site["person"]()
+    update_privacy(platform, adult, PrivacyUpdate(comments="followers"))
+    theirs = ingest(platform, adult, site["clip"], UploadMeta(caption="mine"))
+    tus.run_jobs(platform, "sg")
+    card = http.get(f"/api/v1/videos/{theirs}", headers=_as(site, adult)).json()
+    assert card["comments_from"] == "followers"
+
+
+def test_a_caption_mention_notifies_once_per_video(site: dict[str, Any]) -> None:
+    """Issue #12: a caption mentioning @maya.skates produced no notification in her inbox."""
+    http, person, platform, clip = site["http"], site["person"], site["platform"], site["clip"]
+    creator, maya, fan, outsider, blocker = (person() for _ in range(5))
+    assert http.post(f"/api/v1/users/{creator.handle}/follow", headers=_as(site, fan)).is_success
+    assert http.post(f"/api/v1/users/{creator.handle}/block", headers=_as(site, blocker)).is_success
+    public = ingest(
+        platform,
+        creator,
+        clip,
+        UploadMeta(caption=f"skating with @{maya.handle}, @{blocker.handle} and @nobody_zz"),
+    )
+    closed = ingest(
+        platform,
+        creator,
+        clip,
+        UploadMeta(caption=f"@{fan.handle} @{outsider.handle}", visibility="followers"),
+    )
+    secret = ingest(
+        platform, creator, clip, UploadMeta(caption=f"@{outsider.handle}", visibility="private")
+    )
+    tus.run_jobs(platform, "sg")
+    assert _mentions_of(site, maya) == [str(public)]
+    # Edited, even dropped and written again: still one notification for this video.
+    for caption in (f"now with @{maya.handle}!", "nobody", f"back: @{maya.handle.upper()}"):
+        r = http.patch(
+            f"/api/v1/videos/{public}", json={"caption": caption}, headers=_as(site, creator)
+        )
+        assert r.status_code == 200, r.text
+    assert _mentions_of(site, maya) == [str(public)]
+    # Who may not see the video hears nothing: blocked, not a follower, a private video.
+    assert _mentions_of(site, blocker) == []
+    assert _mentions_of(site, fan) == [str(closed)]
+    assert _mentions_of(site, outsider) == []
+    # Made public, the video may now be seen: the mention reaches its reader, once.
+    for _ in range(2):
+        r = http.patch(
+            f"/api/v1/videos/{secret}", json={"visibility": "public"}, headers=_as(site, creator)
+        )
+        assert r.status_code == 200, r.text
+    assert _mentions_of(site, outsider) == [str(secret)]

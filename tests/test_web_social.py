@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from reelm.media.uploads import UploadMeta
 from reelm.media.videos import ingest
 
 from . import tus
-from .conftest import PASSWORD, LiveServer, serving
+from .conftest import PASSWORD, LiveServer, serving, signed_in
 from .test_migration import _person
 from .test_transcode import FAST_H264, ffmpeg, pattern, tone
 from .test_web_browser import PHONE, assert_fits, log_in_in_page
@@ -316,3 +317,41 @@ def test_report_then_moderate_from_the_pages(browser: Browser, world: dict[str, 
         assert response is not None and response.status == 451
     finally:
         german.close()
+
+
+def test_an_under_16s_settings_and_profile_say_what_is_locked(
+    browser: Browser, world: dict[str, Any]
+) -> None:
+    """Issue #12: a 14-year-old's settings showed "Suggest your account" on and comments from
+    "Everyone", and strangers could ask to follow them."""
+    live = world["live"]
+    born = date.today().replace(day=1) - timedelta(days=round(14.5 * 365.25))
+    _token, teen = signed_in(live.platform, "teen", "FR", born=born)
+    context = _context(browser, live)
+    try:
+        page = context.new_page()
+        assert log_in_in_page(page, live, teen.handle, PASSWORD).status == 200
+        page.goto(live.url + "/settings")
+        expect(page.locator("#teen-rules")).to_contain_text("never everyone")
+        comments = page.locator("select[name=comments]")
+        assert comments.input_value() == "followers"
+        assert comments.locator("option[value=everyone]").is_disabled()
+        suggest = page.locator("input[name=suggest_to_others]")
+        assert suggest.is_disabled() and not suggest.is_checked()
+        comments.select_option("no_one")
+        with page.expect_navigation():
+            page.click("form[action='/settings/privacy'] button[type=submit]")
+        assert page.url.endswith("/settings?saved=privacy")
+        assert page.locator("select[name=comments]").input_value() == "no_one"
+        assert page.locator("p.error").count() == 0
+    finally:
+        context.close()
+    context = _context(browser, live)
+    try:
+        page = context.new_page()
+        _viewer(world, page)
+        page.goto(f"{live.url}/@{teen.handle}")
+        expect(page.locator(".follow-refused")).to_contain_text("only by people they follow")
+        assert page.locator("button.follow").count() == 0
+    finally:
+        context.close()

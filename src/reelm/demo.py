@@ -40,6 +40,7 @@ def seed_demo(platform: Platform) -> int:
                     birth_date=birth,
                     market=market,
                 ),
+                reserved=handle == STAFF_HANDLE,  # the platform's own account
             )
         except (HandleTaken, EmailTaken):
             continue

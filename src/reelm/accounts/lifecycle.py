@@ -70,14 +70,14 @@ def public_profile(platform: Platform, handle: str) -> Profile:
     from reelm.accounts import handles
 
     try:
-        key = handles.skeleton(handles.normalise(handle))
+        query = handles.owner_lookup(handles.normalise(handle))
     except Exception:
         raise NotFound(f"no user @{handle[:30]}") from None
     with platform.catalog.transaction() as s:
         user_id = s.scalar(
-            select(PublicProfile.user_id)
-            .join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id)
-            .where(PublicProfile.handle_key == key, DirectoryEntry.state == "active")
+            query.join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id).where(
+                DirectoryEntry.state == "active"
+            )
         )
     if user_id is None:
         raise NotFound(f"no user @{handle[:30]}")
@@ -110,7 +110,7 @@ def read_protected(platform: Platform, scope: UserScope, *, today: date | None =
         market=account.market,
         privacy=PrivacySettings.model_validate_json(
             cipher.decrypt("settings", account.settings_ct)
-        ),
+        ).held_to(rules),
         privacy_locked=rules.privacy_locked,
         deletion_due=account.purge_after,
     )
@@ -153,7 +153,8 @@ def update_profile(platform: Platform, user: CurrentUser, change: ProfileUpdate)
 def update_privacy(
     platform: Platform, user: CurrentUser, change: PrivacyUpdate, *, today: date | None = None
 ) -> PrivacySettings:
-    """Apply a privacy change; 13-15 year olds keep a private account and no DMs."""
+    """Apply a privacy change within the age rules (``PrivacySettings.refused_at``): 13-15
+    year olds keep a private account, no DMs, no suggestions, comments from followers."""
     scope = _scope(platform, user)
     cipher = scope.cipher()
     with scope.cell.db.transaction() as s:
@@ -165,15 +166,12 @@ def update_privacy(
         rules = age.AgeRules(age.age_on(birth, today or date.today()))
         current = PrivacySettings.model_validate_json(
             cipher.decrypt("settings", account.settings_ct)
-        )
+        ).held_to(rules)
         wanted = current.model_copy(update=change.model_dump(exclude_none=True))
-        if rules.privacy_locked and (
-            not wanted.private_account or wanted.direct_messages != "no_one"
-        ):
-            raise SettingLocked(
-                "accounts of people under 16 stay private, with direct messages off",
-                field="private_account" if not wanted.private_account else "direct_messages",
-            )
+        refused = wanted.refused_at(rules)
+        if refused is not None:
+            field, reason = refused
+            raise SettingLocked(reason, field=field)
         account.settings_ct = cipher.encrypt("settings", wanted.model_dump_json())
         # Public by nature: whether the account is private decides who sees its videos.
         with platform.catalog.transaction() as c:

@@ -50,9 +50,11 @@ class PublicProfile(CatalogBase):
     user_id: Mapped[uuid.UUID] = mapped_column(
         UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
     )
-    handle: Mapped[str] = mapped_column(String(24))
-    # Canonical form (case, Unicode and confusables folded): one owner per canonical handle.
-    handle_key: Mapped[str] = mapped_column(String(24), unique=True)
+    handle: Mapped[str] = mapped_column(String(24), unique=True)
+    # The look-alike key (reelm.accounts.handles.handle_key: TR39 skeleton, digits read as
+    # letters, separators dropped; up to twice the handle's length): one owner per key. NULL
+    # for a handle kept from before c0013 that reads like an older one (see that migration).
+    handle_key: Mapped[str | None] = mapped_column(String(48), unique=True)
     display_name: Mapped[str] = mapped_column(String(50))
     bio: Mapped[str] = mapped_column(Text, default="")
     links: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)

@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from reelm.accounts import handles
+from reelm.accounts.age import AgeRules
 
 # Zero-width joiners (U+200C, U+200D) are kept: emoji sequences and several scripts need them.
 _CONTROL = re.compile(r"[\x01-\x08\x0b-\x1f\x7f\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -28,17 +29,28 @@ def clean_text(value: str) -> str:
     return _CONTROL.sub("", unicodedata.normalize("NFC", value)).strip()
 
 
+# Letters that draw nothing (Hangul fillers, the Braille blank, Khmer inherent vowels): a name
+# made of them looks empty, the trick behind "invisible" display names.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+DISPLAY_NAME_MAX = 50
+
+
 def _visible(value: str) -> bool:
-    """At least one character that is not a space, a control or a format character."""
-    return any(unicodedata.category(ch)[0] not in "CZ" for ch in value)
+    """At least one character that draws something: a letter, digit, punctuation or symbol
+    (not a space, control, format character or lone combining mark) that is not blank."""
+    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in _BLANK_LOOKING for ch in value)
 
 
 def _display_name(value: str) -> str:
+    # A name is one line: newlines, tabs and other controls are refused, not silently cut
+    # (clean_text keeps newlines, which bios and captions use).
+    if any(unicodedata.category(ch) == "Cc" for ch in value.strip()):
+        raise ValueError("a display name is one line, without control characters")
     value = clean_text(value)
     if not _visible(value):
-        raise ValueError("a display name cannot be empty")
-    if len(value) > 50:
-        raise ValueError("a display name has at most 50 characters")
+        raise ValueError("a display name needs at least one visible character")
+    if len(value) > DISPLAY_NAME_MAX:
+        raise ValueError(f"a display name has at most {DISPLAY_NAME_MAX} characters")
     return value
 
 
@@ -50,6 +62,7 @@ def _bio(value: str) -> str:
 
 
 def _handle(value: str) -> str:
+    """The handle's shape; whether it is reserved is sign-up's question (``sign_up``)."""
     return handles.normalise(value)
 
 
@@ -166,7 +179,10 @@ Audience = Literal["everyone", "followers", "no_one"]
 
 
 class PrivacySettings(BaseModel):
-    """Stored encrypted in the home region; only private_account is mirrored to the catalog."""
+    """Stored encrypted in the home region; only private_account is mirrored to the catalog.
+
+    Under-16s (``AgeRules.privacy_locked``) keep a private account, no direct messages, are
+    not suggested to others, and take comments from followers (or no one), never everyone."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -175,6 +191,39 @@ class PrivacySettings(BaseModel):
     comments: Audience = "everyone"
     show_following_list: bool = True
     suggest_to_others: bool = True
+
+    @classmethod
+    def for_age(cls, rules: AgeRules) -> PrivacySettings:
+        """The settings a new account starts with."""
+        return cls(private_account=rules.private_by_default).held_to(rules)
+
+    def held_to(self, rules: AgeRules) -> PrivacySettings:
+        """These settings as the age rules allow them: what applies, whatever was stored
+        before a rule existed (accounts of under-16s made before the comment and suggestion
+        rules keep 'everyone' and 'on' in their stored settings)."""
+        if not rules.privacy_locked:
+            return self
+        return self.model_copy(
+            update={
+                "private_account": True,
+                "direct_messages": "no_one",
+                "comments": "followers" if self.comments == "everyone" else self.comments,
+                "suggest_to_others": False,
+            }
+        )
+
+    def refused_at(self, rules: AgeRules) -> tuple[str, str] | None:
+        """The first setting the age rules do not allow, and why, or None."""
+        if not rules.privacy_locked:
+            return None
+        if not self.private_account or self.direct_messages != "no_one":
+            field = "private_account" if not self.private_account else "direct_messages"
+            return field, "accounts of people under 16 stay private, with direct messages off"
+        if self.comments == "everyone":
+            return "comments", "people under 16 take comments from their followers, not everyone"
+        if self.suggest_to_others:
+            return "suggest_to_others", "accounts of people under 16 are not suggested to others"
+        return None
 
 
 class SignUp(BaseModel):

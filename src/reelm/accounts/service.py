@@ -119,16 +119,19 @@ def _email_lock_bucket(email: str) -> int:
     return int.from_bytes(hashlib.sha256(email.encode()).digest()[:2], "big")
 
 
-def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> SignedUp:
+def sign_up(
+    platform: Platform, data: SignUp, *, today: date | None = None, reserved: bool = False
+) -> SignedUp:
+    """``reserved``: the operator making one of the platform's own accounts (the demo's staff
+    account) may take a reserved handle; nobody signing up through the app may."""
+    if not reserved:
+        handles.check_claimable(data.handle)
     market, email, phone, rules = check_sign_up(platform, data, today or date.today())
     if find_by_email(platform, email) is not None:
         raise EmailTaken("an account with this email already exists", field="email")
     user_id = uuid.uuid4()
     password_hash = password_hasher(platform).hash(data.password)
-    privacy = PrivacySettings(
-        private_account=rules.private_by_default,
-        direct_messages="followers" if rules.direct_messages_allowed else "no_one",
-    )
+    privacy = PrivacySettings.for_age(rules)
     # The catalog row is written first and held uncommitted: a racing sign-up for the same
     # handle waits on the unique index and then loses cleanly.
     with platform.catalog.sessions() as catalog:
@@ -153,7 +156,7 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
             PublicProfile(
                 user_id=user_id,
                 handle=data.handle,
-                handle_key=handles.skeleton(data.handle),
+                handle_key=handles.handle_key(data.handle),
                 display_name=data.display_name,
                 bio="",
                 links={},
@@ -165,7 +168,10 @@ def sign_up(platform: Platform, data: SignUp, *, today: date | None = None) -> S
         try:
             catalog.flush()
         except IntegrityError:
-            raise HandleTaken(f"@{data.handle} is taken", field="handle") from None
+            raise HandleTaken(
+                f"@{data.handle} is taken, or reads too much like a handle that is",
+                field="handle",
+            ) from None
         scope = cell.for_user(user_id, home)
         _create_account(scope, market, email, phone, data.birth_date, password_hash, privacy)
         try:
@@ -247,7 +253,7 @@ def identity_key(identifier: str) -> str:
     try:
         if "@" in identifier.lstrip("@"):
             return "email:" + normalise_email(identifier)
-        return "handle:" + handles.skeleton(handles.normalise(identifier))
+        return "handle:" + handles.handle_key(handles.normalise(identifier))
     except (ValueError, InvalidInput):
         return "other:" + identifier.casefold()
 
@@ -260,14 +266,14 @@ def resolve_identifier(platform: Platform, identifier: str) -> tuple[Cell, uuid.
         except ValueError:
             return None
     try:
-        key = handles.skeleton(handles.normalise(identifier))
+        query = handles.owner_lookup(handles.normalise(identifier))
     except InvalidInput:
         return None
     with platform.catalog.transaction() as s:
         row = s.execute(
-            select(DirectoryEntry.user_id, DirectoryEntry.home_region)
-            .join(PublicProfile, PublicProfile.user_id == DirectoryEntry.user_id)
-            .where(PublicProfile.handle_key == key)
+            query.add_columns(DirectoryEntry.home_region).join(
+                DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id
+            )
         ).first()
     if row is None:
         return None

@@ -217,7 +217,7 @@ def tus_options(platform: PlatformDep) -> Response:
 @router.post(
     "/videos",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 412, 413, 422, 429),
+    responses=problem_responses(401, 403, 412, 413, 422, 429),
     summary="Start a resumable upload (tus 1.0 creation)",
 )
 def create_upload(
@@ -363,7 +363,7 @@ def get_video(
 
 @router.patch(
     "/videos/{video_id}",
-    responses=problem_responses(401, 404, 413, 415, 422),
+    responses=problem_responses(401, 403, 404, 413, 415, 422),
     summary="Change your video's caption, visibility or comment setting",
 )
 def patch_video(

@@ -491,6 +491,24 @@ def get_video(
     raise NotFound("no such video")
 
 
+def stored_facts(platform: Platform, video: Video) -> access.VideoFacts:
+    """What the authorisation function needs to know about a video the catalog does not
+    hold (followers-only or private), from its row in the owner's home region."""
+    profile = access.profile_facts(platform, video.owner_id)
+    return access.VideoFacts(
+        id=video.id,
+        owner_id=video.owner_id,
+        visibility=video.visibility,
+        allow_comments=video.allow_comments,
+        comments_from=video.comments_from,
+        owner_private=profile.private,
+        owner_teen=profile.teen,
+        owner_active=profile.active,
+        owner_suspended=profile.suspended,
+        in_catalog=False,
+    )
+
+
 def _followers_video(
     platform: Platform,
     viewer: CurrentUser | None,
@@ -510,25 +528,8 @@ def _followers_video(
         raise NotFound("no such video")
     who = viewer_of(viewer, market)
     relation = access.relation(platform, who.user_id, author.user_id)
-    access.decide(who, "view", _stored_facts(platform, video), relation).enforce()
+    access.decide(who, "view", stored_facts(platform, video), relation).enforce()
     return _stored_card(cell, viewer, author.user_id, author.handle, author.display_name, video)
-
-
-def _stored_facts(platform: Platform, video: Video) -> access.VideoFacts:
-    """What the authorisation function needs to know about a video its home region stores."""
-    profile = access.profile_facts(platform, video.owner_id)
-    return access.VideoFacts(
-        id=video.id,
-        owner_id=video.owner_id,
-        visibility=video.visibility,
-        allow_comments=video.allow_comments,
-        comments_from=video.comments_from,
-        owner_private=profile.private,
-        owner_teen=profile.teen,
-        owner_active=profile.active,
-        owner_suspended=profile.suspended,
-        in_catalog=False,
-    )
 
 
 def may_watch_stored(platform: Platform, viewer: CurrentUser, video: Video) -> bool:
@@ -541,7 +542,7 @@ def may_watch_stored(platform: Platform, viewer: CurrentUser, video: Video) -> b
         return False
     who = viewer_of(viewer)
     relation = access.relation(platform, who.user_id, video.owner_id)
-    return access.decide(who, "view", _stored_facts(platform, video), relation).allowed
+    return access.decide(who, "view", stored_facts(platform, video), relation).allowed
 
 
 def own_videos(platform: Platform, user: CurrentUser) -> list[VideoCard]:

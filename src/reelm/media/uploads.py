@@ -20,16 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select, text
 from starlette.concurrency import run_in_threadpool
 
-from reelm.accounts.errors import AccountError, InvalidInput, NotFound
-from reelm.accounts.schemas import clean_text
+from reelm.accounts.errors import AccountError, InvalidInput, NotFound, SettingLocked
+from reelm.accounts.models import Account
+from reelm.accounts.schemas import PrivacySettings, clean_text
 from reelm.accounts.service import CurrentUser, now
 from reelm.bootstrap import Platform
 from reelm.media.models import Upload, Video
 from reelm.regions.cell import UserScope
 from reelm.regions.fence import UserMoving, hold, is_settled
+from reelm.social import access
 
 UPLOAD_TTL = timedelta(hours=24)
 MAX_OPEN_UPLOADS = 5
+TEEN_COMMENTS = "videos of people under 16 take comments from followers, not everyone"
 
 
 class UploadConflict(AccountError):
@@ -66,6 +69,23 @@ class UploadMeta(BaseModel):
             update={"caption": clean_text(self.caption), "filename": clean_text(self.filename)}
         )
 
+    def with_defaults(self, privacy: PrivacySettings, teen: bool) -> UploadMeta:
+        """The comment settings a new video starts with: those chosen for it, else the
+        account's "who can comment on your videos". An under-16's never 'everyone': left
+        unsaid, it becomes 'followers'; asked for, it is refused (SettingLocked)."""
+        chosen = self.model_fields_set
+        update: dict[str, object] = {}
+        if "comments_from" not in chosen and privacy.comments != "no_one":
+            update["comments_from"] = privacy.comments
+        if "allow_comments" not in chosen and privacy.comments == "no_one":
+            update["allow_comments"] = False
+        meta = self.model_copy(update=update)
+        if teen and meta.comments_from == "everyone":
+            if "comments_from" in chosen:
+                raise SettingLocked(TEEN_COMMENTS, field="comments_from")
+            meta = meta.model_copy(update={"comments_from": "followers"})
+        return meta
+
 
 @dataclass(frozen=True)
 class UploadState:
@@ -97,8 +117,16 @@ def create_upload(
     scope = _scope(platform, user)
     cipher = scope.cipher()
     upload_id = uuid.uuid4()
+    teen = access.profile_facts(platform, user.user_id).teen
     with scope.cell.db.transaction() as s:
         hold(s, user.user_id)
+        account = s.get(Account, user.user_id)
+        if account is None:
+            raise NotFound("no such account")
+        privacy = PrivacySettings.model_validate_json(
+            cipher.decrypt("settings", account.settings_ct)
+        )
+        meta = meta.with_defaults(privacy, teen)
         # One creation at a time per user, so parallel requests cannot all pass the limits.
         s.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:who, 7))"),

@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from reelm.accounts.errors import AccountError, NotFound
+from reelm.accounts.errors import AccountError, NotFound, SettingLocked
 from reelm.accounts.schemas import clean_text
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
@@ -47,10 +47,11 @@ from reelm.media.models import PublicVideo, Upload, Video
 from reelm.media.probe import MediaLimits, ProbeResult, probe_isolated
 from reelm.media.serving import BlobFile
 from reelm.media.transcode import Rendition, TranscodeFailed, plan_renditions, transcode
-from reelm.media.uploads import UploadMeta, discard, staging_path
+from reelm.media.uploads import TEEN_COMMENTS, UploadMeta, discard, staging_path
 from reelm.regions.cell import Cell, UserScope
 from reelm.regions.fence import UserMoving, hold, is_settled
 from reelm.search.text import video_text
+from reelm.social import access, mentions
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob, encrypt_blob
 
@@ -367,6 +368,9 @@ def process_video(
         # What a failed attempt stored, public files above all, goes; the original stays for
         # a retry.
         _remove_renditions(platform, cell, owner, video_id)
+    elif status == "ready":
+        # After the video is ready and committed: a failure here cannot undo it.
+        mentions.from_caption(platform, cell, video_id)
     return status
 
 
@@ -611,6 +615,8 @@ def update_video(
     turning it public publishes them. A video still processing follows the new setting when
     its job publishes it."""
     owned_video(platform, user, video_id)
+    if change.comments_from == "everyone" and access.profile_facts(platform, user.user_id).teen:
+        raise SettingLocked(TEEN_COMMENTS, field="comments_from")
     scope = _scope(platform, user)
     cell = scope.cell
     with cell.db.transaction() as s:
@@ -634,6 +640,8 @@ def update_video(
                 video.poster_key = next(r["key"] for r in video.renditions if r["kind"] == "poster")
             _sync_catalog(platform, cell, video)
     _delete_entries(platform, cell, moved_from)
+    # A new mention, or people who may see the video now: each is told once per video.
+    mentions.from_caption(platform, cell, video_id)
 
 
 def remove_by_moderation(

@@ -4,7 +4,8 @@ Both the stored text and the query are folded (reelm.search.text), then matched 
 (ILIKE on the folded text, served by a pg_trgm GIN index), so accents, case, full-width letters,
 CJK text of any length and emoji all match. People are ranked by trigram similarity; videos come
 newest first, in pages; hashtags by how many public videos carry them. Nothing protected is
-searched: captions of private videos, emails and the like never reach the catalog."""
+searched: captions of private videos, emails and the like never reach the catalog. Under-16s
+are found by their followers (and themselves) only, as TikTok does for 13-15 year olds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 
 from reelm.accounts.errors import InvalidInput
 from reelm.accounts.models import DirectoryEntry, PublicProfile
@@ -20,6 +21,7 @@ from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.media import catalog
 from reelm.search.text import MAX_QUERY, fold, like_pattern
+from reelm.social.models import Follow
 
 PEOPLE = 8
 HASHTAGS = 8
@@ -75,10 +77,26 @@ def search(
     videos = catalog.matching(platform, viewer, pattern, cursor=cursor, limit=limit)
     if cursor is not None:
         return Results(query, [], [], videos)
-    return Results(query, _people(platform, words, pattern), _hashtags(platform, words), videos)
+    people = _people(platform, viewer, words, pattern)
+    return Results(query, people, _hashtags(platform, words), videos)
 
 
-def _people(platform: Platform, folded: str, pattern: str) -> list[Person]:
+def _findable(viewer: CurrentUser | None) -> ColumnElement[bool]:
+    """Whose profiles a viewer finds: under-16s only by their followers (and themselves),
+    as TikTok does for 13-15 year olds; everyone else by anyone."""
+    if viewer is None:
+        return PublicProfile.teen.is_(False)
+    follows = exists().where(
+        Follow.follower_id == viewer.user_id,
+        Follow.followee_id == PublicProfile.user_id,
+        Follow.state == "active",
+    )
+    return or_(PublicProfile.teen.is_(False), PublicProfile.user_id == viewer.user_id, follows)
+
+
+def _people(
+    platform: Platform, viewer: CurrentUser | None, folded: str, pattern: str
+) -> list[Person]:
     with platform.catalog.transaction() as c:
         rows = c.execute(
             select(PublicProfile.handle, PublicProfile.display_name, PublicProfile.is_private)
@@ -86,12 +104,11 @@ def _people(platform: Platform, folded: str, pattern: str) -> list[Person]:
             .where(
                 DirectoryEntry.state == "active",
                 PublicProfile.search_text.ilike(pattern, escape="\\"),
+                _findable(viewer),
             )
             .order_by(
                 # A handle that starts with the query first, then the closest texts.
-                PublicProfile.handle_key.startswith(
-                    folded.replace(" ", ""), autoescape=True
-                ).desc(),
+                PublicProfile.handle.startswith(folded.replace(" ", ""), autoescape=True).desc(),
                 func.similarity(PublicProfile.search_text, folded).desc(),
                 PublicProfile.handle,
             )

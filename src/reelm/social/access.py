@@ -17,7 +17,11 @@ The rules, in the order they apply:
    followers when the creator chose "followers"; comments exist on public videos only.
 6. Videos of under-16s are never downloaded or duetted (403), and they never reach adults
    outside their followers: their accounts are private and locked, so rule 3 already keeps
-   them out of every public list, feed and recommendation.
+   them out of every public list, feed and recommendation. Their videos take comments from
+   followers only (403), whatever a video's own setting says.
+7. Profiles of under-16s: no messages, and follow requests only from people they follow
+   (they invite one by following first: 403 otherwise). People search leaves them out for
+   anyone who does not follow them (reelm.search.service).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class Relation:
     requested: bool = False  # a follow request waiting
     blocked_by_owner: bool = False
     blocks_owner: bool = False
+    followed_by_owner: bool = False  # the creator follows the viewer (approved)
 
 
 NOBODY = Relation()
@@ -167,7 +172,9 @@ def _comment(video: VideoFacts, relation: Relation) -> Decision:
         return _no(403, "comments are available on public videos only")
     if not video.allow_comments:
         return _no(403, "comments are off for this video")
-    if video.comments_from == "followers" and not relation.follows:
+    if (video.comments_from == "followers" or video.owner_teen) and not relation.follows:
+        # An under-16's videos take comments from followers whatever a video says (one
+        # stored before the rule may still say everyone).
         return _no(403, "only the creator's followers can comment on this video")
     return ALLOW
 
@@ -208,7 +215,15 @@ def decide_profile(
         return _no(401, "sign in first")
     if action == "message" and profile.teen:
         return _no(403, "people under 16 cannot be messaged")
+    if action == "follow" and profile.teen and not _invited(relation):
+        return _no(403, "people under 16 can be asked to follow only by people they follow")
     return ALLOW
+
+
+def _invited(relation: Relation) -> bool:
+    """An under-16 invites a follow request by following that person first (the request is
+    a follow back); a follow or a request already there stays as it is."""
+    return relation.followed_by_owner or relation.follows or relation.requested
 
 
 # ---- gathering the facts ---------------------------------------------------------------------
@@ -226,6 +241,11 @@ def relation(platform: Platform, viewer: uuid.UUID | None, owner: uuid.UUID) -> 
                 .scalar_subquery(),
                 exists().where(Block.blocker_id == owner, Block.blocked_id == viewer),
                 exists().where(Block.blocker_id == viewer, Block.blocked_id == owner),
+                exists().where(
+                    Follow.follower_id == owner,
+                    Follow.followee_id == viewer,
+                    Follow.state == "active",
+                ),
             )
         ).one()
     return Relation(
@@ -233,6 +253,7 @@ def relation(platform: Platform, viewer: uuid.UUID | None, owner: uuid.UUID) -> 
         requested=row[0] == "requested",
         blocked_by_owner=bool(row[1]),
         blocks_owner=bool(row[2]),
+        followed_by_owner=bool(row[3]),
     )
 
 

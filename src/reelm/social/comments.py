@@ -25,7 +25,7 @@ from reelm.media import catalog
 from reelm.media.captions import parse_caption
 from reelm.media.models import PublicVideo
 from reelm.regions.fence import hold
-from reelm.social import access, notify
+from reelm.social import access, mentions, notify
 from reelm.social.models import Block, Comment, Suspension
 
 MAX_BODY = 500
@@ -114,8 +114,14 @@ def add(
         notify.send(
             platform, parent_author, "reply", user.user_id, video_id=video_id, comment_id=comment.id
         )
-    _notify_mentions(
-        platform, user, facts, parsed.mentions, comment.id, skip={facts.owner_id, parent_author}
+    people = mentions.mentioned(platform, parsed.mentions)
+    mentions.tell(
+        platform,
+        user.user_id,
+        facts,
+        people,
+        comment_id=comment.id,
+        skip=(facts.owner_id, parent_author),
     )
     return CommentView(
         id=comment.id,
@@ -130,40 +136,6 @@ def add(
         mine=True,
         can_delete=True,
     )
-
-
-def _notify_mentions(
-    platform: Platform,
-    user: CurrentUser,
-    facts: access.VideoFacts,
-    handles: tuple[str, ...],
-    comment_id: uuid.UUID,
-    *,
-    skip: set[uuid.UUID | None],
-) -> None:
-    """Mentioned people who may see the video hear about it."""
-    from reelm.accounts import handles as handle_rules
-
-    keys = []
-    for handle in handles:
-        try:
-            keys.append(handle_rules.skeleton(handle_rules.normalise(handle)))
-        except Exception:  # noqa: S112 - a mention that is no valid handle names nobody
-            continue
-    if not keys:
-        return
-    with platform.catalog.transaction() as c:
-        people = list(
-            c.scalars(select(PublicProfile.user_id).where(PublicProfile.handle_key.in_(keys)))
-        )
-    for person in people:
-        if person in skip or person == user.user_id:
-            continue
-        relation = access.relation(platform, person, facts.owner_id)
-        if access.decide(access.Viewer(person, None), "view", facts, relation).allowed:
-            notify.send(
-                platform, person, "mention", user.user_id, video_id=facts.id, comment_id=comment_id
-            )
 
 
 def _name(platform: Platform, user_id: uuid.UUID) -> str:

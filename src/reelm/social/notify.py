@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 
 from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.accounts.service import CurrentUser
@@ -22,6 +23,7 @@ from reelm.social.models import NOTIFICATION_FIELD, Block, Notification
 log = logging.getLogger("reelm.social")
 
 MAX_LIST = 50
+ONCE_FIELD = "notification_once"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +46,16 @@ def send(
     *,
     video_id: uuid.UUID | None = None,
     comment_id: uuid.UUID | None = None,
+    once: str | None = None,
 ) -> bool:
     """Best effort: a recipient who blocked the actor, is gone, or is being moved to another
-    region right now gets nothing (the action itself is not refused for it)."""
+    region right now gets nothing (the action itself is not refused for it).
+
+    ``once``: what must reach the recipient at most once (a video's caption mentioning them,
+    however often it is edited). The notification's id is then derived from it under the
+    recipient's own key, so a second send finds the first and writes nothing: no table of
+    who was told what, and the id tells nothing once the key is destroyed. (A user moved to
+    another region has a new key: a later edit may tell them once more.)"""
     if recipient == actor:
         return False
     with platform.catalog.transaction() as c:
@@ -66,21 +75,28 @@ def send(
         event["video"] = str(video_id)
     if comment_id is not None:
         event["comment"] = str(comment_id)
+    cipher = scope.cipher()
+    ident = uuid.uuid4()
+    if once is not None:
+        ident = uuid.UUID(bytes=cipher.lookup(ONCE_FIELD, once)[:16], version=4)
     try:
         with scope.cell.db.transaction() as s:
             hold(s, recipient)
-            s.add(
-                Notification(
-                    id=uuid.uuid4(),
+            written = s.execute(
+                insert(Notification)
+                .values(
+                    id=ident,
                     user_id=recipient,
-                    event_ct=scope.cipher().encrypt(NOTIFICATION_FIELD, json.dumps(event)),
+                    event_ct=cipher.encrypt(NOTIFICATION_FIELD, json.dumps(event)),
                     read=False,
                 )
-            )
+                .on_conflict_do_nothing()
+                .returning(Notification.id)
+            ).first()
     except UserMoving:
         log.info("notification for %s skipped: the user is moving", recipient)
         return False
-    return True
+    return written is not None
 
 
 def _scope(platform: Platform, user: CurrentUser) -> UserScope:

@@ -281,6 +281,7 @@ def install(app: FastAPI, platform: Platform) -> None:
         relation = access.relation(platform, who.user_id, found.user_id)
         facts = access.profile_facts(platform, found.user_id)
         access.decide_profile(who, "view", facts, relation).enforce()
+        follow = access.decide_profile(who, "follow", facts, relation)
         grid = catalog.profile_videos(
             platform, user, found, cursor=cursor, market=getattr(request.state, "market", None)
         )
@@ -290,6 +291,8 @@ def install(app: FastAPI, platform: Platform) -> None:
             counts=graph.counts(platform, found.user_id),
             reported=request.query_params.get("reported") == "1",
             relation=relation,
+            # Why the follow button is not there (an under-16 asked by a stranger), if so.
+            follow_refused=follow.reason if follow.status == 403 else None,
             profile=found,
             own=user is not None and user.user_id == found.user_id,
             welcome=request.query_params.get("welcome") == "1",
