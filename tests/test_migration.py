@@ -491,6 +491,30 @@ def test_killed_at_a_step_boundary_then_resumed(
     checked = _reelm(platform, "audit", "verify-migration", str(tmp_path / "report.json"))
     _out, err = checked.communicate(timeout=120)
     assert checked.returncode == 0, err.decode()[-2000:]
+    # One report, logged once in each region, whatever the step the crash interrupted.
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert _completed_hashes(platform, written["body"]["migration"]) == {
+        region: [written["report_sha256"]] for region in ("sg", "us")
+    }
+
+
+def _completed_hashes(platform: Platform, migration: str) -> dict[str, list[str]]:
+    """The report hashes each region's log holds for a migration (queued ones included)."""
+    found: dict[str, list[str]] = {}
+    for region, cell in platform.cells.items():
+        cell.log.integrate_all()
+        with cell.db.transaction() as s:
+            entries = s.execute(
+                text(
+                    "SELECT entry FROM tlog_entries WHERE kind = 'migration.completed' "
+                    "AND position(CAST(:m AS bytea) IN entry) > 0 ORDER BY idx"
+                ),
+                {"m": migration.encode()},
+            ).scalars()
+            hashes = [json.loads(e)["details"]["report_sha256"] for e in entries]
+        if hashes:
+            found[region] = hashes
+    return found
 
 
 def test_killed_at_random_times_then_resumed(
