@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
+from reelm.accounts import indexes
 from reelm.accounts.errors import InvalidInput
 from reelm.accounts.lifecycle import request_deletion
 from reelm.accounts.models import Account, DirectoryEntry
@@ -914,14 +915,16 @@ def test_a_user_who_cannot_move_stays_and_the_batch_goes_on(
     _, fine = _person(platform)
     us = platform.cell("us")
     with us.db.transaction() as s:
+        indexed = indexes.for_writing(s, us, f"{uuid.uuid4()}@example.com", "+12025550199")
         s.add(
             Account(
                 user_id=uuid.uuid4(),
                 market="US",
                 email_ct=b"x",
-                email_bidx=us.blind_index("email", f"{uuid.uuid4()}@example.com"),
+                email_bidx=indexed.email_bidx,
                 phone_ct=b"x",
-                phone_bidx=us.blind_index("phone", "+12025550199"),
+                phone_bidx=indexed.phone_bidx,
+                index_epoch=indexed.index_epoch,
                 birth_date_ct=b"x",
                 password_ct=b"x",
                 settings_ct=b"x",

@@ -91,6 +91,16 @@ def reconcile_task(context: procrastinate.JobContext, timestamp: int) -> int:
     return len(reconcile_sign_ups(platform, region))
 
 
+def rotate_index_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Daily, per region: a new blind-index key epoch, the old key destroyed (purges and
+    migrations rotate too, as they finish; this bounds the window when neither ran)."""
+    from reelm.accounts.indexes import rotate
+
+    platform, region = _context(context)
+    rotation = rotate(platform.cell(region))
+    return 0 if rotation is None else rotation.epoch
+
+
 # What a worker is told of each video it processes: a percentage, 100 when it is ready, or
 # FINISHED_OTHERWISE (failed, retried later, or deleted meanwhile).
 ProgressEcho = Callable[[uuid.UUID, int], None]
@@ -131,6 +141,10 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         reconcile_task
     )
     app.periodic(cron="*/10 * * * *", periodic_id="accounts-reconcile")(reconcile)
+    rotate_index = app.task(name="accounts.rotate_index", queue=MAINTENANCE, pass_context=True)(
+        rotate_index_task
+    )
+    app.periodic(cron="37 3 * * *", periodic_id="rotate-index")(rotate_index)
     return app
 
 

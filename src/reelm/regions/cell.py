@@ -7,7 +7,9 @@ through it, and it refuses a user whose home is another region.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import cached_property
 from uuid import UUID
 
@@ -51,6 +53,8 @@ class Cell:
     blobs: BlobStore
 
     origin: str = ""
+    _index_keys: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _index_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def log(self) -> TransparencyLog:
@@ -76,9 +80,19 @@ class Cell:
             raise ResidencyViolation(user_id, home_region, self.region)
         return UserScope(self, user_id)
 
-    @cached_property
-    def _index_key(self) -> bytes:
-        return self.keys.index_key()
-
-    def blind_index(self, field: str, normalised_value: str) -> bytes:
-        return blind_index(self._index_key, field, normalised_value)
+    def blind_indexes(
+        self, epochs: Iterable[int], field: str, value: str, *, all_live: bool = False
+    ) -> list[bytes]:
+        """``value``'s blind index under each of these index-key epochs (read from the
+        region's database by reelm.accounts.indexes). ``all_live``: these are every live
+        epoch, so the keys of others are dropped from memory (a retired key leaves too)."""
+        wanted = list(epochs)
+        with self._index_lock:
+            if all_live:
+                for gone in set(self._index_keys) - set(wanted):
+                    del self._index_keys[gone]
+            for epoch in wanted:
+                if epoch not in self._index_keys:
+                    self._index_keys[epoch] = self.keys.index_key(epoch)
+            keys = [self._index_keys[epoch] for epoch in wanted]
+        return [blind_index(key, field, value) for key in keys]
