@@ -964,3 +964,30 @@ def test_resuming_never_touches_a_user_who_moved_since(
     assert outcome.moved == 0 and outcome.failed == {}
     assert _state_of(platform, user.user_id) == moved
     assert engine.status(platform, first)["state"] == "done"  # the user left its journal
+
+
+def test_a_notification_sent_behind_the_fence_arrives_after_the_move(
+    platform_factory: Callable[..., Platform],
+) -> None:
+    """Someone follows a user while the user's writes are frozen for the move: the
+    notification waits (in the follower's region, sealed under the follower's key) and is
+    delivered to the user's new home once the directory points there, exactly once."""
+    platform = platform_factory(markets=MARKETS)
+    _, star = _person(platform)
+    _, fan = _person(platform, market="FR")  # lives in sg and stays there
+    plan = engine.make_plan(platform, "us", user_ids=[star.user_id])
+    runner = engine.Runner(platform, engine.start(platform, plan))
+    runner._freeze(platform.cell("sg"), [star.user_id])  # the fence a batch puts up
+    graph.follow(platform, fan, star.handle)
+    _run_jobs(platform, "sg")  # the delivery meets the fence: it is put back for later
+    assert runner.run().moved == 1
+    assert _state_of(platform, star.user_id)["notifications"] == []
+    with platform.cell("sg").db.transaction() as s:  # the retry's time has come
+        s.execute(text("UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'"))
+    _run_jobs(platform, "sg")
+    _run_jobs(platform, "sg")  # a second run delivers nothing more
+    after = _state_of(platform, star.user_id)
+    assert after["home"] == "us"
+    assert [json.loads(n) for n in after["notifications"]] == [
+        {"kind": "follow", "actor": str(fan.user_id)}
+    ]

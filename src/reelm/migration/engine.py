@@ -73,6 +73,7 @@ from reelm.migration.tables import MOVED_TABLES, MovedTable
 from reelm.regions import routing
 from reelm.regions.cell import Cell
 from reelm.regions.models import MarketRoute
+from reelm.social.notify import DELIVER_TASK
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import (
     BLOB_CHUNK,
@@ -1335,6 +1336,16 @@ class Runner:
             videos = list(s.scalars(select(Video.id).where(_among(Video.owner_id, ids))))
             uploads = list(s.scalars(select(Upload.id).where(_among(Upload.owner_id, ids))))
         self._purge_jobs(src, videos)
+        with src.db.transaction() as s:
+            # Notifications the users sent that wait behind another user's fence: sealed under
+            # their key, destroyed below, so they could never be delivered (reelm.social.notify).
+            s.execute(
+                text(
+                    "DELETE FROM procrastinate_jobs WHERE task_name = :task "
+                    "AND args->>'actor' = ANY(:ids) AND status <> 'doing'"
+                ),
+                {"task": DELIVER_TASK, "ids": [str(u) for u in ids]},
+            )
         for user_id in ids:
             for key in _user_blob_keys(src.blobs, user_id):
                 src.blobs.delete(key)
