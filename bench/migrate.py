@@ -52,6 +52,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from reelm.accounts import indexes
 from reelm.accounts.handles import handle_key
 from reelm.accounts.schemas import PrivacySettings
 from reelm.bootstrap import Platform, build
@@ -107,7 +108,7 @@ def _b64(data: bytes) -> str:
 
 
 def _user_rows(
-    cell: Cell, rng: random.Random, n: int, market: str, now: datetime
+    cell: Cell, rng: random.Random, n: int, market: str, now: datetime, epoch: int
 ) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, list[tuple[Any, ...]]]]:
     """Catalog and region rows of user number n (unique email, phone and handle)."""
     user_id = uuid.uuid4()
@@ -151,9 +152,10 @@ def _user_rows(
                 user_id,
                 market,
                 cipher.encrypt("email", email),
-                cell.blind_index("email", email),
+                cell.blind_indexes([epoch], "email", email)[0],
                 cipher.encrypt_optional("phone", phone),
-                cell.blind_index("phone", phone) if phone else None,
+                cell.blind_indexes([epoch], "phone", phone)[0] if phone else None,
+                epoch,
                 cipher.encrypt("birth_date", birth.isoformat()),
                 cipher.encrypt("password", password),
                 cipher.encrypt("settings", privacy.model_dump_json()),
@@ -235,8 +237,8 @@ CATALOG_COLUMNS = {
     "created_at, updated_at",
 }
 REGION_COLUMNS = {
-    "accounts": "user_id, market, email_ct, email_bidx, phone_ct, phone_bidx, birth_date_ct, "
-    "password_ct, settings_ct, created_at",
+    "accounts": "user_id, market, email_ct, email_bidx, phone_ct, phone_bidx, index_epoch, "
+    "birth_date_ct, password_ct, settings_ct, created_at",
     "sessions": "token_hash, user_id, user_agent_ct, created_at, expires_at",
     "videos": "id, owner_id, status, progress, visibility, allow_comments, caption_ct, "
     "duration, width, height, renditions, poster_key, attempts, created_at, updated_at",
@@ -256,12 +258,14 @@ def seed(platform: Platform, us: int, others: int, rng: random.Random) -> dict[s
     markets = [MARKET] * us + [OTHER_MARKETS[i % len(OTHER_MARKETS)] for i in range(others)]
     rng.shuffle(markets)
     counts: dict[str, int] = {}
+    with cell.db.transaction() as s:
+        epoch = indexes.current_epoch(s, cell)
     with pooled(platform.catalog) as catalog, pooled(cell.db) as region:
         for start in range(0, len(markets), SEED_CHUNK):
             cat: dict[str, list[Any]] = {t: [] for t in CATALOG_COLUMNS}
             reg: dict[str, list[Any]] = {t: [] for t in REGION_COLUMNS}
             for n in range(start, min(start + SEED_CHUNK, len(markets))):
-                c, r = _user_rows(cell, rng, n, markets[n], now)
+                c, r = _user_rows(cell, rng, n, markets[n], now, epoch)
                 for t, rows in c.items():
                     cat[t] += rows
                 for t, rows in r.items():

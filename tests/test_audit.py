@@ -131,3 +131,56 @@ def test_cli_exit_codes_and_independence(fresh_platform: Platform, tmp_path: Pat
     loaded = set(eval(probe.stdout))  # noqa: S307 - our own subprocess's output
     third_party = loaded - set(sys.stdlib_module_names) - {"reelm", "cryptography"}
     assert third_party <= {"cffi", "_cffi_backend"}, third_party
+
+
+def _rewrite_entry(platform: Platform, region: str, index: int) -> None:
+    """What an operator with the database can do: change an entry's bytes, leaving its stored
+    leaf hash and the tree's nodes (which every proof is built from) alone."""
+    from sqlalchemy import text
+
+    with platform.cell(region).db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE tlog_entries DISABLE TRIGGER tlog_entries_append_only"))
+        changed = conn.execute(
+            text(
+                "UPDATE tlog_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), "
+                "'honest', 'forged'), 'UTF8') WHERE idx = :i"
+            ),
+            {"i": index},
+        )
+        assert changed.rowcount == 1
+        conn.execute(text("ALTER TABLE tlog_entries ENABLE TRIGGER tlog_entries_append_only"))
+
+
+def test_rewritten_entry_bytes_fail_with_a_saved_state(
+    fresh_platform: Platform, tmp_path: Path
+) -> None:
+    state = tmp_path / "audit.json"
+    _add(fresh_platform, "au", 10, "honest")
+    with serving(fresh_platform) as url:
+        audit(url, state)
+        _add(fresh_platform, "au", 1500, "honest")  # more than one page of entries
+        _rewrite_entry(fresh_platform, "au", 1234)
+        # The checkpoint and the consistency proof are untouched: only hashing the entries
+        # the log serves shows the lie.
+        with pytest.raises(AuditFailure, match="TAMPERED"):
+            audit(url, state)
+        # A first run (no saved state) hashes the whole log, and sees it too.
+        with pytest.raises(AuditFailure, match="TAMPERED"):
+            audit(url, tmp_path / "new.json")
+
+
+def test_each_entry_is_hashed_once_across_runs(fresh_platform: Platform, tmp_path: Path) -> None:
+    state = tmp_path / "audit.json"
+    _add(fresh_platform, "nz", 7, "honest")
+    with serving(fresh_platform) as url:
+        assert {r.region: r for r in audit(url, state)}["nz"].entries_hashed == 7
+        assert {r.region: r for r in audit(url, state)}["nz"].entries_hashed == 0
+        _add(fresh_platform, "nz", 9, "honest")
+        again = {r.region: r for r in audit(url, state)}["nz"]
+        assert (again.previous_size, again.entries_hashed) == (7, 9)
+        # An entry hashed before and rewritten since is not fetched again (an auditor's state
+        # vouches for what it saw); a fresh auditor sees the rewrite.
+        _rewrite_entry(fresh_platform, "nz", 3)
+        audit(url, state)
+        with pytest.raises(AuditFailure, match="TAMPERED"):
+            audit(url, tmp_path / "fresh.json")

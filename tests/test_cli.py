@@ -68,6 +68,22 @@ def test_residency_scan_exit_codes(
     assert "kiri@example.com" not in leak.stdout
 
 
+def test_rotate_index(
+    fresh_platform: Platform,
+    new_user: Callable[..., SignedUp],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _env_for(fresh_platform, monkeypatch)
+    new_user("AU", platform_=fresh_platform)
+    result = CliRunner().invoke(app, ["accounts", "rotate-index", "--region", "au"])
+    assert result.exit_code == 0, result.output
+    assert "au: epoch 2, 1 account(s) re-indexed, epochs [1] destroyed" in result.stdout
+    empty = CliRunner().invoke(app, ["accounts", "rotate-index", "--region", "ca"])
+    assert "ca: nothing to rotate" in empty.stdout
+    wrong = CliRunner().invoke(app, ["accounts", "rotate-index", "--region", "zz"])
+    assert wrong.exit_code == 2
+
+
 def test_bad_config_file_is_reported(tmp_path: Path) -> None:
     bad = tmp_path / "reelm.toml"
     bad.write_text("session_days = 0\n")

@@ -76,11 +76,35 @@ def test_a_wrapped_key_from_another_region_does_not_unwrap(tmp_path: Path) -> No
 
 
 def test_blind_index_is_keyed_and_deterministic(tmp_path: Path) -> None:
-    us = LocalKeyStore("us", tmp_path / "us").index_key()
-    ca = LocalKeyStore("ca", tmp_path / "ca").index_key()
+    us = LocalKeyStore("us", tmp_path / "us").create_index_key(1)
+    ca = LocalKeyStore("ca", tmp_path / "ca").create_index_key(1)
     assert blind_index(us, "email", "a@example.com") == blind_index(us, "email", "a@example.com")
     assert blind_index(us, "email", "a@example.com") != blind_index(ca, "email", "a@example.com")
     assert blind_index(us, "email", "a@example.com") != blind_index(us, "phone", "a@example.com")
+
+
+def test_index_keys_by_epoch_are_random_private_and_destroyable(tmp_path: Path) -> None:
+    keys = LocalKeyStore("nz", tmp_path / "keys")
+    first = keys.create_index_key(1)
+    assert keys.create_index_key(1) == first  # made once, then read back
+    second = keys.create_index_key(2)
+    assert second != first
+    path = tmp_path / "keys" / "index" / "1.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys.index_key_epochs() == [1, 2]
+    # Not derived from the master key: another store with the same master has other keys.
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "master.key").write_bytes((tmp_path / "keys" / "master.key").read_bytes())
+    assert LocalKeyStore("nz", twin).create_index_key(1) != first
+    assert keys.destroy_index_key(1) is True
+    assert keys.destroy_index_key(1) is False
+    assert keys.index_key_epochs() == [2]
+    with pytest.raises(KeyDestroyed):
+        LocalKeyStore("nz", tmp_path / "keys").index_key(1)
+    assert keys.index_key(2) == second
+    with pytest.raises(ValueError, match="start at 1"):
+        keys.create_index_key(0)
 
 
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 123])

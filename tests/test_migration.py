@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
+from reelm.accounts import indexes
 from reelm.accounts.errors import InvalidInput
 from reelm.accounts.lifecycle import request_deletion
 from reelm.accounts.models import Account, DirectoryEntry
@@ -504,6 +505,30 @@ def test_killed_at_a_step_boundary_then_resumed(
     checked = _reelm(platform, "audit", "verify-migration", str(tmp_path / "report.json"))
     _out, err = checked.communicate(timeout=120)
     assert checked.returncode == 0, err.decode()[-2000:]
+    # One report, logged once in each region, whatever the step the crash interrupted.
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert _completed_hashes(platform, written["body"]["migration"]) == {
+        region: [written["report_sha256"]] for region in ("sg", "us")
+    }
+
+
+def _completed_hashes(platform: Platform, migration: str) -> dict[str, list[str]]:
+    """The report hashes each region's log holds for a migration (queued ones included)."""
+    found: dict[str, list[str]] = {}
+    for region, cell in platform.cells.items():
+        cell.log.integrate_all()
+        with cell.db.transaction() as s:
+            entries = s.execute(
+                text(
+                    "SELECT entry FROM tlog_entries WHERE kind = 'migration.completed' "
+                    "AND position(CAST(:m AS bytea) IN entry) > 0 ORDER BY idx"
+                ),
+                {"m": migration.encode()},
+            ).scalars()
+            hashes = [json.loads(e)["details"]["report_sha256"] for e in entries]
+        if hashes:
+            found[region] = hashes
+    return found
 
 
 def test_killed_at_random_times_then_resumed(
@@ -903,14 +928,16 @@ def test_a_user_who_cannot_move_stays_and_the_batch_goes_on(
     _, fine = _person(platform)
     us = platform.cell("us")
     with us.db.transaction() as s:
+        indexed = indexes.for_writing(s, us, f"{uuid.uuid4()}@example.com", "+12025550199")
         s.add(
             Account(
                 user_id=uuid.uuid4(),
                 market="US",
                 email_ct=b"x",
-                email_bidx=us.blind_index("email", f"{uuid.uuid4()}@example.com"),
+                email_bidx=indexed.email_bidx,
                 phone_ct=b"x",
-                phone_bidx=us.blind_index("phone", "+12025550199"),
+                phone_bidx=indexed.phone_bidx,
+                index_epoch=indexed.index_epoch,
                 birth_date_ct=b"x",
                 password_ct=b"x",
                 settings_ct=b"x",
@@ -950,3 +977,30 @@ def test_resuming_never_touches_a_user_who_moved_since(
     assert outcome.moved == 0 and outcome.failed == {}
     assert _state_of(platform, user.user_id) == moved
     assert engine.status(platform, first)["state"] == "done"  # the user left its journal
+
+
+def test_a_notification_sent_behind_the_fence_arrives_after_the_move(
+    platform_factory: Callable[..., Platform],
+) -> None:
+    """Someone follows a user while the user's writes are frozen for the move: the
+    notification waits (in the follower's region, sealed under the follower's key) and is
+    delivered to the user's new home once the directory points there, exactly once."""
+    platform = platform_factory(markets=MARKETS)
+    _, star = _person(platform)
+    _, fan = _person(platform, market="FR")  # lives in sg and stays there
+    plan = engine.make_plan(platform, "us", user_ids=[star.user_id])
+    runner = engine.Runner(platform, engine.start(platform, plan))
+    runner._freeze(platform.cell("sg"), [star.user_id])  # the fence a batch puts up
+    graph.follow(platform, fan, star.handle)
+    _run_jobs(platform, "sg")  # the delivery meets the fence: it is put back for later
+    assert runner.run().moved == 1
+    assert _state_of(platform, star.user_id)["notifications"] == []
+    with platform.cell("sg").db.transaction() as s:  # the retry's time has come
+        s.execute(text("UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'"))
+    _run_jobs(platform, "sg")
+    _run_jobs(platform, "sg")  # a second run delivers nothing more
+    after = _state_of(platform, star.user_id)
+    assert after["home"] == "us"
+    assert [json.loads(n) for n in after["notifications"]] == [
+        {"kind": "follow", "actor": str(fan.user_id)}
+    ]

@@ -14,13 +14,14 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
+from reelm.accounts.errors import EmailTaken, PhoneTaken
 from reelm.accounts.models import Account, DirectoryEntry, PublicProfile
 from reelm.accounts.service import SignedUp
 from reelm.bootstrap import Platform
 from reelm.regions.cell import ResidencyViolation
 from reelm.residency.scan import Finding, scan
-from reelm.storage.crypto import UserCipher, cipher_for
-from reelm.storage.keys import KeyDestroyed
+from reelm.storage.crypto import UserCipher, blind_index, cipher_for
+from reelm.storage.keys import KeyDestroyed, LocalKeyStore
 
 from .test_blobcheck import data_key_of, put_sealed
 
@@ -238,6 +239,81 @@ def test_crypto_shredding_defeats_an_old_backup(
         assert s.get(PublicProfile, gone.user_id) is None
     with cell.db.transaction() as s:
         assert s.scalar(select(Account).where(Account.user_id == gone.user_id)) is None
+
+
+def _backup(url: str, path: Path) -> Path:
+    subprocess.run(
+        [_pg_dump_for(url), "--no-owner", "--no-privileges", "-f", str(path), _libpq(url)],
+        check=True,
+    )
+    return path
+
+
+def _every_index_key(keys: LocalKeyStore) -> list[bytes]:
+    """Every blind-index key the region's key store can still give: each epoch's key file,
+    and the key derived from the master key (epoch 0, databases from before epochs)."""
+    return [keys.index_key(epoch) for epoch in keys.index_key_epochs()] + [keys.index_key(0)]
+
+
+def test_an_old_backup_and_the_keys_left_confirm_no_guess_about_users_gone(
+    fresh_platform: Platform, new_user: Callable[..., SignedUp], tmp_path: Path
+) -> None:
+    """A backup of us taken while three users lived there; then one is deleted and one moves
+    to ca. Restored, the backup plus every key us still holds must not confirm a guessed
+    email or phone of the deleted or the moved user (crypto-shredding reaches the blind
+    indexes too), while the users who live on still log in."""
+    from datetime import UTC, datetime, timedelta
+
+    from reelm.accounts.lifecycle import purge_due, request_deletion
+    from reelm.accounts.service import log_in
+    from reelm.migration import engine
+
+    people = {
+        name: new_user(
+            "US",
+            platform_=fresh_platform,
+            email=f"{name}@example.com",
+            phone=f"+1 202 555 01{n:02d}",
+        )
+        for n, name in enumerate(("gone", "moved", "kept"))
+    }
+    guesses = {
+        name: [("email", f"{name}@example.com"), ("phone", f"+120255501{n:02d}")]
+        for n, name in enumerate(people)
+    }
+    cell = fresh_platform.cell("us")
+    backup = _backup(cell.db.url, tmp_path / "us.sql")
+
+    _token, gone = log_in(fresh_platform, "gone@example.com", "correct horse battery")
+    request_deletion(fresh_platform, gone)
+    assert purge_due(fresh_platform, at=datetime.now(UTC) + timedelta(days=31)) == [gone.user_id]
+    plan = engine.make_plan(fresh_platform, "ca", user_ids=[people["moved"].user_id])
+    assert engine.Runner(fresh_platform, engine.start(fresh_platform, plan)).run().moved == 1
+
+    restored = _restore(fresh_platform, backup)
+    try:
+        with psycopg.connect(restored) as conn:
+            stored = {
+                bytes(value)
+                for row in conn.execute("SELECT email_bidx, phone_bidx FROM accounts")
+                for value in row
+                if value is not None
+            }
+    finally:
+        _drop_restored(fresh_platform)
+    assert len(stored) == 6  # three emails, three phones
+    held = _every_index_key(cell.keys)  # type: ignore[arg-type]
+    for name in ("gone", "moved"):
+        for field, value in guesses[name]:
+            confirmed = [k for k in held if blind_index(k, field, value) in stored]
+            assert confirmed == [], f"{name}'s {field} is confirmed by a key us still holds"
+    # Those who live on are found under the keys in use now, wherever they live.
+    for name in ("moved", "kept"):
+        log_in(fresh_platform, f"{name}@example.com", "correct horse battery")
+    with pytest.raises(EmailTaken):
+        new_user("US", platform_=fresh_platform, email="kept@example.com")
+    with pytest.raises(PhoneTaken):
+        new_user("US", platform_=fresh_platform, phone="+1 202 555 0102")
 
 
 def _pg_dump_for(url: str) -> str:

@@ -272,6 +272,36 @@ def purge_due(config: ConfigOption = None, data_dir: DataDirOption = None) -> No
     Console().print(f"purged {len(purged)} account(s)")
 
 
+@accounts_app.command("rotate-index")
+def rotate_index(
+    region: Annotated[
+        list[str] | None, typer.Option(help="Only this region (repeatable); default: all.")
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Move every account to a new blind-index key epoch and destroy the old keys, so that no
+    key left matches an index in an earlier backup. Purges and migrations do it as they end."""
+    from reelm.accounts.indexes import rotate
+
+    platform = _platform(_settings(config, data_dir=data_dir))
+    try:
+        for name in region or list(platform.cells):
+            if name not in platform.cells:
+                console.print(f"[red]no region {name!r}[/red]")
+                raise typer.Exit(2)
+            done = rotate(platform.cell(name))
+            if done is None:
+                Console().print(f"{name}: nothing to rotate, or another process is rotating it")
+            else:
+                Console().print(
+                    f"{name}: epoch {done.epoch}, {done.reindexed} account(s) re-indexed, "
+                    f"epochs {done.destroyed or 'none'} destroyed"
+                )
+    finally:
+        platform.close()
+
+
 @app.command()
 def worker(
     region: Annotated[str, typer.Option(help="The region whose jobs this worker runs.")],

@@ -91,6 +91,27 @@ def reconcile_task(context: procrastinate.JobContext, timestamp: int) -> int:
     return len(reconcile_sign_ups(platform, region))
 
 
+def deliver_task(context: procrastinate.JobContext, actor: str, sealed: str) -> bool:
+    """A notification held behind a migration fence (see reelm.social.notify): delivered once
+    the fence lifts; UserMoving until then, which procrastinate retries later."""
+    import base64
+
+    from reelm.social.notify import deliver_held
+
+    platform, region = _context(context)
+    return deliver_held(platform, region, uuid.UUID(actor), base64.b64decode(sealed))
+
+
+def rotate_index_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Daily, per region: a new blind-index key epoch, the old key destroyed (purges and
+    migrations rotate too, as they finish; this bounds the window when neither ran)."""
+    from reelm.accounts.indexes import rotate
+
+    platform, region = _context(context)
+    rotation = rotate(platform.cell(region))
+    return 0 if rotation is None else rotation.epoch
+
+
 # What a worker is told of each video it processes: a percentage, 100 when it is ready, or
 # FINISHED_OTHERWISE (failed, retried later, or deleted meanwhile).
 ProgressEcho = Callable[[uuid.UUID, int], None]
@@ -131,6 +152,19 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         reconcile_task
     )
     app.periodic(cron="*/10 * * * *", periodic_id="accounts-reconcile")(reconcile)
+    from reelm.social.notify import DELIVER_ATTEMPTS, DELIVER_BACKOFF, DELIVER_TASK
+
+    app.task(
+        name=DELIVER_TASK,
+        pass_context=True,
+        retry=procrastinate.RetryStrategy(
+            max_attempts=DELIVER_ATTEMPTS, exponential_wait=DELIVER_BACKOFF
+        ),
+    )(deliver_task)
+    rotate_index = app.task(name="accounts.rotate_index", queue=MAINTENANCE, pass_context=True)(
+        rotate_index_task
+    )
+    app.periodic(cron="37 3 * * *", periodic_id="rotate-index")(rotate_index)
     return app
 
 

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
-from reelm.accounts import age
+from reelm.accounts import age, indexes
 from reelm.accounts.errors import NotFound, SettingLocked
 from reelm.accounts.logsubject import subject as log_subject
 from reelm.accounts.logsubject import subject_if_readable
@@ -246,6 +246,7 @@ def purge_due(
     for cell in platform.cells.values():
         if regions is not None and cell.region not in regions:
             continue
+        before = len(purged)
         with cell.db.transaction() as s:
             due = list(
                 s.scalars(
@@ -296,6 +297,10 @@ def purge_due(
                     .values(state="deleted")
                 )
             log.info("purged account %s in %s", user_id, cell.region)
+        if len(purged) > before:
+            # The purged users' blind indexes are in every backup taken so far: retire the
+            # key they were computed with (reelm.accounts.indexes).
+            indexes.rotate(cell)
     return purged
 
 
@@ -343,4 +348,6 @@ def reconcile_sign_ups(
             cell.log.append(s, "account.creation_undone", None, {})
             cell.log.append(s, "key.destroyed", None, {})
         log.warning("undid sign-up %s in %s: it never reached the catalog", user_id, region)
+    if orphans:
+        indexes.rotate(cell)
     return orphans

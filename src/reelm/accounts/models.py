@@ -74,6 +74,16 @@ class PublicProfile(CatalogBase):
 # ---- region (protected, home region only) -------------------------------------------------
 
 
+class IndexEpoch(RegionBase):
+    """A blind-index key epoch of the region (see reelm.accounts.indexes): the key itself is
+    in the key store; the row is what accounts reference, so it outlives none of them."""
+
+    __tablename__ = "index_epochs"
+
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Account(RegionBase):
     __tablename__ = "accounts"
 
@@ -83,6 +93,11 @@ class Account(RegionBase):
     email_bidx: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
     phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     phone_bidx: Mapped[bytes | None] = mapped_column(LargeBinary, unique=True)
+    # The epoch whose key computed both blind indexes (an epoch is retired, and its key
+    # destroyed, only when no row references it).
+    index_epoch: Mapped[int] = mapped_column(
+        ForeignKey("index_epochs.epoch", ondelete="RESTRICT"), index=True
+    )
     birth_date_ct: Mapped[bytes] = mapped_column(LargeBinary)
     password_ct: Mapped[bytes] = mapped_column(LargeBinary)
     settings_ct: Mapped[bytes] = mapped_column(LargeBinary)

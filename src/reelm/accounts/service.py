@@ -16,7 +16,7 @@ from argon2.exceptions import VerificationError
 from sqlalchemy import LargeBinary, Select, Uuid, bindparam, delete, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
-from reelm.accounts import age, handles
+from reelm.accounts import age, handles, indexes
 from reelm.accounts.errors import (
     BadCredentials,
     EmailTaken,
@@ -95,15 +95,15 @@ def find_by_email(platform: Platform, email: str) -> tuple[Cell, uuid.UUID] | No
     outside the home region.
     """
     for cell in platform.cells.values():
-        bidx = cell.blind_index("email", email)
         with cell.db.transaction() as s:
-            found = s.scalar(
-                select(Account.user_id).where(
-                    Account.email_bidx == bidx,
-                    # A copy a migration is making ('incoming') or has left ('moved') is not
-                    # where the user lives: the other region answers for them.
-                    or_(Account.migration.is_(None), Account.migration == "frozen"),
-                )
+            found = indexes.find(
+                s,
+                cell,
+                "email",
+                email,
+                # A copy a migration is making ('incoming') or has left ('moved') is not
+                # where the user lives: the other region answers for them.
+                or_(Account.migration.is_(None), Account.migration == "frozen"),
             )
         if found is not None:
             return cell, found
@@ -196,20 +196,27 @@ def _create_account(
     # From here on, any failure must not leave the new data key behind.
     try:
         log_keys_ct, log_keys = new_log_keys(cipher)
-        account = Account(
-            user_id=scope.user_id,
-            market=market,
-            email_ct=cipher.encrypt("email", email),
-            email_bidx=cell.blind_index("email", email),
-            phone_ct=cipher.encrypt_optional("phone", phone),
-            phone_bidx=cell.blind_index("phone", phone) if phone else None,
-            birth_date_ct=cipher.encrypt("birth_date", birth_date.isoformat()),
-            password_ct=cipher.encrypt("password", password_hash),
-            settings_ct=cipher.encrypt("settings", privacy.model_dump_json()),
-            log_keys_ct=log_keys_ct,
-        )
         with cell.db.transaction() as s:
-            s.add(account)
+            indexed = indexes.for_writing(s, cell, email, phone)
+            # The unique indexes see one epoch at a time: a phone indexed under an older
+            # epoch (a rotation under way) is looked for under every live one.
+            if phone and indexes.find(s, cell, "phone", phone) is not None:
+                raise PhoneTaken("an account with this phone number already exists", field="phone")
+            s.add(
+                Account(
+                    user_id=scope.user_id,
+                    market=market,
+                    email_ct=cipher.encrypt("email", email),
+                    email_bidx=indexed.email_bidx,
+                    phone_ct=cipher.encrypt_optional("phone", phone),
+                    phone_bidx=indexed.phone_bidx,
+                    index_epoch=indexed.index_epoch,
+                    birth_date_ct=cipher.encrypt("birth_date", birth_date.isoformat()),
+                    password_ct=cipher.encrypt("password", password_hash),
+                    settings_ct=cipher.encrypt("settings", privacy.model_dump_json()),
+                    log_keys_ct=log_keys_ct,
+                )
+            )
             # The residency event commits with the account, or not at all.
             cell.log.append(s, "account.created", log_keys.current, {})
     except IntegrityError as exc:

@@ -61,6 +61,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from reelm.accounts import indexes
 from reelm.accounts.errors import AccountError, InvalidInput, NotFound
 from reelm.accounts.logsubject import subject as log_subject
 from reelm.accounts.logsubject import subject_if_readable
@@ -77,6 +78,7 @@ from reelm.regions.models import MarketRoute
 from reelm.residency import readable
 from reelm.residency.readable import blob_name as _blob_name
 from reelm.residency.readable import user_blob_keys as _user_blob_keys
+from reelm.social.notify import DELIVER_TASK
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import (
     BLOB_CHUNK,
@@ -561,6 +563,7 @@ class Runner:
         self.outcome = Outcome(migration_id)
         self.copied_bytes = 0
         self._source_docs: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {}
+        self._dest_epoch = 0  # the destination's index epoch for the batch being copied
 
     # -- driving ---------------------------------------------------------------------------
     def run(self, *, retry_failed: bool = False) -> Outcome:
@@ -903,6 +906,11 @@ class Runner:
         be copied (its source key gone, its email or phone already used by an account of the
         destination) stays home, and the others go on."""
         side = _read_rows(src, ids)
+        # The destination's current index-key epoch: the copies' blind indexes are its. (A
+        # rotation there retiring it before the insert below makes the insert fail on the
+        # epoch's foreign key, and the batch is done again on resume.)
+        with self.dest.db.transaction() as s:
+            self._dest_epoch = indexes.current_epoch(s, self.dest)
         rows: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {}
         counts: dict[uuid.UUID, int] = {}
         failed: dict[uuid.UUID, str] = {}
@@ -951,13 +959,17 @@ class Runner:
         self, ids: list[uuid.UUID], rows: dict[uuid.UUID, dict[str, list[dict[str, Any]]]]
     ) -> dict[uuid.UUID, str]:
         """Users whose email or phone an account of the destination already has (emails are
-        unique across regions at sign-up; phone numbers only within a region)."""
+        unique across regions at sign-up; phone numbers only within a region), under any of
+        the destination's live index epochs."""
         wanted: dict[bytes, uuid.UUID] = {}
-        for user_id, copies in rows.items():
-            for account in copies["accounts"]:
-                for column in ("email_bidx", "phone_bidx"):
+        with self.dest.db.transaction() as s:
+            epochs = indexes.live_epochs(s)
+        for user_id in rows:
+            for account in self._source_docs[user_id]["accounts"]:
+                for column, name in (("email_ct", "email"), ("phone_ct", "phone")):
                     if account[column] is not None:
-                        wanted[account[column]] = user_id
+                        for bidx in self.dest.blind_indexes(epochs, name, account[column]):
+                            wanted[bidx] = user_id
         if not wanted:
             return {}
         with self.dest.db.transaction() as s:
@@ -1021,12 +1033,16 @@ class Runner:
         for column, source in moved.indexes.items():
             value = plain[source]
             copy[column] = (
-                None if value is None else self.dest.blind_index(moved.encrypted[source], value)
+                None
+                if value is None
+                else self.dest.blind_indexes([self._dest_epoch], moved.encrypted[source], value)[0]
             )
         for column, source in moved.lookups.items():
             copy[column] = new.lookup(moved.encrypted[source], plain[source] or "")
         if "migration" in moved.local:
             copy["migration"] = "incoming"
+        if "index_epoch" in moved.local:
+            copy["index_epoch"] = self._dest_epoch
         return copy, doc
 
     def _copy_staged(self, src: Cell, ids: list[uuid.UUID]) -> None:
@@ -1326,6 +1342,16 @@ class Runner:
             videos = list(s.scalars(select(Video.id).where(_among(Video.owner_id, ids))))
             uploads = list(s.scalars(select(Upload.id).where(_among(Upload.owner_id, ids))))
         self._purge_jobs(src, videos)
+        with src.db.transaction() as s:
+            # Notifications the users sent that wait behind another user's fence: sealed under
+            # their key, destroyed below, so they could never be delivered (reelm.social.notify).
+            s.execute(
+                text(
+                    "DELETE FROM procrastinate_jobs WHERE task_name = :task "
+                    "AND args->>'actor' = ANY(:ids) AND status <> 'doing'"
+                ),
+                {"task": DELIVER_TASK, "ids": [str(u) for u in ids]},
+            )
         for user_id in ids:
             for key in _user_blob_keys(src.blobs, user_id):
                 src.blobs.delete(key)
@@ -1440,6 +1466,10 @@ class Runner:
             self.platform.cell(region).log.integrate_all()
         purged = self._users_in(("purged",))
         self._set_state(purged, "attested")
+        # The moved users' blind indexes are in the sources' backups: retire the keys that
+        # computed them (idempotent: a resumed run rotates again, harmlessly).
+        for region in sorted(self._sources()):
+            indexes.rotate(self.platform.cell(region))
         self.fault("before-report")
         self.outcome.failed.update(self._failures())
         self.outcome.report = build_report(self.platform, self.migration_id)

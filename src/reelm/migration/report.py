@@ -10,7 +10,12 @@ region's log and the inclusion proof of the entry under it.
 
 ``verify_report`` checks the signature, every anchor (entry, proof, checkpoint signature),
 and, given access to the logs (a platform or a deployment's public API), that every user's
-departure and arrival entries are in the logs with the digest the report states."""
+departure and arrival entries are in the logs with the digest the report states.
+
+Building a report is idempotent: the body is a function of the journal and the logs (its time
+is the journal's last change, not the clock), and a region whose log already holds the body's
+``migration.completed`` entry is not given a second one. A crash between logging the report and
+storing it is resumed into the same report, logged once."""
 
 from __future__ import annotations
 
@@ -26,11 +31,12 @@ from typing import Any
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from reelm.accounts.logsubject import subject_if_readable
 from reelm.bootstrap import Platform
 from reelm.migration.models import Migration, MigrationUser
+from reelm.transparency.log import TransparencyLog
 from reelm.transparency.models import LogEntry
 from reelm.transparency.pseudonyms import Pseudonym, period_of
 from reelm.transparency.verify import (
@@ -97,10 +103,44 @@ def _entries(
     return found
 
 
+_FIND_ANCHOR = (
+    "SELECT {column} FROM {table} WHERE kind = 'migration.completed' "
+    "AND position(CAST(:sha AS bytea) IN entry) > 0 ORDER BY {column} LIMIT 1"
+)
+_ANCHOR_ENTRY = text(_FIND_ANCHOR.format(column="idx", table="tlog_entries"))
+_ANCHOR_QUEUED = text(_FIND_ANCHOR.format(column="id", table="tlog_queue"))
+
+
+def _anchored(tlog: TransparencyLog, migration_id: uuid.UUID, sha: bytes) -> LogEntry:
+    """The region's ``migration.completed`` entry of this report, appended if the log has
+    none yet (queued counts: a crash may have left it there), and integrated."""
+    needle = {"sha": sha.hex().encode()}
+    with tlog.db.transaction() as s:
+        if s.scalar(_ANCHOR_ENTRY, needle) is None and s.scalar(_ANCHOR_QUEUED, needle) is None:
+            tlog.append(
+                s,
+                "migration.completed",
+                None,
+                {"migration": str(migration_id), "report_sha256": sha.hex()},
+            )
+    tlog.integrate_all()
+    with tlog.db.transaction() as s:
+        entry = s.get(LogEntry, s.scalar(_ANCHOR_ENTRY, needle))
+        assert entry is not None
+        return entry
+
+
 def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
     with platform.catalog.transaction() as c:
         migration = c.get(Migration, migration_id)
         assert migration is not None
+        # The report's time: when its journal last changed. Built again from the same
+        # journal (after a crash), it is the same report, with the same hash.
+        as_of = c.scalar(
+            select(func.max(MigrationUser.updated_at)).where(
+                MigrationUser.migration_id == migration_id
+            )
+        )
         users = list(
             c.execute(
                 select(
@@ -136,7 +176,7 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
         "market": migration.market,
         "destination": dest,
         "started_at": migration.created_at.astimezone(UTC).isoformat(),
-        "reported_at": datetime.now(UTC).isoformat(),
+        "as_of": (as_of or migration.created_at).astimezone(UTC).isoformat(),
         "complete": len(moved) == len(users),
         "totals": {
             "users": len(moved),
@@ -184,20 +224,7 @@ def build_report(platform: Platform, migration_id: uuid.UUID) -> dict[str, Any]:
     anchors: dict[str, Any] = {}
     for region in sorted({dest, *subjects_by_source}):
         tlog = platform.cell(region).log
-        tlog.append_now(
-            "migration.completed",
-            None,
-            {"migration": str(migration_id), "report_sha256": sha.hex()},
-        )
-        tlog.integrate_all()
-        with tlog.db.transaction() as s:
-            entry = s.scalars(
-                select(LogEntry)
-                .where(LogEntry.kind == "migration.completed")
-                .order_by(LogEntry.idx.desc())
-                .limit(20)
-            ).all()
-        mine = next(e for e in entry if sha.hex().encode() in e.entry)
+        mine = _anchored(tlog, migration_id, sha)
         checkpoint = tlog.latest()
         assert checkpoint is not None
         _, proof = tlog.inclusion_proof(mine.idx, checkpoint.size)

@@ -45,7 +45,7 @@ MOVED_TABLES: tuple[MovedTable, ...] = (
             "log_keys_ct": "log_keys",
         },
         indexes={"email_bidx": "email_ct", "phone_bidx": "phone_ct"},
-        local=("migration",),
+        local=("migration", "index_epoch"),
     ),
     MovedTable("sessions", "user_id", {"user_agent_ct": "user_agent"}),
     MovedTable("uploads", "owner_id", {"metadata_ct": "upload_meta"}),
@@ -68,6 +68,7 @@ STAYING_TABLES: dict[str, str] = {
     "tlog_nodes": "the region's transparency log: hashes",
     "tlog_checkpoints": "the region's transparency log: signed tree heads",
     "alembic_version": "schema version",
+    "index_epochs": "the region's blind-index key epochs: numbers and dates, no user's data",
 }
 # procrastinate's tables stay too: a moving user's jobs are deleted from the source at the
 # purge and made again in the destination from the videos' state at the switch.

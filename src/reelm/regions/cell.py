@@ -7,7 +7,9 @@ through it, and it refuses a user whose home is another region.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import cached_property
 from uuid import UUID
 
@@ -53,6 +55,8 @@ class Cell:
 
     origin: str = ""
     log_batch_seconds: int = BATCH_SECONDS
+    _index_keys: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _index_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def log(self) -> TransparencyLog:
@@ -67,8 +71,13 @@ class Cell:
     def region_pseudonym(self, user_id: UUID) -> Pseudonym:
         """How this region's log names a user it does not hold the key of (a refused access):
         keyed by this region's secret, so only this region can recompute it for the user."""
-        secret = blind_index(self._index_key, "log-subject", "region")
-        return region_pseudonym(secret, user_id)
+        return region_pseudonym(self._pseudonym_secret, user_id)
+
+    @cached_property
+    def _pseudonym_secret(self) -> bytes:
+        # Its own secret in the key store: not a blind-index key (those rotate and are
+        # destroyed, and the user's page must recompute this name later).
+        return self.keys.signing_seed("log-pseudonym")
 
     def for_user(self, user_id: UUID, home_region: str) -> UserScope:
         """The guard. home_region comes from the directory, never from the request."""
@@ -89,9 +98,19 @@ class Cell:
             raise ResidencyViolation(user_id, home_region, self.region)
         return UserScope(self, user_id)
 
-    @cached_property
-    def _index_key(self) -> bytes:
-        return self.keys.index_key()
-
-    def blind_index(self, field: str, normalised_value: str) -> bytes:
-        return blind_index(self._index_key, field, normalised_value)
+    def blind_indexes(
+        self, epochs: Iterable[int], field: str, value: str, *, all_live: bool = False
+    ) -> list[bytes]:
+        """``value``'s blind index under each of these index-key epochs (read from the
+        region's database by reelm.accounts.indexes). ``all_live``: these are every live
+        epoch, so the keys of others are dropped from memory (a retired key leaves too)."""
+        wanted = list(epochs)
+        with self._index_lock:
+            if all_live:
+                for gone in set(self._index_keys) - set(wanted):
+                    del self._index_keys[gone]
+            for epoch in wanted:
+                if epoch not in self._index_keys:
+                    self._index_keys[epoch] = self.keys.index_key(epoch)
+            keys = [self._index_keys[epoch] for epoch in wanted]
+        return [blind_index(key, field, value) for key in keys]

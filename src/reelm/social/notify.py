@@ -1,14 +1,25 @@
 """Notifications: something happened to a user (a new follower or follow request, a request
 accepted, a like, a comment or reply, a mention). Written into the recipient's home region,
-encrypted with the recipient's key: who interacted with you is your protected data."""
+encrypted with the recipient's key: who interacted with you is your protected data.
+
+A recipient being moved to another region is behind the migration fence: nothing can be
+written for them until the directory points to their new home. Their notification is not
+dropped but *held*: a ``social.deliver`` job in the actor's home region (the region that owes
+the delivery, as in the cells design), its payload the actor's id and the event sealed under
+the actor's data key (which recipient, which video: the actor's protected activity, so it is
+shredded with the actor). The job retries with growing waits until the fence lifts, then
+writes the notification wherever the recipient lives, under the id chosen when it was sent
+(a retry after a write that committed writes nothing twice)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -19,11 +30,20 @@ from reelm.bootstrap import Platform
 from reelm.regions.cell import UserScope
 from reelm.regions.fence import UserMoving, hold
 from reelm.social.models import NOTIFICATION_FIELD, Block, Notification
+from reelm.storage.crypto import DecryptionFailed
+from reelm.storage.keys import KeyDestroyed
 
 log = logging.getLogger("reelm.social")
 
 MAX_LIST = 50
 ONCE_FIELD = "notification_once"
+DELIVER_TASK = "social.deliver"
+# The field name a held delivery is sealed under (in the actor's cipher).
+HELD_FIELD = "held_notification"
+# A held delivery retries 2, 4, 8 ... s later (exponential_wait=2), 16 times: about 36 hours in
+# all, long enough for an operator to resume a migration that crashed with a batch frozen.
+DELIVER_ATTEMPTS = 16
+DELIVER_BACKOFF = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +68,9 @@ def send(
     comment_id: uuid.UUID | None = None,
     once: str | None = None,
 ) -> bool:
-    """Best effort: a recipient who blocked the actor, is gone, or is being moved to another
-    region right now gets nothing (the action itself is not refused for it).
+    """Best effort: a recipient who blocked the actor or is gone gets nothing (the action
+    itself is not refused for it). One being moved to another region right now gets it once
+    the move is through (held, see the module's docstring).
 
     ``once``: what must reach the recipient at most once (a video's caption mentioning them,
     however often it is edited). The notification's id is then derived from it under the
@@ -58,6 +79,29 @@ def send(
     another region has a new key: a later edit may tell them once more.)"""
     if recipient == actor:
         return False
+    event = {"kind": kind, "actor": str(actor)}
+    if video_id is not None:
+        event["video"] = str(video_id)
+    if comment_id is not None:
+        event["comment"] = str(comment_id)
+    note_id = uuid.uuid4()
+    try:
+        return _write(platform, note_id, recipient, actor, event, once)
+    except UserMoving:
+        _hold(platform, note_id, recipient, actor, event, once)
+        return True
+
+
+def _write(
+    platform: Platform,
+    note_id: uuid.UUID,
+    recipient: uuid.UUID,
+    actor: uuid.UUID,
+    event: dict[str, str],
+    once: str | None = None,
+) -> bool:
+    """Write the notification in the recipient's home region (raises UserMoving behind a
+    fence). False when there is no one to notify, or ``once`` was told already."""
     with platform.catalog.transaction() as c:
         home = c.scalar(
             select(DirectoryEntry.home_region).where(
@@ -70,33 +114,70 @@ def send(
     if home is None or blocked or home not in platform.cells:
         return False
     scope = platform.cell(home).for_user(recipient, home)
-    event = {"kind": kind, "actor": str(actor)}
-    if video_id is not None:
-        event["video"] = str(video_id)
-    if comment_id is not None:
-        event["comment"] = str(comment_id)
     cipher = scope.cipher()
-    ident = uuid.uuid4()
+    ident = note_id
     if once is not None:
         ident = uuid.UUID(bytes=cipher.lookup(ONCE_FIELD, once)[:16], version=4)
-    try:
-        with scope.cell.db.transaction() as s:
-            hold(s, recipient)
-            written = s.execute(
-                insert(Notification)
-                .values(
-                    id=ident,
-                    user_id=recipient,
-                    event_ct=cipher.encrypt(NOTIFICATION_FIELD, json.dumps(event)),
-                    read=False,
-                )
-                .on_conflict_do_nothing()
-                .returning(Notification.id)
-            ).first()
-    except UserMoving:
-        log.info("notification for %s skipped: the user is moving", recipient)
-        return False
+    with scope.cell.db.transaction() as s:
+        hold(s, recipient)
+        written = s.execute(
+            insert(Notification)
+            .values(
+                id=ident,
+                user_id=recipient,
+                event_ct=cipher.encrypt(NOTIFICATION_FIELD, json.dumps(event)),
+                read=False,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(Notification.id)
+        ).first()
     return written is not None
+
+
+def _hold(
+    platform: Platform,
+    note_id: uuid.UUID,
+    recipient: uuid.UUID,
+    actor: uuid.UUID,
+    event: dict[str, str],
+    once: str | None,
+) -> None:
+    """Queue the delivery in the actor's home region, sealed under the actor's key."""
+    from reelm.jobs import queue_of
+
+    with platform.catalog.transaction() as c:
+        region = c.scalar(select(DirectoryEntry.home_region).where(DirectoryEntry.user_id == actor))
+    if region is None or region not in platform.cells:
+        return
+    held = json.dumps(
+        {"id": str(note_id), "recipient": str(recipient), "event": event, "once": once}
+    )
+    sealed = platform.cell(region).for_user(actor, region).cipher().encrypt(HELD_FIELD, held)
+    queue_of(platform, region).defer(
+        DELIVER_TASK, actor=str(actor), sealed=base64.b64encode(sealed).decode()
+    )
+    log.info("notification for %s held: the user is moving", recipient)
+
+
+def deliver_held(platform: Platform, region: str, actor: uuid.UUID, sealed: bytes) -> bool:
+    """The job of a held notification: write it now, or raise UserMoving to be retried. A
+    delivery whose actor's key is gone (the actor deleted or moved since) is dropped."""
+    cell = platform.cell(region)
+    try:
+        held: dict[str, Any] = json.loads(
+            cell.for_user(actor, region).cipher().decrypt(HELD_FIELD, sealed)
+        )
+    except (KeyDestroyed, DecryptionFailed):
+        log.info("a held notification of %s dropped: its sender's key is gone", actor)
+        return False
+    return _write(
+        platform,
+        uuid.UUID(held["id"]),
+        uuid.UUID(held["recipient"]),
+        actor,
+        held["event"],
+        held.get("once"),
+    )
 
 
 def _scope(platform: Platform, user: CurrentUser) -> UserScope:

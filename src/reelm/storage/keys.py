@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+# Blind indexes written before index epochs existed: their key is derived from the master key.
+LEGACY_INDEX_EPOCH = 0
 
 
 class KeyDestroyed(LookupError):
@@ -63,7 +65,21 @@ class KeyStore(Protocol):
         """Destroy many subjects' keys, durably, in one go; returns those that existed."""
         ...
 
-    def index_key(self) -> bytes: ...
+    def index_key(self, epoch: int) -> bytes:
+        """The blind-index key of an epoch; KeyDestroyed once it was destroyed."""
+        ...
+
+    def create_index_key(self, epoch: int) -> bytes:
+        """The key of a new epoch, made durably (the same key for racing callers)."""
+        ...
+
+    def destroy_index_key(self, epoch: int) -> bool:
+        """Destroy a retired epoch's key for good; False when there was none to destroy."""
+        ...
+
+    def index_key_epochs(self) -> list[int]:
+        """The epochs whose keys the store still holds."""
+        ...
 
     def signing_seed(self, purpose: str) -> bytes: ...
 
@@ -253,15 +269,62 @@ class LocalKeyStore:
         """Overwrite, then unlink, the wrapped key. Returns False when it was already gone."""
         return bool(self.destroy_data_keys([subject]))
 
-    def index_key(self) -> bytes:
-        """The region's blind-index key, derived from (and destroyed with) the master key."""
-        hkdf = HKDF(
-            algorithm=hashes.SHA256(),
-            length=KEY_BYTES,
-            salt=None,
-            info=f"reelm/blind-index/{self.region}".encode(),
+    # Blind-index keys, one per epoch (reelm.accounts.indexes rotates them). Random and in
+    # files of their own, not derived from the master key: a retired epoch's key must be
+    # destroyable while the master key lives on, so that an old backup's indexes stop
+    # answering guesses.
+    def _index_path(self, epoch: int) -> Path:
+        return self.directory / "index" / f"{epoch}.key"
+
+    def index_key(self, epoch: int) -> bytes:
+        if epoch == LEGACY_INDEX_EPOCH:
+            # Databases from before index epochs: the key was derived from the master key.
+            # It cannot be destroyed without it; the first rotation moves every row off it.
+            hkdf = HKDF(
+                algorithm=hashes.SHA256(),
+                length=KEY_BYTES,
+                salt=None,
+                info=f"reelm/blind-index/{self.region}".encode(),
+            )
+            return hkdf.derive(self._master_bytes())
+        try:
+            key = self._index_path(epoch).read_bytes()
+        except FileNotFoundError:
+            raise KeyDestroyed(f"index key epoch {epoch}") from None
+        if len(key) != KEY_BYTES:
+            raise RuntimeError(f"index key epoch {epoch}: {KEY_BYTES} bytes were expected")
+        return key
+
+    def create_index_key(self, epoch: int) -> bytes:
+        if epoch <= LEGACY_INDEX_EPOCH:
+            raise ValueError("new index key epochs start at 1")
+        path = self._index_path(epoch)
+        path.parent.mkdir(exist_ok=True, mode=0o700)
+        key = read_or_create_secret(path)
+        _fsync_dir(path.parent)
+        return key
+
+    def destroy_index_key(self, epoch: int) -> bool:
+        """Overwrite, flush, unlink and flush the directory (as for data keys)."""
+        path = self._index_path(epoch)
+        try:
+            with path.open("r+b") as f:
+                f.write(secrets.token_bytes(KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+        except FileNotFoundError:
+            return False
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+        return True
+
+    def index_key_epochs(self) -> list[int]:
+        directory = self.directory / "index"
+        if not directory.exists():
+            return []
+        return sorted(
+            int(p.stem) for p in directory.glob("*.key") if p.stem.isdigit() and p.is_file()
         )
-        return hkdf.derive(self._master_bytes())
 
     def signing_seed(self, purpose: str) -> bytes:
         """A 32-byte Ed25519 seed kept in its own 0600 file (e.g. the log's signing key).

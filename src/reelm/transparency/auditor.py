@@ -2,8 +2,12 @@
 
 It needs nothing from the operator but the published checkpoints, entries and proofs, keeps the
 last checkpoint it trusted per region in a local state file, and fails loudly on a fork, a
-rollback, a bad signature or a proof that does not verify. Like ``verify``, it imports only the
-standard library, ``cryptography`` (through ``verify``) and ``verify`` itself.
+rollback, a bad signature or a proof that does not verify. It fetches every entry it has not
+seen and hashes it itself: a checkpoint and proofs over stored tree hashes say nothing about
+the entry bytes the log serves (rewritten in the database, they would still "verify"), so the
+entries must hash, with the compact range kept from the last run, to the signed root. Like
+``verify``, it imports only the standard library, ``cryptography`` (through ``verify``) and
+``verify`` itself.
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ from reelm.transparency.verify import (
     Checkpoint,
     VerificationError,
     VerifierKey,
+    extend_range,
     leaf_hash,
     open_note,
+    range_root,
     verify_consistency,
     verify_inclusion,
 )
 
 TIMEOUT = 20
+# The most entries the API gives in one answer (api/transparency.py MAX_ENTRIES).
+ENTRIES_PAGE = 1000
 
 
 class AuditFailure(Exception):
@@ -41,6 +49,7 @@ class RegionAudit:
     checkpoint: Checkpoint
     previous_size: int | None
     entries_checked: list[int] = field(default_factory=list)
+    entries_hashed: int = 0
 
     def describe(self) -> str:
         root = base64.b64encode(self.checkpoint.root).decode()
@@ -51,7 +60,8 @@ class RegionAudit:
         else:
             how = f"consistent with the trusted size {self.previous_size}"
         extra = f"; entries {self.entries_checked} included" if self.entries_checked else ""
-        return f"{self.region}: size {self.checkpoint.size}, root {root}: {how}{extra}"
+        hashed = f"; {self.entries_hashed} new entries hashed to the root"
+        return f"{self.region}: size {self.checkpoint.size}, root {root}: {how}{hashed}{extra}"
 
 
 class Client:
@@ -125,7 +135,10 @@ def audit(
             previous = trusted.get("size")
             if previous is not None:
                 _check_extends(client, region, int(previous), trusted["root"], checkpoint)
+            start, frontier = _hashed_so_far(trusted)
+            frontier = _hash_new_entries(client, region, start, frontier, checkpoint)
             result = RegionAudit(region, checkpoint, previous)
+            result.entries_hashed = checkpoint.size - start
             for index in (entries or {}).get(region, []):
                 _check_entry(client, region, index, checkpoint)
                 result.entries_checked.append(index)
@@ -136,6 +149,8 @@ def audit(
             "size": checkpoint.size,
             "root": base64.b64encode(checkpoint.root).decode(),
             "checkpoint": note.decode(),
+            # The compact range of every entry hashed so far (see verify.extend_range).
+            "frontier": [base64.b64encode(h).decode() for h in frontier],
         }
         results.append(result)
     save_state(state_path, state)
@@ -166,6 +181,55 @@ def _check_extends(
         raise AuditFailure(
             f"{region}: FORK: the new checkpoint does not extend the trusted one ({exc})"
         ) from exc
+
+
+def _hashed_so_far(trusted: dict[str, Any]) -> tuple[int, list[bytes]]:
+    """How many entries earlier runs hashed, and their compact range. A state file without
+    one (written by an older auditor), or whose range does not give the trusted root, starts
+    again from the first entry."""
+    try:
+        size = int(trusted["size"])
+        frontier = _b64(trusted["frontier"])
+        if len(frontier) == size.bit_count() and range_root(frontier) == base64.b64decode(
+            trusted["root"]
+        ):
+            return size, frontier
+    except (KeyError, TypeError, ValueError):
+        pass
+    return 0, []
+
+
+def _hash_new_entries(
+    client: Client, region: str, start: int, frontier: list[bytes], checkpoint: Checkpoint
+) -> list[bytes]:
+    """Fetch entries [start, size), hash each one here, and check that with the ones before
+    they give the signed root. Returns the new compact range."""
+    index = start
+    while index < checkpoint.size:
+        end = min(checkpoint.size, index + ENTRIES_PAGE)
+        got = client.json(f"/api/v1/transparency/{region}/entries", start=index, end=end)
+        page = got["entries"]
+        if not page:
+            raise AuditFailure(f"{region}: entry {index} is not published")
+        leaves: list[bytes] = []
+        for item in page:
+            if item["index"] != index + len(leaves) or item["index"] >= checkpoint.size:
+                raise AuditFailure(f"{region}: entries out of order at {index + len(leaves)}")
+            leaf = leaf_hash(base64.b64decode(item["entry"], validate=True))
+            if base64.b64decode(item["leaf_hash"], validate=True) != leaf:
+                raise AuditFailure(
+                    f"{region}: TAMPERED: entry {item['index']}'s bytes do not hash to the "
+                    "leaf hash the log gives for it"
+                )
+            leaves.append(leaf)
+        frontier = extend_range(frontier, index, leaves)
+        index += len(leaves)
+    if range_root(frontier) != checkpoint.root:
+        raise AuditFailure(
+            f"{region}: TAMPERED: entries {start} to {checkpoint.size - 1} do not hash to the "
+            "signed root (an entry was rewritten)"
+        )
+    return frontier
 
 
 def _check_entry(client: Client, region: str, index: int, checkpoint: Checkpoint) -> None:

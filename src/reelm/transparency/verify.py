@@ -55,6 +55,39 @@ def root_from_leaves(hashes: Sequence[bytes]) -> bytes:
     return node_hash(root_from_leaves(hashes[:k]), root_from_leaves(hashes[k:]))
 
 
+# ---- a compact range: the tree of n leaves as the roots of its full subtrees -----------------
+#
+# The roots of the perfect subtrees that make up [0, n), largest first (one per set bit of n):
+# enough to append leaves and compute every later root, in O(log n) space. An auditor keeps it
+# between runs, so it re-hashes each entry once, and all of them.
+
+
+def extend_range(frontier: Sequence[bytes], size: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """The compact range of ``size + len(leaves)`` leaves, from that of ``size`` leaves."""
+    if len(frontier) != size.bit_count():
+        raise VerificationError(f"a compact range of {size} leaves has {size.bit_count()} hashes")
+    out = list(frontier)
+    for leaf in leaves:
+        out.append(leaf)
+        size += 1
+        # Each trailing one bit of the old size is a pair of equal subtrees to merge.
+        merges = (size & -size).bit_length() - 1
+        for _ in range(merges):
+            right = out.pop()
+            out.append(node_hash(out.pop(), right))
+    return out
+
+
+def range_root(frontier: Sequence[bytes]) -> bytes:
+    """MTH of the tree whose compact range this is (RFC 9162: fold from the right)."""
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1]
+    for left in reversed(frontier[:-1]):
+        root = node_hash(left, root)
+    return root
+
+
 # ---- RFC 9162 2.1.3.2: verifying an inclusion proof -----------------------------------------
 
 
