@@ -91,6 +91,22 @@ def reconcile_task(context: procrastinate.JobContext, timestamp: int) -> int:
     return len(reconcile_sign_ups(platform, region))
 
 
+def engagement_sweep_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Every minute, per region: apply the engagement counts requests could not apply."""
+    from reelm.social.engagement import sweep
+
+    platform, region = _context(context)
+    return sweep(platform, region)
+
+
+def likes_recount_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Hourly, per region: recount the region's likes and correct the catalog's counts."""
+    from reelm.social.engagement import reconcile_likes
+
+    platform, region = _context(context)
+    return reconcile_likes(platform, region).corrected
+
+
 # What a worker is told of each video it processes: a percentage, 100 when it is ready, or
 # FINISHED_OTHERWISE (failed, retried later, or deleted meanwhile).
 ProgressEcho = Callable[[uuid.UUID, int], None]
@@ -131,6 +147,14 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         reconcile_task
     )
     app.periodic(cron="*/10 * * * *", periodic_id="accounts-reconcile")(reconcile)
+    engagement_sweep = app.task(name="engagement.sweep", queue=MAINTENANCE, pass_context=True)(
+        engagement_sweep_task
+    )
+    app.periodic(cron="* * * * *", periodic_id="engagement-sweep")(engagement_sweep)
+    recount = app.task(name="engagement.recount", queue=MAINTENANCE, pass_context=True)(
+        likes_recount_task
+    )
+    app.periodic(cron="23 * * * *", periodic_id="likes-recount")(recount)
     return app
 
 

@@ -67,6 +67,8 @@ STAYING_TABLES: dict[str, str] = {
     "tlog_nodes": "the region's transparency log: hashes",
     "tlog_checkpoints": "the region's transparency log: signed tree heads",
     "alembic_version": "schema version",
+    "engagement_outbox": "counts owed to the catalog (video, market, numbers; no user id), "
+    "drained by the region where they were written",
 }
 # procrastinate's tables stay too: a moving user's jobs are deleted from the source at the
 # purge and made again in the destination from the videos' state at the switch.

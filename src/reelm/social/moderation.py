@@ -30,12 +30,11 @@ from reelm.accounts.lifecycle import public_profile
 from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
-from reelm.feed import signals
 from reelm.media import catalog
 from reelm.media.models import PublicVideo
 from reelm.regions.cell import UserScope
 from reelm.regions.fence import hold
-from reelm.social import access
+from reelm.social import access, engagement
 from reelm.social.models import (
     REPORT_FIELD,
     REPORT_NOTE_FIELD,
@@ -295,7 +294,7 @@ def act(platform: Platform, moderator: CurrentUser, decision: Decision) -> str:
                 "moderation.removed", str(comment.id), {**details, "author": str(author)}
             )
             c.execute(delete(Comment).where(Comment.id == comment.id))
-            signals.bump(c, video_id, "comments", -(1 + int(replies)))
+            engagement.count(c, video_id, "comments", -(1 + int(replies)))
         done = "comment removed"
     else:
         done = _act_on_user(platform, decision, uuid.UUID(target_id), details)

@@ -1,0 +1,479 @@
+"""Engagement counts: how likes, shares, comments and watch signals reach the catalog.
+
+A like or a share is written in the liker's home region and counted in the catalog: two
+databases, and the second write can fail after the first committed (a like saved whose count
+was lost was then never counted, even when the liker tried again: issue #12). So the region's
+write records what it owes the catalog in the region's outbox, in the same transaction
+(`owe`); `drain` applies outbox rows to the catalog once each (a receipt per row, written in
+the catalog's transaction, makes a second delivery a no-op) and then deletes them. The request
+that wrote a row drains it at once (`settle`); the worker sweeps what a failed request left,
+every minute (`sweep`).
+
+Every catalog counter is written by `write`, in one order: market engagement, then the
+regions' like counts, then the video's counts, each in key order. Two writers of the same
+videos then wait for each other instead of deadlocking (likes once took `video_stats` first
+and watch signals `market_engagement` first). A deadlock or serialization failure that happens
+all the same is run again (`Database.retrying`).
+
+`reconcile_likes` proves the like counts: a region counts its own likes per video (decrypting
+them with its own keys, in the region) and sets its row of `region_likes`; `video_stats.likes`
+is the sum of the regions' rows. Only a number per video and region leaves the region.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import any_, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from reelm.accounts.models import DirectoryEntry
+from reelm.bootstrap import Platform
+from reelm.media.models import PublicVideo
+from reelm.regions.cell import Cell
+from reelm.social.models import (
+    LIKE_FIELD,
+    EngagementOutbox,
+    EngagementReceipt,
+    Like,
+    MarketEngagement,
+    RegionLikes,
+    VideoStats,
+)
+from reelm.storage.db import uuid_array
+
+log = logging.getLogger("reelm.social.engagement")
+
+# A video's public counts, in `video_stats`.
+STAT_COLUMNS = ("likes", "comments", "shares", "views")
+# Outbox rows applied in one catalog transaction by a sweep.
+DRAIN_BATCH = 500
+# A receipt whose region delete was lost (a crash between the two commits) is pruned after
+# this; an outbox row waits seconds, or as long as the catalog is down, never days.
+RECEIPT_DAYS = 7
+# First key of the advisory lock on a region's like counts (second: the region's hash). A
+# drain holds it shared, so drains never wait for each other; a recount takes it exclusive,
+# so no drain of the region is half-applied while it compares.
+LIKES_LOCK_SPACE = 0x6C6B  # "lk"
+DIRECTORY_CHUNK = 5000  # user ids per directory query of a recount
+
+
+@dataclass
+class Counts:
+    """What some events add to the catalog, folded so that each row is written once."""
+
+    scores: defaultdict[tuple[str, date, uuid.UUID], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )
+    stats: defaultdict[tuple[uuid.UUID, str], int] = field(default_factory=lambda: defaultdict(int))
+    region_likes: defaultdict[tuple[uuid.UUID, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+
+    def score(
+        self, market: str, video_id: uuid.UUID, score: float, day: date | None = None
+    ) -> None:
+        if math.isfinite(score) and score != 0:
+            self.scores[(market, day or date.today(), video_id)] += score
+
+    def count(self, video_id: uuid.UUID, column: str, by: int) -> None:
+        if column not in STAT_COLUMNS:
+            raise ValueError(f"no count {column!r}")
+        self.stats[(video_id, column)] += by
+
+    def likes(self, region: str, video_id: uuid.UUID, by: int) -> None:
+        """Likes held in ``region``: its row of `region_likes` and the video's total."""
+        self.region_likes[(video_id, region)] += by
+        self.count(video_id, "likes", by)
+
+    def owed(self, region: str, row: EngagementOutbox) -> None:
+        self.score(row.market, row.video_id, row.score, row.day)
+        if row.likes:
+            self.likes(region, row.video_id, row.likes)
+        self.count(row.video_id, "shares", row.shares)
+        self.count(row.video_id, "views", row.views)
+
+    def videos(self) -> set[uuid.UUID]:
+        return {v for _, _, v in self.scores} | {v for v, _ in self.stats}
+
+
+def write(c: Session, counts: Counts) -> None:
+    """Add ``counts`` to the catalog in the caller's transaction: the one way catalog counters
+    change, in one lock order (market engagement, regions' likes, video counts; each in key
+    order). Counts of videos that are no longer public are dropped. `video_stats` never goes
+    below zero; a region's likes may, until its next recount (see RegionLikes)."""
+    present = _present(c, counts.videos())
+    scored = [
+        {"market": m, "day": d, "video_id": v, "score": s}
+        for (m, d, v), s in sorted(counts.scores.items())
+        if v in present and s != 0
+    ]
+    if scored:
+        stmt = insert(MarketEngagement).values(scored)
+        c.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["market", "day", "video_id"],
+                set_={"score": MarketEngagement.score + stmt.excluded.score},
+            )
+        )
+    regional = [
+        {"video_id": v, "region": r, "likes": n}
+        for (v, r), n in sorted(counts.region_likes.items())
+        if v in present and n != 0
+    ]
+    if regional:
+        stmt = insert(RegionLikes).values(regional)
+        c.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["video_id", "region"],
+                set_={"likes": RegionLikes.likes + stmt.excluded.likes},
+            )
+        )
+    by_video: dict[uuid.UUID, dict[str, int]] = {}
+    for (v, column), n in counts.stats.items():
+        if v in present and n != 0:
+            by_video.setdefault(v, dict.fromkeys(STAT_COLUMNS, 0))[column] += n
+    if by_video:
+        stmt = insert(VideoStats).values([{"video_id": v, **by_video[v]} for v in sorted(by_video)])
+        floor = {
+            col: func.greatest(getattr(VideoStats, col) + getattr(stmt.excluded, col), 0)
+            for col in STAT_COLUMNS
+        }
+        c.execute(stmt.on_conflict_do_update(index_elements=["video_id"], set_=floor))
+        below = [v for v, row in by_video.items() if min(row.values()) < 0]
+        if below:  # a new row took a negative count as it was (rows locked above already)
+            c.execute(
+                update(VideoStats)
+                .where(VideoStats.video_id == any_(uuid_array(below)))
+                .values({col: func.greatest(getattr(VideoStats, col), 0) for col in STAT_COLUMNS})
+            )
+
+
+def count(
+    c: Session,
+    video_id: uuid.UUID,
+    column: str,
+    by: int,
+    *,
+    market: str | None = None,
+    score: float = 0.0,
+) -> None:
+    """A catalog-only change of one video's count (a comment, its deletion), with the
+    engagement it adds in ``market``: through `write`, in the caller's catalog transaction."""
+    counts = Counts()
+    counts.count(video_id, column, by)
+    if market is not None:
+        counts.score(market, video_id, score)
+    write(c, counts)
+
+
+def likes_of(c: Session, video_id: uuid.UUID) -> int:
+    """A video's public like count."""
+    return int(c.scalar(select(VideoStats.likes).where(VideoStats.video_id == video_id)) or 0)
+
+
+def _present(c: Session, videos: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    if not videos:
+        return set()
+    return set(c.scalars(select(PublicVideo.id).where(PublicVideo.id == any_(uuid_array(videos)))))
+
+
+class RecountRunning(Exception):
+    """A request's drain met the region's recount (`reconcile_likes`): its rows wait for the
+    next drain rather than the request waiting for the recount."""
+
+
+def _lock_likes(c: Session, region: str, *, exclusive: bool = False, wait: bool = True) -> None:
+    if exclusive:
+        kind = "pg_advisory_xact_lock"
+    else:
+        kind = "pg_advisory_xact_lock_shared" if wait else "pg_try_advisory_xact_lock_shared"
+    got = c.scalar(
+        text(f"SELECT {kind}(:space, hashtext(:region))"),
+        {"space": LIKES_LOCK_SPACE, "region": region},
+    )
+    if got is False:
+        raise RecountRunning(region)
+
+
+# ---- the outbox ------------------------------------------------------------------------------
+
+
+def owe(
+    s: Session,
+    video_id: uuid.UUID,
+    market: str,
+    *,
+    likes: int = 0,
+    shares: int = 0,
+    views: int = 0,
+    score: float = 0.0,
+) -> uuid.UUID:
+    """Record, in the caller's home-region transaction, what it adds to the catalog's counts.
+    Returns the outbox row's id, for `settle`."""
+    row_id = uuid.uuid4()
+    s.add(
+        EngagementOutbox(
+            id=row_id,
+            video_id=video_id,
+            market=market,
+            day=date.today(),
+            likes=likes,
+            shares=shares,
+            views=views,
+            score=score if math.isfinite(score) else 0.0,
+        )
+    )
+    return row_id
+
+
+def drain(
+    platform: Platform, region: str, ids: Collection[uuid.UUID] | None = None, *, wait: bool = True
+) -> int:
+    """Apply the region's outbox rows to the catalog, each once, and delete them.
+
+    ``ids``: these rows only (a request's own; waited for if another drain holds them, which
+    then applies them). None: up to DRAIN_BATCH rows that no other drain holds. The region's
+    rows stay locked until the catalog has committed; a crash in between leaves them, with
+    their receipts, and the next drain deletes them without counting them again. Returns how
+    many rows were applied now. ``wait=False``: raise RecountRunning rather than wait for the
+    region's recount (which holds the catalog side for as long as it decrypts)."""
+    with platform.cell(region).db.transaction() as s:
+        query = select(EngagementOutbox)
+        if ids is None:
+            query = query.limit(DRAIN_BATCH).with_for_update(skip_locked=True)
+        else:
+            wanted = uuid_array(ids)
+            query = query.where(EngagementOutbox.id == any_(wanted)).order_by(EngagementOutbox.id)
+            query = query.with_for_update()
+        rows = list(s.scalars(query))
+        if not rows:
+            return 0
+        done = [row.id for row in rows]
+        applied = platform.catalog.retrying(lambda c: _receive(c, region, rows, wait))
+        s.execute(delete(EngagementOutbox).where(EngagementOutbox.id == any_(uuid_array(done))))
+    with platform.catalog.transaction() as c:
+        c.execute(
+            delete(EngagementReceipt).where(
+                EngagementReceipt.region == region,
+                EngagementReceipt.outbox_id == any_(uuid_array(done)),
+            )
+        )
+    return applied
+
+
+def _receive(c: Session, region: str, rows: Iterable[EngagementOutbox], wait: bool) -> int:
+    """The catalog's side of a drain: receipts first (a row received before is skipped), then
+    the counts of the rows received now."""
+    ordered = sorted(rows, key=lambda row: row.id)
+    _lock_likes(c, region, wait=wait)
+    fresh = set(
+        c.scalars(
+            insert(EngagementReceipt)
+            .values([{"region": region, "outbox_id": row.id} for row in ordered])
+            .on_conflict_do_nothing()
+            .returning(EngagementReceipt.outbox_id)
+        )
+    )
+    counts = Counts()
+    for row in ordered:
+        if row.id in fresh:
+            counts.owed(region, row)
+    write(c, counts)
+    return len(fresh)
+
+
+def settle(platform: Platform, region: str, ids: Collection[uuid.UUID]) -> None:
+    """After a request's region commit: apply what it owes the catalog now, so its answer
+    shows the new count. No ids (a repeated like, say): apply what earlier requests left. If
+    the catalog fails, the request has still succeeded: its rows wait in the outbox for the
+    next request or the worker's sweep."""
+    try:
+        drain(platform, region, ids or None, wait=False)
+    except RecountRunning:
+        log.info("%s: engagement left in the outbox while the likes are recounted", region)
+    except SQLAlchemyError as exc:
+        log.warning(
+            "%s: engagement left in the outbox for the sweep (%s)", region, type(exc).__name__
+        )
+
+
+def sweep(platform: Platform, region: str) -> int:
+    """The worker's pass over a region's outbox: drain it all, then prune old receipts.
+    Returns how many rows were applied."""
+    applied = 0
+    while True:
+        now = drain(platform, region)
+        applied += now
+        if now < DRAIN_BATCH:
+            break
+    cutoff = datetime.now(UTC) - timedelta(days=RECEIPT_DAYS)
+    with platform.catalog.transaction() as c:
+        c.execute(
+            delete(EngagementReceipt).where(
+                EngagementReceipt.region == region, EngagementReceipt.received_at < cutoff
+            )
+        )
+    if applied:
+        log.info("%s: %d outbox row(s) applied by the sweep", region, applied)
+    return applied
+
+
+# ---- the recount -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recount:
+    """A region's recount: videos compared, and how many had a wrong count (the region's row
+    of `region_likes`, or the video's total) that is now right."""
+
+    region: str
+    videos: int
+    corrected: int
+
+
+def reconcile_likes(platform: Platform, region: str) -> Recount:
+    """Recount the likes a region holds, per video, and make the catalog agree: the region's
+    row of `region_likes`, and `video_stats.likes` as the sum of the regions' rows.
+
+    The region's likes are decrypted here, in the region, with its own keys, and only numbers
+    per video leave it. Likes still owed to the catalog (outbox rows without a receipt) are
+    taken off the expected count, since their drain adds them. Only the likes of users whose
+    directory entry names this region are counted (during a migration both regions hold a
+    copy; the directory says which is the user's). The region's drains wait meanwhile (a
+    request's leaves its rows to the next drain), for as long as the decryption takes."""
+    cell = platform.cell(region)
+
+    def compare(c: Session) -> tuple[int, int]:
+        # Exclusive from before the region's snapshot to the end: no drain of the region
+        # applies (or forgets a receipt) between what the region holds and what is compared.
+        _lock_likes(c, region, exclusive=True)
+        held, owed = _recount(platform, cell)
+        counted = dict(
+            c.execute(
+                select(RegionLikes.video_id, RegionLikes.likes)
+                .where(RegionLikes.region == region)
+                .order_by(RegionLikes.video_id)
+                .with_for_update()
+            ).all()
+        )
+        received = set(
+            c.scalars(
+                select(EngagementReceipt.outbox_id).where(
+                    EngagementReceipt.region == region,
+                    EngagementReceipt.outbox_id == any_(uuid_array(list(owed))),
+                )
+            )
+        )
+        unapplied: defaultdict[uuid.UUID, int] = defaultdict(int)
+        for row_id, (video_id, n) in owed.items():
+            if row_id not in received:
+                unapplied[video_id] += n
+        videos = _present(c, set(counted) | set(held))
+        expected = {v: held.get(v, 0) - unapplied[v] for v in videos}
+        wrong = {v: n for v, n in expected.items() if counted.get(v, 0) != n}
+        if wrong:
+            stmt = insert(RegionLikes).values(
+                [{"video_id": v, "region": region, "likes": wrong[v]} for v in sorted(wrong)]
+            )
+            c.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["video_id", "region"], set_={"likes": stmt.excluded.likes}
+                )
+            )
+        return len(videos), len(set(wrong) | _total_likes(c, videos))
+
+    videos, corrected = platform.catalog.retrying(compare)
+    if corrected:
+        log.warning("%s: like counts of %d video(s) corrected by the recount", region, corrected)
+    return Recount(region, videos, corrected)
+
+
+def _total_likes(c: Session, videos: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Make each video's `video_stats.likes` the sum of its regions' rows; the videos whose
+    total was wrong. Rows locked in id order, as `write` locks them."""
+    if not videos:
+        return set()
+    ids = uuid_array(sorted(videos))
+    totals = dict(
+        c.execute(
+            select(VideoStats.video_id, VideoStats.likes)
+            .where(VideoStats.video_id == any_(ids))
+            .order_by(VideoStats.video_id)
+            .with_for_update()
+        ).all()
+    )
+    sums = dict(
+        c.execute(
+            select(RegionLikes.video_id, func.sum(RegionLikes.likes))
+            .where(RegionLikes.video_id == any_(ids))
+            .group_by(RegionLikes.video_id)
+        ).all()
+    )
+    right = {v: max(int(sums.get(v) or 0), 0) for v in videos}
+    wrong = {v for v, n in right.items() if totals.get(v, 0) != n}
+    if wrong:
+        stmt = insert(VideoStats).values(
+            [{"video_id": v, "likes": right[v]} for v in sorted(wrong)]
+        )
+        c.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["video_id"], set_={"likes": stmt.excluded.likes}
+            )
+        )
+    return wrong
+
+
+def _recount(
+    platform: Platform, cell: Cell
+) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, tuple[uuid.UUID, int]]]:
+    """In one snapshot of the region: its likes per video (of users at home here, whose key
+    still exists), and the likes its outbox still owes (row id -> video, likes)."""
+    held: defaultdict[uuid.UUID, int] = defaultdict(int)
+    with cell.db.snapshot() as s:
+        owed = {
+            row_id: (video_id, int(n))
+            for row_id, video_id, n in s.execute(
+                select(
+                    EngagementOutbox.id, EngagementOutbox.video_id, EngagementOutbox.likes
+                ).where(EngagementOutbox.likes != 0)
+            )
+        }
+        users = list(s.scalars(select(Like.user_id).distinct()))
+        home = _at_home(platform, cell.region, users)
+        rows = s.execute(select(Like.user_id, Like.video_ct).order_by(Like.user_id)).yield_per(1000)
+        current: uuid.UUID | None = None
+        cipher = None
+        for user_id, blob in rows:
+            if user_id not in home:
+                continue
+            if user_id != current:
+                current = user_id
+                has_key = cell.keys.has_data_key(user_id)
+                cipher = cell.for_user(user_id, cell.region).cipher() if has_key else None
+            if cipher is not None:
+                held[uuid.UUID(cipher.decrypt(LIKE_FIELD, bytes(blob)))] += 1
+    return dict(held), owed
+
+
+def _at_home(platform: Platform, region: str, users: list[uuid.UUID]) -> set[uuid.UUID]:
+    home: set[uuid.UUID] = set()
+    with platform.catalog.read() as c:
+        for start in range(0, len(users), DIRECTORY_CHUNK):
+            chunk = uuid_array(users[start : start + DIRECTORY_CHUNK])
+            home.update(
+                c.scalars(
+                    select(DirectoryEntry.user_id).where(
+                        DirectoryEntry.user_id == any_(chunk), DirectoryEntry.home_region == region
+                    )
+                )
+            )
+    return home

@@ -1,0 +1,239 @@
+"""Engagement counts under load and after failures, through a real server (uvicorn on a
+loopback port) and real PostgreSQL: likes, shares and watch signals racing on one video, a like
+whose count could not reach the catalog, counts damaged in the catalog and proved again from
+the regions, and a 500 that leaves the client's keep-alive connection open."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from sqlalchemy import delete, select, text, update
+
+from reelm.accounts.service import CurrentUser
+from reelm.bootstrap import Platform
+from reelm.media.uploads import UploadMeta
+from reelm.media.videos import ingest
+from reelm.social import engagement, likes
+from reelm.social.models import EngagementOutbox, RegionLikes, VideoStats
+
+from . import tus
+from .conftest import _factory, serving, signed_in
+from .test_transcode import FAST_H264, ffmpeg, pattern, tone
+
+LIKERS = 24  # >= 20, the issue's bar, across three home regions
+CLIENTS = 12  # requests in flight at once (the report saw the 500s at 8)
+MARKETS = ("US", "FR", "CA")  # us, sg, ca
+
+
+@dataclass
+class Site:
+    platform: Platform
+    url: str
+    person: Callable[[str], tuple[str, CurrentUser]]
+    video: Callable[[], uuid.UUID]
+
+
+@pytest.fixture(scope="module")
+def site(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    make = _factory(admin_url, tmp_path_factory)
+    platform = next(make)()
+    clip = tmp_path_factory.mktemp("engagement-clip") / "clip.mp4"
+    ffmpeg(*pattern("180x320", 1), *tone(1), *FAST_H264, "-c:a", "aac", str(clip))
+    _, creator = signed_in(platform, "cr", "FR")
+
+    def video() -> uuid.UUID:
+        made = ingest(platform, creator, clip, UploadMeta(caption="one for all #race"))
+        tus.run_jobs(platform, "sg")
+        return made
+
+    def person(market: str) -> tuple[str, CurrentUser]:
+        return signed_in(platform, "en", market)
+
+    with serving(platform) as url:
+        yield Site(platform, url, person, video)
+    next(make, None)
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _stats(site: Site, video: uuid.UUID) -> dict[str, int]:
+    with httpx.Client(base_url=site.url, timeout=30) as http:
+        r = http.get(f"/api/v1/videos/{video}")
+    assert r.status_code == 200, r.text
+    stats: dict[str, int] = r.json()["stats"]
+    return stats
+
+
+def test_likes_shares_and_signals_racing_on_one_video_count_exactly(site: Site) -> None:
+    video = site.video()
+    people = [site.person(MARKETS[n % len(MARKETS)]) for n in range(LIKERS)]
+    watch = {"events": [{"video_id": str(video), "watched_seconds": 1.0, "completed": True}]}
+    statuses: list[int] = []
+    lock = threading.Lock()
+    local = threading.local()
+    opened: list[httpx.Client] = []
+
+    def client() -> httpx.Client:
+        # One keep-alive connection per worker thread, as a real client holds.
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(base_url=site.url, timeout=60)
+            with lock:
+                opened.append(local.http)
+        http: httpx.Client = local.http
+        return http
+
+    def send(method: str, path: str, token: str, **kwargs: Any) -> int:
+        try:
+            status = client().request(method, path, headers=_auth(token), **kwargs).status_code
+        except httpx.TransportError:  # the server closed the connection under the request
+            status, local.http = 0, httpx.Client(base_url=site.url, timeout=60)
+            with lock:
+                opened.append(local.http)
+        with lock:
+            statuses.append(status)
+        return status
+
+    def like(token: str) -> None:
+        # A client that gets an error tries again, as a person taps again.
+        for _ in range(5):
+            if send("POST", f"/api/v1/videos/{video}/like", token) == 200:
+                return
+
+    def signal(token: str) -> None:
+        send("POST", "/api/v1/signals", token, json=watch)
+
+    def share(token: str) -> None:
+        send("POST", f"/api/v1/videos/{video}/share", token)
+
+    work: list[tuple[Callable[[str], None], str]] = []
+    for token, _ in people:
+        # Interleaved so that likes, signals and shares of the same video are in flight at once.
+        work += [(signal, token), (like, token), (signal, token), (share, token)]
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            for future in [pool.submit(job, token) for job, token in work]:
+                future.result()
+    finally:
+        for http in opened:
+            http.close()
+
+    stats = _stats(site, video)
+    failed = [s for s in statuses if s != 200]  # 0: the connection was cut
+    assert (failed, stats["likes"], stats["shares"]) == ([], LIKERS, LIKERS)
+    with site.platform.catalog.read() as c:
+        views = c.scalar(select(VideoStats.views).where(VideoStats.video_id == video))
+    assert views == 2 * LIKERS  # the public API shows no views; the catalog counts them
+    # Liking again changes nothing, and the recount from the regions agrees.
+    with httpx.Client(base_url=site.url, timeout=30) as http:
+        again = http.post(f"/api/v1/videos/{video}/like", headers=_auth(people[0][0]))
+    assert again.json() == {"liked": True, "likes": LIKERS}
+    for region in ("us", "sg", "ca"):
+        assert engagement.reconcile_likes(site.platform, region).corrected == 0
+
+
+def test_a_like_whose_count_failed_is_counted_when_it_is_retried(site: Site) -> None:
+    video = site.video()
+    token, user = site.person("US")
+    # The catalog refuses any like count for a while (a real failure of the second database,
+    # after the like itself was saved in the liker's home region).
+    with site.platform.catalog.transaction() as c:
+        c.execute(
+            text("ALTER TABLE video_stats ADD CONSTRAINT no_likes_yet CHECK (likes = 0) NOT VALID")
+        )
+    try:
+        with httpx.Client(base_url=site.url, timeout=30) as http:
+            first = http.post(f"/api/v1/videos/{video}/like", headers=_auth(token))
+    finally:
+        with site.platform.catalog.transaction() as c:
+            c.execute(text("ALTER TABLE video_stats DROP CONSTRAINT no_likes_yet"))
+    assert first.status_code == 200, first.text  # the like is saved; its count follows
+    with httpx.Client(base_url=site.url, timeout=30) as http:
+        again = http.post(f"/api/v1/videos/{video}/like", headers=_auth(token))
+    assert again.status_code == 200, again.text
+    assert again.json() == {"liked": True, "likes": 1}
+    assert _stats(site, video)["likes"] == 1
+    assert likes.liked_among(site.platform, user, [video]) == {video}
+
+
+def test_the_worker_applies_what_a_request_could_not(site: Site) -> None:
+    video = site.video()
+    token, _ = site.person("CA")
+    with site.platform.catalog.transaction() as c:
+        c.execute(
+            text("ALTER TABLE video_stats ADD CONSTRAINT no_likes_yet CHECK (likes = 0) NOT VALID")
+        )
+    try:
+        with httpx.Client(base_url=site.url, timeout=30) as http:
+            r = http.post(f"/api/v1/videos/{video}/like", headers=_auth(token))
+        assert r.status_code == 200, r.text
+    finally:
+        with site.platform.catalog.transaction() as c:
+            c.execute(text("ALTER TABLE video_stats DROP CONSTRAINT no_likes_yet"))
+    with site.platform.cell("ca").db.transaction() as s:
+        assert s.scalars(select(EngagementOutbox.video_id)).all() == [video]
+    assert engagement.drain(site.platform, "ca") == 1
+    assert _stats(site, video)["likes"] == 1
+    assert engagement.drain(site.platform, "ca") == 0  # applied once, never twice
+    assert _stats(site, video)["likes"] == 1
+
+
+def test_a_damaged_count_is_proved_again_from_the_regions(site: Site) -> None:
+    video = site.video()
+    tokens = [site.person(m)[0] for m in ("US", "US", "FR")]
+    with httpx.Client(base_url=site.url, timeout=30) as http:
+        for token in tokens:
+            assert http.post(f"/api/v1/videos/{video}/like", headers=_auth(token)).is_success
+    # A crash, a manual fix gone wrong, a restore from an older backup: the catalog is off,
+    # in the total, in one region's row, and a row is missing.
+    with site.platform.catalog.transaction() as c:
+        c.execute(update(VideoStats).where(VideoStats.video_id == video).values(likes=40))
+        mine = RegionLikes.video_id == video
+        c.execute(update(RegionLikes).where(mine, RegionLikes.region == "us").values(likes=-3))
+        c.execute(delete(RegionLikes).where(mine, RegionLikes.region == "sg"))
+    assert _stats(site, video)["likes"] == 40
+    # Each region proves its own row; the total is the sum of the rows.
+    assert engagement.reconcile_likes(site.platform, "us").corrected == 1
+    assert _stats(site, video)["likes"] == 2
+    assert engagement.reconcile_likes(site.platform, "sg").corrected == 1
+    assert _stats(site, video)["likes"] == 3
+    with site.platform.catalog.transaction() as c:
+        per_region = dict(
+            c.execute(
+                select(RegionLikes.region, RegionLikes.likes).where(RegionLikes.video_id == video)
+            ).all()
+        )
+    assert per_region == {"us": 2, "sg": 1}
+    assert all(engagement.reconcile_likes(site.platform, r).corrected == 0 for r in ("us", "sg"))
+
+
+def test_a_server_error_keeps_the_connection_open(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = site.video()
+    token, _ = site.person("US")
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("internal detail that must not reach the client")
+
+    monkeypatch.setattr(likes, "like", broken)
+    with httpx.Client(base_url=site.url, timeout=30) as http:
+        first = http.post(f"/api/v1/videos/{video}/like", headers=_auth(token))
+        where = first.extensions["network_stream"].get_extra_info("client_addr")
+        second = http.get(f"/api/v1/videos/{video}")
+        again = second.extensions["network_stream"].get_extra_info("client_addr")
+    assert first.status_code == 500
+    assert first.headers["content-type"].startswith("application/problem+json")
+    assert first.json()["type"].endswith("/problems/server-error")
+    assert "internal detail" not in first.text
+    assert first.headers.get("connection", "").lower() != "close"
+    assert second.status_code == 200
+    assert again == where, "the second request went over the same connection"
