@@ -30,7 +30,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import any_, delete, func, select, text, update
+from sqlalchemy import ColumnElement, any_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -260,14 +260,22 @@ def drain(
         done = [row.id for row in rows]
         applied = platform.catalog.retrying(lambda c: _receive(c, region, rows, wait))
         s.execute(delete(EngagementOutbox).where(EngagementOutbox.id == any_(uuid_array(done))))
-    with platform.catalog.transaction() as c:
-        c.execute(
-            delete(EngagementReceipt).where(
-                EngagementReceipt.region == region,
-                EngagementReceipt.outbox_id == any_(uuid_array(done)),
-            )
-        )
+    _forget_receipts(platform, region, EngagementReceipt.outbox_id == any_(uuid_array(done)), wait)
     return applied
+
+
+def _forget_receipts(
+    platform: Platform, region: str, which: ColumnElement[bool], wait: bool
+) -> None:
+    """Delete receipts whose rows have left the region's outbox. Under the shared lock too: a
+    recount that saw the rows in its snapshot must still see their receipts. A request does
+    not wait for a recount to end; its receipts then go with the sweep's pruning."""
+    try:
+        with platform.catalog.transaction() as c:
+            _lock_likes(c, region, wait=wait)
+            c.execute(delete(EngagementReceipt).where(EngagementReceipt.region == region, which))
+    except RecountRunning:
+        pass
 
 
 def _receive(c: Session, region: str, rows: Iterable[EngagementOutbox], wait: bool) -> int:
@@ -316,12 +324,7 @@ def sweep(platform: Platform, region: str) -> int:
         if now < DRAIN_BATCH:
             break
     cutoff = datetime.now(UTC) - timedelta(days=RECEIPT_DAYS)
-    with platform.catalog.transaction() as c:
-        c.execute(
-            delete(EngagementReceipt).where(
-                EngagementReceipt.region == region, EngagementReceipt.received_at < cutoff
-            )
-        )
+    _forget_receipts(platform, region, EngagementReceipt.received_at < cutoff, True)
     if applied:
         log.info("%s: %d outbox row(s) applied by the sweep", region, applied)
     return applied
