@@ -145,10 +145,7 @@ def record(platform: Platform, user: CurrentUser, batch: WatchBatch) -> tuple[in
         def save(s: Session) -> list[uuid.UUID]:
             hold(s, user.user_id)
             s.add_all(rows)
-            return [
-                engagement.owe(s, v, user.market, views=n, score=scores[v])
-                for v, n in sorted(views.items())
-            ]
+            return engagement.owe_views(s, user.market, views, scores)
 
         owed = scope.cell.db.retrying(save)
         engagement.settle(platform, user.home_region, owed)

@@ -29,11 +29,14 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, any_, delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from reelm.accounts.models import DirectoryEntry
 from reelm.bootstrap import Platform
@@ -66,6 +69,28 @@ LIKES_LOCK_SPACE = 0x6C6B  # "lk"
 DIRECTORY_CHUNK = 5000  # user ids per directory query of a recount
 
 
+class Owed(NamedTuple):
+    """An outbox row as a drain reads it."""
+
+    id: uuid.UUID
+    video_id: uuid.UUID
+    market: str
+    day: date
+    likes: int
+    shares: int
+    views: int
+    score: float
+
+
+OUTBOX_COLUMNS = tuple(getattr(EngagementOutbox, name) for name in Owed._fields)
+
+
+@cache
+def _receipt() -> ReturningInsert[tuple[uuid.UUID]]:
+    """A receipt per row, answering the rows not received before (built once)."""
+    return insert(EngagementReceipt).on_conflict_do_nothing().returning(EngagementReceipt.outbox_id)
+
+
 @dataclass
 class Counts:
     """What some events add to the catalog, folded so that each row is written once."""
@@ -94,7 +119,7 @@ class Counts:
         self.region_likes[(video_id, region)] += by
         self.count(video_id, "likes", by)
 
-    def owed(self, region: str, row: EngagementOutbox) -> None:
+    def owed(self, region: str, row: Owed) -> None:
         self.score(row.market, row.video_id, row.score, row.day)
         if row.likes:
             self.likes(region, row.video_id, row.likes)
@@ -111,43 +136,28 @@ def write(c: Session, counts: Counts) -> None:
     order). Counts of videos that are no longer public are dropped. `video_stats` never goes
     below zero; a region's likes may, until its next recount (see RegionLikes)."""
     present = _present(c, counts.videos())
+    scores, regions, stats = _upserts()
+    db = c.connection()
     scored = [
         {"market": m, "day": d, "video_id": v, "score": s}
         for (m, d, v), s in sorted(counts.scores.items())
         if v in present and s != 0
     ]
     if scored:
-        stmt = insert(MarketEngagement).values(scored)
-        c.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["market", "day", "video_id"],
-                set_={"score": MarketEngagement.score + stmt.excluded.score},
-            )
-        )
+        db.execute(scores, scored)
     regional = [
         {"video_id": v, "region": r, "likes": n}
         for (v, r), n in sorted(counts.region_likes.items())
         if v in present and n != 0
     ]
     if regional:
-        stmt = insert(RegionLikes).values(regional)
-        c.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["video_id", "region"],
-                set_={"likes": RegionLikes.likes + stmt.excluded.likes},
-            )
-        )
+        db.execute(regions, regional)
     by_video: dict[uuid.UUID, dict[str, int]] = {}
     for (v, column), n in counts.stats.items():
         if v in present and n != 0:
             by_video.setdefault(v, dict.fromkeys(STAT_COLUMNS, 0))[column] += n
     if by_video:
-        stmt = insert(VideoStats).values([{"video_id": v, **by_video[v]} for v in sorted(by_video)])
-        floor = {
-            col: func.greatest(getattr(VideoStats, col) + getattr(stmt.excluded, col), 0)
-            for col in STAT_COLUMNS
-        }
-        c.execute(stmt.on_conflict_do_update(index_elements=["video_id"], set_=floor))
+        db.execute(stats, [{"video_id": v, **by_video[v]} for v in sorted(by_video)])
         below = [v for v, row in by_video.items() if min(row.values()) < 0]
         if below:  # a new row took a negative count as it was (rows locked above already)
             c.execute(
@@ -155,6 +165,32 @@ def write(c: Session, counts: Counts) -> None:
                 .where(VideoStats.video_id == any_(uuid_array(below)))
                 .values({col: func.greatest(getattr(VideoStats, col), 0) for col in STAT_COLUMNS})
             )
+
+
+@cache
+def _upserts() -> tuple[Insert, Insert, Insert]:
+    """The three counter upserts, built once and run with a list of rows (one multi-row
+    statement, rows in the list's order, so locks are taken in key order): building a
+    statement of 100 rows' values cost more than running it (bench/feed.py's signals)."""
+    scores = insert(MarketEngagement)
+    scores = scores.on_conflict_do_update(
+        index_elements=["market", "day", "video_id"],
+        set_={"score": MarketEngagement.score + scores.excluded.score},
+    )
+    regions = insert(RegionLikes)
+    regions = regions.on_conflict_do_update(
+        index_elements=["video_id", "region"],
+        set_={"likes": RegionLikes.likes + regions.excluded.likes},
+    )
+    stats = insert(VideoStats)
+    stats = stats.on_conflict_do_update(
+        index_elements=["video_id"],
+        set_={
+            col: func.greatest(getattr(VideoStats, col) + getattr(stats.excluded, col), 0)
+            for col in STAT_COLUMNS
+        },
+    )
+    return scores, regions, stats
 
 
 def count(
@@ -214,25 +250,40 @@ def owe(
     *,
     likes: int = 0,
     shares: int = 0,
-    views: int = 0,
     score: float = 0.0,
 ) -> uuid.UUID:
-    """Record, in the caller's home-region transaction, what it adds to the catalog's counts.
-    Returns the outbox row's id, for `settle`."""
-    row_id = uuid.uuid4()
-    s.add(
-        EngagementOutbox(
-            id=row_id,
-            video_id=video_id,
-            market=market,
-            day=date.today(),
-            likes=likes,
-            shares=shares,
-            views=views,
-            score=score if math.isfinite(score) else 0.0,
-        )
-    )
-    return row_id
+    """Record, in the caller's home-region transaction, what a like or a share adds to the
+    catalog's counts. Returns the outbox row's id, for `settle`."""
+    return owe_views(s, market, {video_id: 0}, {video_id: score}, likes=likes, shares=shares)[0]
+
+
+def owe_views(
+    s: Session,
+    market: str,
+    views: dict[uuid.UUID, int],
+    scores: dict[uuid.UUID, float],
+    *,
+    likes: int = 0,
+    shares: int = 0,
+) -> list[uuid.UUID]:
+    """`owe` for a batch of watch signals: a row per video, in one statement."""
+    today = date.today()
+    ids = [uuid.uuid4() for _ in views]
+    rows = [
+        {
+            "id": row_id,
+            "video_id": v,
+            "market": market,
+            "day": today,
+            "likes": likes,
+            "shares": shares,
+            "views": n,
+            "score": scores.get(v, 0.0) if math.isfinite(scores.get(v, 0.0)) else 0.0,
+        }
+        for row_id, (v, n) in zip(ids, views.items(), strict=True)
+    ]
+    s.connection().execute(insert(EngagementOutbox), rows)
+    return ids
 
 
 def drain(
@@ -247,14 +298,14 @@ def drain(
     many rows were applied now. ``wait=False``: raise RecountRunning rather than wait for the
     region's recount (which holds the catalog side for as long as it decrypts)."""
     with platform.cell(region).db.transaction() as s:
-        query = select(EngagementOutbox)
+        query = select(*OUTBOX_COLUMNS)
         if ids is None:
             query = query.limit(DRAIN_BATCH).with_for_update(skip_locked=True)
         else:
             wanted = uuid_array(ids)
             query = query.where(EngagementOutbox.id == any_(wanted)).order_by(EngagementOutbox.id)
             query = query.with_for_update()
-        rows = list(s.scalars(query))
+        rows = [Owed(*row) for row in s.execute(query)]
         if not rows:
             return 0
         done = [row.id for row in rows]
@@ -278,18 +329,15 @@ def _forget_receipts(
         pass
 
 
-def _receive(c: Session, region: str, rows: Iterable[EngagementOutbox], wait: bool) -> int:
+def _receive(c: Session, region: str, rows: Iterable[Owed], wait: bool) -> int:
     """The catalog's side of a drain: receipts first (a row received before is skipped), then
     the counts of the rows received now."""
     ordered = sorted(rows, key=lambda row: row.id)
     _lock_likes(c, region, wait=wait)
     fresh = set(
-        c.scalars(
-            insert(EngagementReceipt)
-            .values([{"region": region, "outbox_id": row.id} for row in ordered])
-            .on_conflict_do_nothing()
-            .returning(EngagementReceipt.outbox_id)
-        )
+        c.connection()
+        .execute(_receipt(), [{"region": region, "outbox_id": row.id} for row in ordered])
+        .scalars()
     )
     counts = Counts()
     for row in ordered:
