@@ -15,6 +15,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.orm import Session
 
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
@@ -267,3 +268,38 @@ def test_a_server_error_keeps_the_connection_open(
     assert first.headers.get("connection", "").lower() != "close"
     assert second.status_code == 200
     assert again == where, "the second request went over the same connection"
+
+
+def test_a_deadlock_victim_is_run_again_and_both_transactions_commit(site: Site) -> None:
+    db = site.platform.catalog
+    table = f"deadlock_probe_{uuid.uuid4().hex[:8]}"
+    with db.transaction() as c:
+        c.execute(text(f"CREATE TABLE {table} (id int PRIMARY KEY, n int NOT NULL)"))
+        c.execute(text(f"INSERT INTO {table} VALUES (1, 0), (2, 0)"))
+    both_hold_one = threading.Barrier(2, timeout=30)
+    attempts: list[int] = []
+
+    def crosswise(first: int, second: int) -> Callable[[Session], None]:
+        def work(c: Session) -> None:
+            attempts.append(first)
+            c.execute(text(f"UPDATE {table} SET n = n + 1 WHERE id = :id"), {"id": first})
+            if attempts.count(first) == 1:  # only the first time: then they cross
+                both_hold_one.wait()
+            c.execute(text(f"UPDATE {table} SET n = n + 1 WHERE id = :id"), {"id": second})
+
+        return work
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            done = [
+                pool.submit(db.retrying, crosswise(1, 2)),
+                pool.submit(db.retrying, crosswise(2, 1)),
+            ]
+            for future in done:
+                future.result()  # neither sees the deadlock
+        with db.read() as c:
+            assert dict(c.execute(text(f"SELECT id, n FROM {table}")).all()) == {1: 2, 2: 2}
+        assert len(attempts) == 3  # PostgreSQL aborted one of them once; it ran again
+    finally:
+        with db.transaction() as c:
+            c.execute(text(f"DROP TABLE {table}"))
