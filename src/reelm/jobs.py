@@ -139,23 +139,19 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         # procrastinate counts earlier attempts: MAX_ATTEMPTS runs in all, 3 s then 9 s apart.
         retry=procrastinate.RetryStrategy(max_attempts=MAX_ATTEMPTS - 1, exponential_wait=3),
     )(process_video_task)
-    media_sweep = app.task(name="media.sweep", queue=MAINTENANCE, pass_context=True)(
-        media_sweep_task
-    )
-    app.periodic(cron="*/10 * * * *", periodic_id="media-sweep")(media_sweep)
-    reconcile = app.task(name="accounts.reconcile", queue=MAINTENANCE, pass_context=True)(
-        reconcile_task
-    )
-    app.periodic(cron="*/10 * * * *", periodic_id="accounts-reconcile")(reconcile)
-    engagement_sweep = app.task(name="engagement.sweep", queue=MAINTENANCE, pass_context=True)(
-        engagement_sweep_task
-    )
-    app.periodic(cron="* * * * *", periodic_id="engagement-sweep")(engagement_sweep)
-    recount = app.task(name="engagement.recount", queue=MAINTENANCE, pass_context=True)(
-        likes_recount_task
-    )
-    app.periodic(cron="23 * * * *", periodic_id="likes-recount")(recount)
+    for name, cron, periodic_id, task in MAINTENANCE_TASKS:
+        periodic = app.task(name=name, queue=MAINTENANCE, pass_context=True)(task)
+        app.periodic(cron=cron, periodic_id=periodic_id)(periodic)
     return app
+
+
+# Periodic maintenance of each region: task name, cron, periodic id, function.
+MAINTENANCE_TASKS: tuple[tuple[str, str, str, Callable[..., int]], ...] = (
+    ("media.sweep", "*/10 * * * *", "media-sweep", media_sweep_task),
+    ("accounts.reconcile", "*/10 * * * *", "accounts-reconcile", reconcile_task),
+    ("engagement.sweep", "* * * * *", "engagement-sweep", engagement_sweep_task),
+    ("engagement.recount", "23 * * * *", "likes-recount", likes_recount_task),
+)
 
 
 @dataclass
