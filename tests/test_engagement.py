@@ -24,7 +24,7 @@ from reelm.bootstrap import Platform
 from reelm.cli import app
 from reelm.media.uploads import UploadMeta
 from reelm.media.videos import ingest
-from reelm.social import engagement, likes
+from reelm.social import engagement, likes, recount
 from reelm.social.models import EngagementOutbox, RegionLikes, VideoStats
 
 from . import tus
@@ -134,13 +134,13 @@ def _race(site: Site, *, recounting: bool) -> None:
         # Interleaved so that likes, signals and shares of the same video are in flight at once.
         work += [(signal, token), (like, token), (signal, token), (share, token)]
     racing = threading.Event()
-    recounts: list[engagement.Recount] = []
+    recounts: list[recount.Recount] = []
 
-    def recount() -> None:
+    def recount_over_and_over() -> None:
         while not racing.is_set():
-            recounts.extend(engagement.reconcile_likes(site.platform, r) for r in REGIONS)
+            recounts.extend(recount.reconcile_likes(site.platform, r) for r in REGIONS)
 
-    counter = threading.Thread(target=recount)
+    counter = threading.Thread(target=recount_over_and_over)
     if recounting:
         counter.start()
     try:
@@ -171,7 +171,7 @@ def _race(site: Site, *, recounting: bool) -> None:
         again = http.post(f"/api/v1/videos/{video}/like", headers=_auth(people[0][0]))
     assert again.json() == {"liked": True, "likes": LIKERS}
     for region in REGIONS:
-        assert engagement.reconcile_likes(site.platform, region).corrected == 0
+        assert recount.reconcile_likes(site.platform, region).corrected == 0
 
 
 @contextlib.contextmanager
@@ -232,9 +232,9 @@ def test_a_damaged_count_is_proved_again_from_the_regions(site: Site) -> None:
         c.execute(delete(RegionLikes).where(mine, RegionLikes.region == "sg"))
     assert _stats(site, video)["likes"] == 40
     # Each region proves its own row; the total is the sum of the rows.
-    assert engagement.reconcile_likes(site.platform, "us").corrected == 1
+    assert recount.reconcile_likes(site.platform, "us").corrected == 1
     assert _stats(site, video)["likes"] == 2
-    assert engagement.reconcile_likes(site.platform, "sg").corrected == 1
+    assert recount.reconcile_likes(site.platform, "sg").corrected == 1
     assert _stats(site, video)["likes"] == 3
     with site.platform.catalog.transaction() as c:
         per_region = dict(
@@ -243,7 +243,7 @@ def test_a_damaged_count_is_proved_again_from_the_regions(site: Site) -> None:
             ).all()
         )
     assert per_region == {"us": 2, "sg": 1}
-    assert all(engagement.reconcile_likes(site.platform, r).corrected == 0 for r in ("us", "sg"))
+    assert all(recount.reconcile_likes(site.platform, r).corrected == 0 for r in ("us", "sg"))
 
 
 def test_a_server_error_keeps_the_connection_open(

@@ -276,7 +276,8 @@ def social_reconcile(
 ) -> None:
     """Apply the counts still owed to the catalog, then recount each region's likes and
     correct the public like counts. Idempotent; safe while the app serves."""
-    from reelm.social.engagement import reconcile_likes, sweep
+    from reelm.social.engagement import sweep
+    from reelm.social.recount import reconcile_likes
 
     settings = _settings(config, data_dir=data_dir)
     unknown = [r for r in region or [] if r not in settings.regions]

@@ -101,7 +101,7 @@ def engagement_sweep_task(context: procrastinate.JobContext, timestamp: int) -> 
 
 def likes_recount_task(context: procrastinate.JobContext, timestamp: int) -> int:
     """Hourly, per region: recount the region's likes and correct the catalog's counts."""
-    from reelm.social.engagement import reconcile_likes
+    from reelm.social.recount import reconcile_likes
 
     platform, region = _context(context)
     return reconcile_likes(platform, region).corrected

@@ -15,9 +15,9 @@ videos then wait for each other instead of deadlocking (likes once took `video_s
 and watch signals `market_engagement` first). A deadlock or serialization failure that happens
 all the same is run again (`Database.retrying`).
 
-`reconcile_likes` proves the like counts: a region counts its own likes per video (decrypting
-them with its own keys, in the region) and sets its row of `region_likes`; `video_stats.likes`
-is the sum of the regions' rows. Only a number per video and region leaves the region.
+reelm.social.recount proves the like counts: a region counts its own likes per video
+(decrypting them with its own keys, in the region) and sets its row of `region_likes`;
+`video_stats.likes` is the sum of the regions' rows.
 """
 
 from __future__ import annotations
@@ -38,15 +38,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
-from reelm.accounts.models import DirectoryEntry
 from reelm.bootstrap import Platform
 from reelm.media.models import PublicVideo
-from reelm.regions.cell import Cell
 from reelm.social.models import (
-    LIKE_FIELD,
     EngagementOutbox,
     EngagementReceipt,
-    Like,
     MarketEngagement,
     RegionLikes,
     VideoStats,
@@ -66,7 +62,6 @@ RECEIPT_DAYS = 7
 # drain holds it shared, so drains never wait for each other; a recount takes it exclusive,
 # so no drain of the region is half-applied while it compares.
 LIKES_LOCK_SPACE = 0x6C6B  # "lk"
-DIRECTORY_CHUNK = 5000  # user ids per directory query of a recount
 
 
 class Owed(NamedTuple):
@@ -135,26 +130,26 @@ def write(c: Session, counts: Counts) -> None:
     change, in one lock order (market engagement, regions' likes, video counts; each in key
     order). Counts of videos that are no longer public are dropped. `video_stats` never goes
     below zero; a region's likes may, until its next recount (see RegionLikes)."""
-    present = _present(c, counts.videos())
+    public = present(c, counts.videos())
     scores, regions, stats = _upserts()
     db = c.connection()
     scored = [
         {"market": m, "day": d, "video_id": v, "score": s}
         for (m, d, v), s in sorted(counts.scores.items())
-        if v in present and s != 0
+        if v in public and s != 0
     ]
     if scored:
         db.execute(scores, scored)
     regional = [
         {"video_id": v, "region": r, "likes": n}
         for (v, r), n in sorted(counts.region_likes.items())
-        if v in present and n != 0
+        if v in public and n != 0
     ]
     if regional:
         db.execute(regions, regional)
     by_video: dict[uuid.UUID, dict[str, int]] = {}
     for (v, column), n in counts.stats.items():
-        if v in present and n != 0:
+        if v in public and n != 0:
             by_video.setdefault(v, dict.fromkeys(STAT_COLUMNS, 0))[column] += n
     if by_video:
         db.execute(stats, [{"video_id": v, **by_video[v]} for v in sorted(by_video)])
@@ -216,18 +211,21 @@ def likes_of(c: Session, video_id: uuid.UUID) -> int:
     return int(c.scalar(select(VideoStats.likes).where(VideoStats.video_id == video_id)) or 0)
 
 
-def _present(c: Session, videos: Collection[uuid.UUID]) -> set[uuid.UUID]:
+def present(c: Session, videos: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these videos are public (counts of the others are dropped)."""
     if not videos:
         return set()
     return set(c.scalars(select(PublicVideo.id).where(PublicVideo.id == any_(uuid_array(videos)))))
 
 
 class RecountRunning(Exception):
-    """A request's drain met the region's recount (`reconcile_likes`): its rows wait for the
-    next drain rather than the request waiting for the recount."""
+    """A request's drain met the region's recount (reelm.social.recount): its rows wait for
+    the next drain rather than the request waiting for the recount."""
 
 
-def _lock_likes(c: Session, region: str, *, exclusive: bool = False, wait: bool = True) -> None:
+def lock_likes(c: Session, region: str, *, exclusive: bool = False, wait: bool = True) -> None:
+    """The advisory lock on a region's like counts (LIKES_LOCK_SPACE): shared by drains,
+    exclusive for a recount; ``wait=False`` raises RecountRunning instead of waiting."""
     if exclusive:
         kind = "pg_advisory_xact_lock"
     else:
@@ -323,7 +321,7 @@ def _forget_receipts(
     not wait for a recount to end; its receipts then go with the sweep's pruning."""
     try:
         with platform.catalog.transaction() as c:
-            _lock_likes(c, region, wait=wait)
+            lock_likes(c, region, wait=wait)
             c.execute(delete(EngagementReceipt).where(EngagementReceipt.region == region, which))
     except RecountRunning:
         pass
@@ -333,7 +331,7 @@ def _receive(c: Session, region: str, rows: Iterable[Owed], wait: bool) -> int:
     """The catalog's side of a drain: receipts first (a row received before is skipped), then
     the counts of the rows received now."""
     ordered = sorted(rows, key=lambda row: row.id)
-    _lock_likes(c, region, wait=wait)
+    lock_likes(c, region, wait=wait)
     fresh = set(
         c.connection()
         .execute(_receipt(), [{"region": region, "outbox_id": row.id} for row in ordered])
@@ -376,155 +374,3 @@ def sweep(platform: Platform, region: str) -> int:
     if applied:
         log.info("%s: %d outbox row(s) applied by the sweep", region, applied)
     return applied
-
-
-# ---- the recount -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recount:
-    """A region's recount: videos compared, and how many had a wrong count (the region's row
-    of `region_likes`, or the video's total) that is now right."""
-
-    region: str
-    videos: int
-    corrected: int
-
-
-def reconcile_likes(platform: Platform, region: str) -> Recount:
-    """Recount the likes a region holds, per video, and make the catalog agree: the region's
-    row of `region_likes`, and `video_stats.likes` as the sum of the regions' rows.
-
-    The region's likes are decrypted here, in the region, with its own keys, and only numbers
-    per video leave it. Likes still owed to the catalog (outbox rows without a receipt) are
-    taken off the expected count, since their drain adds them. Only the likes of users whose
-    directory entry names this region are counted (during a migration both regions hold a
-    copy; the directory says which is the user's). The region's drains wait meanwhile (a
-    request's leaves its rows to the next drain), for as long as the decryption takes."""
-    cell = platform.cell(region)
-
-    def compare(c: Session) -> tuple[int, int]:
-        # Exclusive from before the region's snapshot to the end: no drain of the region
-        # applies (or forgets a receipt) between what the region holds and what is compared.
-        _lock_likes(c, region, exclusive=True)
-        held, owed = _recount(platform, cell)
-        counted = dict(
-            c.execute(
-                select(RegionLikes.video_id, RegionLikes.likes)
-                .where(RegionLikes.region == region)
-                .order_by(RegionLikes.video_id)
-                .with_for_update()
-            ).all()
-        )
-        received = set(
-            c.scalars(
-                select(EngagementReceipt.outbox_id).where(
-                    EngagementReceipt.region == region,
-                    EngagementReceipt.outbox_id == any_(uuid_array(list(owed))),
-                )
-            )
-        )
-        unapplied: defaultdict[uuid.UUID, int] = defaultdict(int)
-        for row_id, (video_id, n) in owed.items():
-            if row_id not in received:
-                unapplied[video_id] += n
-        videos = _present(c, set(counted) | set(held))
-        expected = {v: held.get(v, 0) - unapplied[v] for v in videos}
-        wrong = {v: n for v, n in expected.items() if counted.get(v, 0) != n}
-        if wrong:
-            stmt = insert(RegionLikes).values(
-                [{"video_id": v, "region": region, "likes": wrong[v]} for v in sorted(wrong)]
-            )
-            c.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["video_id", "region"], set_={"likes": stmt.excluded.likes}
-                )
-            )
-        return len(videos), len(set(wrong) | _total_likes(c, videos))
-
-    videos, corrected = platform.catalog.retrying(compare)
-    if corrected:
-        log.warning("%s: like counts of %d video(s) corrected by the recount", region, corrected)
-    return Recount(region, videos, corrected)
-
-
-def _total_likes(c: Session, videos: Collection[uuid.UUID]) -> set[uuid.UUID]:
-    """Make each video's `video_stats.likes` the sum of its regions' rows; the videos whose
-    total was wrong. Rows locked in id order, as `write` locks them."""
-    if not videos:
-        return set()
-    ids = uuid_array(sorted(videos))
-    totals = dict(
-        c.execute(
-            select(VideoStats.video_id, VideoStats.likes)
-            .where(VideoStats.video_id == any_(ids))
-            .order_by(VideoStats.video_id)
-            .with_for_update()
-        ).all()
-    )
-    sums = dict(
-        c.execute(
-            select(RegionLikes.video_id, func.sum(RegionLikes.likes))
-            .where(RegionLikes.video_id == any_(ids))
-            .group_by(RegionLikes.video_id)
-        ).all()
-    )
-    right = {v: max(int(sums.get(v) or 0), 0) for v in videos}
-    wrong = {v for v, n in right.items() if totals.get(v, 0) != n}
-    if wrong:
-        stmt = insert(VideoStats).values(
-            [{"video_id": v, "likes": right[v]} for v in sorted(wrong)]
-        )
-        c.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["video_id"], set_={"likes": stmt.excluded.likes}
-            )
-        )
-    return wrong
-
-
-def _recount(
-    platform: Platform, cell: Cell
-) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, tuple[uuid.UUID, int]]]:
-    """In one snapshot of the region: its likes per video (of users at home here, whose key
-    still exists), and the likes its outbox still owes (row id -> video, likes)."""
-    held: defaultdict[uuid.UUID, int] = defaultdict(int)
-    with cell.db.snapshot() as s:
-        owed = {
-            row_id: (video_id, int(n))
-            for row_id, video_id, n in s.execute(
-                select(
-                    EngagementOutbox.id, EngagementOutbox.video_id, EngagementOutbox.likes
-                ).where(EngagementOutbox.likes != 0)
-            )
-        }
-        users = list(s.scalars(select(Like.user_id).distinct()))
-        home = _at_home(platform, cell.region, users)
-        rows = s.execute(select(Like.user_id, Like.video_ct).order_by(Like.user_id)).yield_per(1000)
-        current: uuid.UUID | None = None
-        cipher = None
-        for user_id, blob in rows:
-            if user_id not in home:
-                continue
-            if user_id != current:
-                current = user_id
-                has_key = cell.keys.has_data_key(user_id)
-                cipher = cell.for_user(user_id, cell.region).cipher() if has_key else None
-            if cipher is not None:
-                held[uuid.UUID(cipher.decrypt(LIKE_FIELD, bytes(blob)))] += 1
-    return dict(held), owed
-
-
-def _at_home(platform: Platform, region: str, users: list[uuid.UUID]) -> set[uuid.UUID]:
-    home: set[uuid.UUID] = set()
-    with platform.catalog.read() as c:
-        for start in range(0, len(users), DIRECTORY_CHUNK):
-            chunk = uuid_array(users[start : start + DIRECTORY_CHUNK])
-            home.update(
-                c.scalars(
-                    select(DirectoryEntry.user_id).where(
-                        DirectoryEntry.user_id == any_(chunk), DirectoryEntry.home_region == region
-                    )
-                )
-            )
-    return home

@@ -147,7 +147,7 @@ def forget(platform: Platform, cell: Cell, user_id: uuid.UUID) -> int:
     Straight to the catalog, not through the outbox: outbox rows naming the videos a purged
     user liked would sit in the region (and its backups) after the key that hid them is gone.
     A crash between the two commits leaves the counts a little high until the region's next
-    recount (reelm.social.engagement.reconcile_likes)."""
+    recount (reelm.social.recount)."""
     with cell.db.transaction() as s:
         rows = list(s.scalars(select(Like.video_ct).where(Like.user_id == user_id)))
         liked = []

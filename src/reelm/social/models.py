@@ -137,7 +137,7 @@ class MarketEngagement(CatalogBase):
 class RegionLikes(CatalogBase):
     """How many likes of a video one region holds (a number under a random id, no liker).
     ``video_stats.likes`` is their sum; each region proves its own row by recounting its likes
-    (reelm.social.engagement.reconcile_likes). May be below zero until the first recount after
+    (reelm.social.recount). May be below zero until the first recount after
     an upgrade (likes counted before these rows existed)."""
 
     __tablename__ = "region_likes"
