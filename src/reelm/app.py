@@ -79,8 +79,10 @@ def create_app(platform: Platform) -> FastAPI:
     gate.install(app, platform)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(gate.BodyLimit, limit=platform.settings.max_body_bytes)
-    # Outermost: a request that met a migration fence runs again once the user has moved.
+    # A request that met a migration fence runs again once the user has moved.
     app.add_middleware(gate.MovingRetry, limit=platform.settings.max_body_bytes)
+    # Outermost: an unexpected error is answered here, keeping the connection open.
+    app.add_middleware(problems.ServerErrors)
     app.include_router(accounts_api.router)
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)

@@ -39,6 +39,8 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(legal_app, name="legal")
 blobs_app = typer.Typer(help="Blob stores.", no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
+social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_is_help=True)
+app.add_typer(social_app, name="social")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -298,6 +300,38 @@ def rotate_index(
                     f"{name}: epoch {done.epoch}, {done.reindexed} account(s) re-indexed, "
                     f"epochs {done.destroyed or 'none'} destroyed"
                 )
+    finally:
+        platform.close()
+
+
+@social_app.command("reconcile")
+def social_reconcile(
+    region: Annotated[
+        list[str] | None, typer.Option(help="Only this region (repeatable; default: all).")
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Apply the counts still owed to the catalog, then recount each region's likes and
+    correct the public like counts. Idempotent; safe while the app serves."""
+    from reelm.social.engagement import sweep
+    from reelm.social.recount import reconcile_likes
+
+    settings = _settings(config, data_dir=data_dir)
+    unknown = [r for r in region or [] if r not in settings.regions]
+    if unknown:
+        known = ", ".join(settings.regions)
+        console.print(f"[red]no region {unknown[0]!r}[/red]; regions: {known}")
+        raise typer.Exit(2)
+    platform = _platform(settings)
+    try:
+        for name in region or list(platform.cells):
+            applied = sweep(platform, name)
+            recount = reconcile_likes(platform, name)
+            Console().print(
+                f"{name}: {applied} owed count(s) applied, {recount.videos} video(s) recounted, "
+                f"{recount.corrected} corrected"
+            )
     finally:
         platform.close()
 

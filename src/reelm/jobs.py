@@ -112,6 +112,22 @@ def rotate_index_task(context: procrastinate.JobContext, timestamp: int) -> int:
     return 0 if rotation is None else rotation.epoch
 
 
+def engagement_sweep_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Every minute, per region: apply the engagement counts requests could not apply."""
+    from reelm.social.engagement import sweep
+
+    platform, region = _context(context)
+    return sweep(platform, region)
+
+
+def likes_recount_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Hourly, per region: recount the region's likes and correct the catalog's counts."""
+    from reelm.social.recount import reconcile_likes
+
+    platform, region = _context(context)
+    return reconcile_likes(platform, region).corrected
+
+
 # What a worker is told of each video it processes: a percentage, 100 when it is ready, or
 # FINISHED_OTHERWISE (failed, retried later, or deleted meanwhile).
 ProgressEcho = Callable[[uuid.UUID, int], None]
@@ -144,14 +160,9 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
         # procrastinate counts earlier attempts: MAX_ATTEMPTS runs in all, 3 s then 9 s apart.
         retry=procrastinate.RetryStrategy(max_attempts=MAX_ATTEMPTS - 1, exponential_wait=3),
     )(process_video_task)
-    media_sweep = app.task(name="media.sweep", queue=MAINTENANCE, pass_context=True)(
-        media_sweep_task
-    )
-    app.periodic(cron="*/10 * * * *", periodic_id="media-sweep")(media_sweep)
-    reconcile = app.task(name="accounts.reconcile", queue=MAINTENANCE, pass_context=True)(
-        reconcile_task
-    )
-    app.periodic(cron="*/10 * * * *", periodic_id="accounts-reconcile")(reconcile)
+    for name, cron, periodic_id, task in MAINTENANCE_TASKS:
+        periodic = app.task(name=name, queue=MAINTENANCE, pass_context=True)(task)
+        app.periodic(cron=cron, periodic_id=periodic_id)(periodic)
     from reelm.social.notify import DELIVER_ATTEMPTS, DELIVER_BACKOFF, DELIVER_TASK
 
     app.task(
@@ -161,11 +172,17 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
             max_attempts=DELIVER_ATTEMPTS, exponential_wait=DELIVER_BACKOFF
         ),
     )(deliver_task)
-    rotate_index = app.task(name="accounts.rotate_index", queue=MAINTENANCE, pass_context=True)(
-        rotate_index_task
-    )
-    app.periodic(cron="37 3 * * *", periodic_id="rotate-index")(rotate_index)
     return app
+
+
+# Periodic maintenance of each region: task name, cron, periodic id, function.
+MAINTENANCE_TASKS: tuple[tuple[str, str, str, Callable[..., int]], ...] = (
+    ("media.sweep", "*/10 * * * *", "media-sweep", media_sweep_task),
+    ("accounts.reconcile", "*/10 * * * *", "accounts-reconcile", reconcile_task),
+    ("engagement.sweep", "* * * * *", "engagement-sweep", engagement_sweep_task),
+    ("engagement.recount", "23 * * * *", "likes-recount", likes_recount_task),
+    ("accounts.rotate_index", "37 3 * * *", "rotate-index", rotate_index_task),
+)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelm.accounts.errors import AccountError, RateLimited
 from reelm.media.errors import PROBLEM_TYPES as MEDIA_PROBLEMS
@@ -18,6 +20,9 @@ from reelm.media.errors import MediaRejected
 from reelm.regions.cell import ResidencyViolation
 from reelm.regions.fence import UserMoving
 from reelm.regions.policy import MarketBlocked, UnknownMarket
+from reelm.storage.db import transient
+
+log = logging.getLogger("reelm.api")
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -56,6 +61,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "csrf-failed": (403, "Cross-site request refused"),
     **MEDIA_PROBLEMS,
     "http-error": (400, "HTTP error"),
+    "busy": (503, "Busy: try again in a moment"),
     "server-error": (500, "Internal server error"),
 }
 
@@ -152,13 +158,62 @@ def wants_html(request: Request) -> bool:
     )
 
 
-def install(app: FastAPI) -> None:
-    def respond(request: Request, response: JSONResponse) -> Response:
-        render = getattr(app.state, "html_error", None)
-        if render is not None and wants_html(request):
-            return render(request, response)  # type: ignore[no-any-return]
-        return response
+def respond(request: Request, response: JSONResponse) -> Response:
+    """``response`` as the client wants it: the problem, or a readable page for a browser."""
+    render = getattr(request.app.state, "html_error", None)
+    if render is not None and wants_html(request):
+        return render(request, response)  # type: ignore[no-any-return]
+    return response
 
+
+class ServerErrors:
+    """An unexpected error is logged and answered with the server-error problem (no
+    internals), and the client's connection stays open.
+
+    Starlette's ServerErrorMiddleware answers too, but then raises the error again for the
+    server to log, and uvicorn closes the connection when an application raises: each 500
+    broke the client's keep-alive connection, and a request already sent on it failed (issue
+    #12). A deadlock or serialization failure that outlived the services' retries is a 503
+    `busy` with Retry-After instead. An error after the response has started cannot be
+    answered: it goes on to the server, which cuts the connection (the response is
+    incomplete, and the client must see that)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:
+                raise
+            # The route's template, not the path: no ids or handles in the log line.
+            route = getattr(scope.get("route"), "path", "(no route)")
+            request = Request(scope, receive)
+            if transient(exc):
+                log.warning("%s %s: database busy after retries", scope["method"], route)
+                answer = problem(
+                    "busy",
+                    "the service is busy; try again in a moment",
+                    headers={"Retry-After": "1"},
+                )
+            else:
+                log.exception("%s %s: unexpected error", scope["method"], route)
+                answer = problem("server-error", "something went wrong on our side")
+            await respond(request, answer)(scope, receive, send)
+
+
+def install(app: FastAPI) -> None:
     @app.exception_handler(AccountError)
     async def account_error(request: Request, exc: AccountError) -> Response:
         headers: dict[str, str] = {}
@@ -223,8 +278,3 @@ def install(app: FastAPI) -> None:
             # RFC 9110: a 405 lists the methods the resource has, not just the first route's.
             headers["Allow"] = allowed_methods(request)
         return respond(request, problem(slug, detail, status=exc.status_code, headers=headers))
-
-    @app.exception_handler(Exception)
-    async def server_error(request: Request, exc: Exception) -> Response:
-        # Starlette still logs the exception; the client learns nothing about the internals.
-        return respond(request, problem("server-error", "something went wrong on our side"))

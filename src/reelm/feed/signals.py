@@ -2,24 +2,23 @@
 home region only (encrypted with their key) and read back there by the For You ranking.
 
 The catalog learns aggregates only: a video's view count, and its engagement score per market
-and day (what trending and the cold-start mix rank by). Which viewer watched what never leaves
-the viewer's home region.
+and day (what trending and the cold-start mix rank by), owed through the region's outbox and
+applied by reelm.social.engagement, as likes and shares are. Which viewer watched what never
+leaves the viewer's home region.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Integer, Select, Uuid, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Integer, Select, Uuid, any_, bindparam, select
 from sqlalchemy.orm import Session
 
 from reelm.accounts.models import DirectoryEntry, PublicProfile
@@ -31,8 +30,8 @@ from reelm.feed.ranking import Signal
 from reelm.media.models import PublicVideo
 from reelm.regions.cell import UserScope
 from reelm.regions.fence import hold
-from reelm.social import access
-from reelm.social.models import SIGNAL_FIELD, MarketEngagement, VideoStats, WatchSignal
+from reelm.social import access, engagement
+from reelm.social.models import SIGNAL_FIELD, WatchSignal
 from reelm.storage.db import uuid_array_param
 
 MAX_BATCH = 100
@@ -103,49 +102,6 @@ def _facts(
     return {v: (o, list(t), float(d)) for v, o, t, d in rows}
 
 
-def engage(
-    c: Session, market: str, scores: dict[uuid.UUID, float], views: dict[uuid.UUID, int]
-) -> None:
-    """Add to the videos' engagement in a market today, and to their view counts: one
-    statement each, rows in id order (two batches touching the same videos lock them in the
-    same order)."""
-    today = date.today()
-    scored = [
-        {"market": market, "day": today, "video_id": v, "score": score}
-        for v, score in sorted(scores.items())
-        if math.isfinite(score) and score != 0
-    ]
-    if scored:
-        stmt = insert(MarketEngagement).values(scored)
-        c.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["market", "day", "video_id"],
-                set_={"score": MarketEngagement.score + stmt.excluded.score},
-            )
-        )
-    viewed = [{"video_id": v, "views": n} for v, n in sorted(views.items()) if n > 0]
-    if viewed:
-        stmt = insert(VideoStats).values(viewed)
-        c.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["video_id"], set_={"views": VideoStats.views + stmt.excluded.views}
-            )
-        )
-
-
-def bump(c: Session, video_id: uuid.UUID, column: str, by: int) -> int:
-    """Add ``by`` to one of a video's public counts (never below zero); the new value."""
-    stmt = insert(VideoStats).values(video_id=video_id, **{column: max(by, 0)})
-    current = getattr(VideoStats, column)
-    value = c.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["video_id"],
-            set_={column: func.greatest(current + by, 0)},
-        ).returning(current)
-    ).scalar_one()
-    return int(value)
-
-
 def record(platform: Platform, user: CurrentUser, batch: WatchBatch) -> tuple[int, int]:
     """Store a batch of watch events in the viewer's home region. Events for videos the
     viewer may not see (or that are gone) are dropped. Returns (accepted, dropped)."""
@@ -185,11 +141,14 @@ def record(platform: Platform, user: CurrentUser, batch: WatchBatch) -> tuple[in
             + SKIP_WEIGHT * e.skipped
         )
     if rows:
-        with scope.cell.db.transaction() as s:
+
+        def save(s: Session) -> list[uuid.UUID]:
             hold(s, user.user_id)
             s.add_all(rows)
-        with platform.catalog.transaction() as c:
-            engage(c, user.market, scores, views)
+            return engagement.owe_views(s, user.market, views, scores)
+
+        owed = scope.cell.db.retrying(save)
+        engagement.settle(platform, user.home_region, owed)
     return len(rows), len(batch.events) - len(rows)
 
 

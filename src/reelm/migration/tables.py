@@ -69,6 +69,8 @@ STAYING_TABLES: dict[str, str] = {
     "tlog_checkpoints": "the region's transparency log: signed tree heads",
     "alembic_version": "schema version",
     "index_epochs": "the region's blind-index key epochs: numbers and dates, no user's data",
+    "engagement_outbox": "counts owed to the catalog (video, market, numbers; no user id), "
+    "drained by the region where they were written",
 }
 # procrastinate's tables stay too: a moving user's jobs are deleted from the source at the
 # purge and made again in the destination from the videos' state at the switch.

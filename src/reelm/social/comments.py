@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, and_, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
 
 from reelm.accounts.errors import InvalidInput, NotFound
 from reelm.accounts.models import DirectoryEntry, PublicProfile
@@ -25,7 +26,7 @@ from reelm.media import catalog
 from reelm.media.captions import parse_caption
 from reelm.media.models import PublicVideo
 from reelm.regions.fence import hold
-from reelm.social import access, mentions, notify
+from reelm.social import access, engagement, mentions, notify
 from reelm.social.models import Block, Comment, Suspension
 
 MAX_BODY = 500
@@ -77,32 +78,35 @@ def add(
 ) -> CommentView:
     text = clean_body(body)
     facts = catalog.check(platform, user, "comment", video_id)
-    parent_author: uuid.UUID | None = None
-    with platform.catalog.transaction() as c:
-        if reply_to is not None:
-            parent = c.get(Comment, reply_to)
+    parsed = parse_caption(text)
+
+    def save(c: Session) -> tuple[Comment, datetime, uuid.UUID | None, list[str], float]:
+        thread, parent_author = reply_to, None
+        if thread is not None:
+            parent = c.get(Comment, thread)
             if parent is None or parent.video_id != video_id:
                 raise NotFound("no such comment on this video")
             # One level: a reply to a reply joins its thread.
-            reply_to = parent.parent_id or parent.id
+            thread = parent.parent_id or parent.id
             parent_author = parent.author_id
-        parsed = parse_caption(text)
         comment = Comment(
             id=uuid.uuid4(),
             video_id=video_id,
             author_id=user.user_id,
-            parent_id=reply_to,
+            parent_id=thread,
             body=text,
             mentions=list(parsed.mentions),
         )
         c.add(comment)
         c.flush()
-        signals.bump(c, video_id, "comments", 1)
-        signals.engage(c, user.market, {video_id: COMMENT_SCORE}, {})
+        engagement.count(c, video_id, "comments", 1, market=user.market, score=COMMENT_SCORE)
         hashtags, duration = c.execute(
             select(PublicVideo.hashtags, PublicVideo.duration).where(PublicVideo.id == video_id)
         ).one()
-        created = comment.created_at
+        return comment, comment.created_at, parent_author, list(hashtags), float(duration)
+
+    comment, created, parent_author, hashtags, duration = platform.catalog.retrying(save)
+    reply_to = comment.parent_id
     scope = platform.cell(user.home_region).for_user(user.user_id, user.home_region)
     with scope.cell.db.transaction() as s:
         hold(s, user.user_id)
@@ -148,7 +152,8 @@ def _name(platform: Platform, user_id: uuid.UUID) -> str:
 
 def delete_comment(platform: Platform, user: CurrentUser, comment_id: uuid.UUID) -> None:
     """The author, or the video's creator, deletes a comment (and its replies)."""
-    with platform.catalog.transaction() as c:
+
+    def remove(c: Session) -> None:
         found = c.execute(
             select(Comment, PublicVideo.owner_id)
             .join(PublicVideo, PublicVideo.id == Comment.video_id)
@@ -162,7 +167,9 @@ def delete_comment(platform: Platform, user: CurrentUser, comment_id: uuid.UUID)
             raise access.Forbidden("only its author or the video's creator can delete a comment")
         replies = c.scalar(select(func.count()).where(Comment.parent_id == comment.id)) or 0
         c.execute(delete(Comment).where(Comment.id == comment.id))
-        signals.bump(c, comment.video_id, "comments", -(1 + int(replies)))
+        engagement.count(c, comment.video_id, "comments", -(1 + int(replies)))
+
+    platform.catalog.retrying(remove)
 
 
 # ---- reading ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from reelm.media import catalog
 from reelm.media.models import PublicVideo
 from reelm.regions.cell import Cell, UserScope
 from reelm.regions.fence import hold
-from reelm.social import notify
+from reelm.social import engagement, notify
 from reelm.social.models import LIKE_FIELD, Like, VideoStats
 
 LIKE_SCORE = signals.WEIGHTS["liked"]
@@ -41,12 +41,17 @@ def _video(platform: Platform, video_id: uuid.UUID) -> tuple[list[str], float]:
 
 
 def like(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> int:
-    """Like a video the user may see. Idempotent; returns the video's like count."""
+    """Like a video the user may see. Idempotent; returns the video's like count.
+
+    The like and what it adds to the catalog's counts (an outbox row) commit together in the
+    liker's home region, then the count is applied to the catalog (reelm.social.engagement):
+    a like saved is counted once, even when the catalog failed the first time."""
     facts = catalog.check(platform, user, "like", video_id)
     tags, duration = _video(platform, video_id)
     scope = _scope(platform, user)
     cipher = scope.cipher()
-    with scope.cell.db.transaction() as s:
+
+    def save(s: Session) -> uuid.UUID | None:
         hold(s, user.user_id)
         added = s.execute(
             insert(Like)
@@ -58,34 +63,40 @@ def like(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> int:
             .on_conflict_do_nothing()
             .returning(Like.user_id)
         ).first()
-        if added is not None:
-            signals.add_action(s, scope, video_id, facts.owner_id, tags, duration, "liked")
-    with platform.catalog.transaction() as c:
         if added is None:
-            return _count(c, video_id)
-        count = signals.bump(c, video_id, "likes", 1)
-        signals.engage(c, user.market, {video_id: LIKE_SCORE}, {})
-    notify.send(platform, facts.owner_id, "like", user.user_id, video_id=video_id)
+            return None
+        signals.add_action(s, scope, video_id, facts.owner_id, tags, duration, "liked")
+        return engagement.owe(s, video_id, user.market, likes=1, score=LIKE_SCORE)
+
+    owed = scope.cell.db.retrying(save)
+    engagement.settle(platform, user.home_region, [owed] if owed else [])
+    with platform.catalog.read() as c:
+        count = engagement.likes_of(c, video_id)
+    if owed is not None:
+        notify.send(platform, facts.owner_id, "like", user.user_id, video_id=video_id)
     return count
 
 
 def unlike(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> int:
     """Take a like back. Idempotent; works on a video that is no longer visible too."""
     scope = _scope(platform, user)
-    with scope.cell.db.transaction() as s:
+    lookup = scope.cipher().lookup(LIKE_FIELD, str(video_id))
+
+    def take_back(s: Session) -> uuid.UUID | None:
         hold(s, user.user_id)
         gone = s.execute(
             delete(Like)
-            .where(
-                Like.user_id == user.user_id,
-                Like.lookup == scope.cipher().lookup(LIKE_FIELD, str(video_id)),
-            )
+            .where(Like.user_id == user.user_id, Like.lookup == lookup)
             .returning(Like.user_id)
         ).first()
-    with platform.catalog.transaction() as c:
-        if gone is None or not _exists(c, video_id):
-            return _count(c, video_id)
-        return signals.bump(c, video_id, "likes", -1)
+        if gone is None:
+            return None
+        return engagement.owe(s, video_id, user.market, likes=-1)
+
+    owed = scope.cell.db.retrying(take_back)
+    engagement.settle(platform, user.home_region, [owed] if owed else [])
+    with platform.catalog.read() as c:
+        return engagement.likes_of(c, video_id)
 
 
 def liked_among(
@@ -117,19 +128,26 @@ def share(platform: Platform, user: CurrentUser, video_id: uuid.UUID) -> int:
     facts = catalog.check(platform, user, "share", video_id)
     tags, duration = _video(platform, video_id)
     scope = _scope(platform, user)
-    with scope.cell.db.transaction() as s:
+
+    def save(s: Session) -> uuid.UUID:
         hold(s, user.user_id)
         signals.add_action(s, scope, video_id, facts.owner_id, tags, duration, "shared")
-    with platform.catalog.transaction() as c:
-        count = signals.bump(c, video_id, "shares", 1)
-        signals.engage(c, user.market, {video_id: SHARE_SCORE}, {})
-    return count
+        return engagement.owe(s, video_id, user.market, shares=1, score=SHARE_SCORE)
+
+    owed = scope.cell.db.retrying(save)
+    engagement.settle(platform, user.home_region, [owed])
+    with platform.catalog.read() as c:
+        return int(c.scalar(select(VideoStats.shares).where(VideoStats.video_id == video_id)) or 0)
 
 
 def forget(platform: Platform, cell: Cell, user_id: uuid.UUID) -> int:
     """Before a user's key is destroyed: take their likes out of the public counts, and the
-    rows out of the region. Returns how many were counted out. (A crash between the two
-    commits leaves the counts a little high, never wrong the other way.)"""
+    rows out of the region. Returns how many were counted out.
+
+    Straight to the catalog, not through the outbox: outbox rows naming the videos a purged
+    user liked would sit in the region (and its backups) after the key that hid them is gone.
+    A crash between the two commits leaves the counts a little high until the region's next
+    recount (reelm.social.recount)."""
     with cell.db.transaction() as s:
         rows = list(s.scalars(select(Like.video_ct).where(Like.user_id == user_id)))
         liked = []
@@ -137,20 +155,11 @@ def forget(platform: Platform, cell: Cell, user_id: uuid.UUID) -> int:
             cipher = cell.for_user(user_id, cell.region).cipher()
             liked = [uuid.UUID(cipher.decrypt(LIKE_FIELD, blob)) for blob in rows]
         s.execute(delete(Like).where(Like.user_id == user_id))
-    with platform.catalog.transaction() as c:
-        for video_id in sorted(liked):
-            if _exists(c, video_id):
-                signals.bump(c, video_id, "likes", -1)
+    counts = engagement.Counts()
+    for video_id in liked:
+        counts.likes(cell.region, video_id, -1)
+    platform.catalog.retrying(lambda c: engagement.write(c, counts))
     return len(liked)
-
-
-def _exists(c: Session, video_id: uuid.UUID) -> bool:
-    return c.get(PublicVideo, video_id) is not None
-
-
-def _count(c: Session, video_id: uuid.UUID) -> int:
-    stats = c.get(VideoStats, video_id)
-    return int(stats.likes) if stats is not None else 0
 
 
 def remove_user(platform: Platform, cell: Cell, user_id: uuid.UUID) -> None:
@@ -182,8 +191,10 @@ def remove_user(platform: Platform, cell: Cell, user_id: uuid.UUID) -> None:
             .group_by(Comment.video_id)
         ).all()
         c.execute(delete(Comment).where(Comment.author_id == user_id))
-        for video_id, count in sorted(written):
-            signals.bump(c, video_id, "comments", -int(count))
+        counts = engagement.Counts()
+        for video_id, count in written:
+            counts.count(video_id, "comments", -int(count))
+        engagement.write(c, counts)
         c.execute(
             delete(Follow).where(or_(Follow.follower_id == user_id, Follow.followee_id == user_id))
         )

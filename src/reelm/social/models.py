@@ -14,7 +14,7 @@ region's index key), for the same reason.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -133,6 +134,39 @@ class MarketEngagement(CatalogBase):
     )
 
 
+class RegionLikes(CatalogBase):
+    """How many likes of a video one region holds (a number under a random id, no liker).
+    ``video_stats.likes`` is their sum; each region proves its own row by recounting its likes
+    (reelm.social.recount). May be below zero until the first recount after
+    an upgrade (likes counted before these rows existed)."""
+
+    __tablename__ = "region_likes"
+
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("public_videos.id", ondelete="CASCADE"), primary_key=True
+    )
+    region: Mapped[str] = mapped_column(String(16), primary_key=True)
+    likes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    __table_args__ = (Index("ix_region_likes_region", region, video_id),)
+
+
+class EngagementReceipt(CatalogBase):
+    """A region's outbox row that the catalog has applied: a second delivery of the same row
+    (the region's delete was lost) is recognised and skipped. Kept while the row may still be
+    in the region's outbox; pruned after the region deletes it."""
+
+    __tablename__ = "engagement_receipts"
+
+    region: Mapped[str] = mapped_column(String(16), primary_key=True)
+    outbox_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_engagement_receipts_received", received_at),)
+
+
 # ---- home region -----------------------------------------------------------------------------
 
 
@@ -174,6 +208,24 @@ class Notification(RegionBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_notifications_user", user_id, created_at.desc()),)
+
+
+class EngagementOutbox(RegionBase):
+    """What a like, a share or a batch of watch signals adds to the catalog's counts, written
+    in the same transaction as the region's own rows and applied to the catalog once
+    (reelm.social.engagement.drain). Numbers about a video in a market: no user id, and no time
+    of its own (only the engagement day), so nothing in it says whose it was."""
+
+    __tablename__ = "engagement_outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    video_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    market: Mapped[str] = mapped_column(String(2))
+    day: Mapped[date] = mapped_column(Date)
+    likes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    shares: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    views: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    score: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 NOTIFICATION_KINDS = ("follow", "follow_request", "follow_accepted", "like", "comment", "mention")

@@ -31,12 +31,11 @@ from reelm.accounts.logsubject import user_subject_of
 from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
-from reelm.feed import signals
 from reelm.media import catalog
 from reelm.media.models import PublicVideo
 from reelm.regions.cell import UserScope
 from reelm.regions.fence import hold
-from reelm.social import access
+from reelm.social import access, engagement
 from reelm.social.models import (
     REPORT_FIELD,
     REPORT_NOTE_FIELD,
@@ -296,7 +295,7 @@ def act(platform: Platform, moderator: CurrentUser, decision: Decision) -> str:
             # pseudonym would tie the handle to their other entries.
             platform.cell(home).log.append_now("moderation.removed", str(comment.id), details)
             c.execute(delete(Comment).where(Comment.id == comment.id))
-            signals.bump(c, video_id, "comments", -(1 + int(replies)))
+            engagement.count(c, video_id, "comments", -(1 + int(replies)))
         done = "comment removed"
     else:
         done = _act_on_user(platform, decision, uuid.UUID(target_id), details)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import logging
+import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from psycopg import errors as pg_errors
 from sqlalchemy import (
     BindParameter,
     Connection,
@@ -23,10 +26,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 CATALOG = "catalog"
+
+log = logging.getLogger("reelm.storage")
+T = TypeVar("T")
+
+# What PostgreSQL aborts a sound transaction for, to be run again: a deadlock (it picked this
+# transaction as the victim) or a serialization failure. Run at most this many times in all,
+# pausing a random time up to RETRY_PAUSE, then twice that, ... (so racing victims spread out).
+TRANSIENT_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+RETRY_ATTEMPTS = 5
+RETRY_PAUSE = 0.01
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a database error is one that running the same transaction again can cure."""
+    return isinstance(exc, DBAPIError) and isinstance(exc.orig, TRANSIENT_ERRORS)
+
 
 _NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -128,6 +147,29 @@ class Database:
         """A unit of work: commits when the block ends normally, rolls back otherwise."""
         with self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A transaction whose statements all read one snapshot (REPEATABLE READ), for reads
+        that must agree with each other (a recount of rows and of what is owed for them)."""
+        with self.sessions() as session, session.begin():
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
+
+    def retrying(self, work: Callable[[Session], T]) -> T:
+        """``work`` in a unit of work, run again (up to RETRY_ATTEMPTS times in all) when
+        PostgreSQL aborts it for a deadlock or a serialization failure, so the caller never
+        sees either. ``work`` must do nothing outside the session that it cannot repeat."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except DBAPIError as exc:
+                if attempt == RETRY_ATTEMPTS or not transient(exc):
+                    raise
+                log.info("%s: %s, attempt %d again", self.name, type(exc.orig).__name__, attempt)
+                time.sleep(random.uniform(0, RETRY_PAUSE * 2**attempt))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -1,7 +1,7 @@
 """handle skeletons: the look-alike key folds separators and digits; handles unique as written
 
 Revision ID: c0013
-Revises: c0009
+Revises: c0010
 Create Date: 2026-12-03 15:00:00
 
 The key (``profiles.handle_key``) was a small skeleton (0/o, 1/l, rn/m, vv/w) and let
@@ -23,7 +23,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "c0013"
-down_revision: str | Sequence[str] | None = "c0009"
+down_revision: str | Sequence[str] | None = "c0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

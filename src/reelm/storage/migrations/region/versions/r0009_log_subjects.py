@@ -2,7 +2,7 @@
 their subjects indexed (a user's page lists their waiting events)
 
 Revision ID: r0009
-Revises: r0007
+Revises: r0008
 Create Date: 2026-12-03 14:30:00
 
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "r0009"
-down_revision: str | Sequence[str] | None = "r0007"
+down_revision: str | Sequence[str] | None = "r0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
