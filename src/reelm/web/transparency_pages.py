@@ -61,5 +61,4 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             request,
             "my_transparency.html",
             events=events,
-            base_url=str(request.base_url).rstrip("/"),
         )
