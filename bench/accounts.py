@@ -3,6 +3,8 @@ the same run on the same machine.
 
 - sign-up vs `argon2id hash` alone at the same parameters (the cost no sign-up can avoid);
 - log-in vs `argon2id verify` alone;
+- a refused log-in for an account that does not exist (by handle, by email) vs one for an
+  existing account with a wrong password: the ratio should be 1 (timing must not tell);
 - residency-scan vs a plain `COPY ... TO STDOUT` of the same tables (reading is the floor).
 
 Run: .venv/bin/python bench/accounts.py [--users 200] [--admin-url URL]
@@ -22,9 +24,10 @@ import psycopg
 from argon2 import PasswordHasher
 from sqlalchemy.engine import make_url
 
+from reelm.accounts.errors import BadCredentials
 from reelm.accounts.schemas import SignUp
 from reelm.accounts.service import log_in, sign_up
-from reelm.bootstrap import build
+from reelm.bootstrap import Platform, build
 from reelm.config import Settings
 from reelm.residency.scan import scan
 from reelm.storage import provision
@@ -39,6 +42,14 @@ def _timed(fn, n):  # type: ignore[no-untyped-def]
         fn(i)
         samples.append(time.perf_counter() - t)
     return samples
+
+
+def _refused(platform: Platform, identifier: str) -> None:
+    try:
+        log_in(platform, identifier, "not the password")
+    except BadCredentials:
+        return
+    raise AssertionError("a wrong password was accepted")
 
 
 def main() -> None:
@@ -80,6 +91,22 @@ def main() -> None:
         stored = hasher.hash(password)
         anchor_verify = _timed(lambda i: hasher.verify(stored, password), n)
         ours_login = _timed(lambda i: log_in(platform, f"bench{i}", password), n)
+        # Interleaved, so that whatever else the machine does weighs on the three alike.
+        refused: dict[str, list[float]] = {"existing": [], "handle": [], "email": []}
+        for i in range(n):
+            for kind, identifier in (
+                ("existing", f"bench{i}"),
+                ("handle", f"nobody{i}"),
+                ("email", f"nobody{i}@example.com"),
+            ):
+                t = time.perf_counter()
+                _refused(platform, identifier)
+                refused[kind].append(time.perf_counter() - t)
+        wrong_known, wrong_handle, wrong_email = (
+            refused["existing"],
+            refused["handle"],
+            refused["email"],
+        )
 
         t = time.perf_counter()
         report = scan(platform)
@@ -105,7 +132,7 @@ def main() -> None:
         def line(name: str, ours: list[float], anchor: list[float]) -> None:
             o, a = statistics.median(ours), statistics.median(anchor)
             print(
-                f"{name:<8} ours p50 {o * 1000:7.1f} ms  anchor p50 {a * 1000:7.1f} ms  "
+                f"{name:<34} ours p50 {o * 1000:7.1f} ms  anchor p50 {a * 1000:7.1f} ms  "
                 f"ratio {o / a:5.2f}x  ({1 / o:6.1f}/s)"
             )
 
@@ -115,6 +142,9 @@ def main() -> None:
         )
         line("sign-up", ours_signup, anchor_hash)
         line("log-in", ours_login, anchor_verify)
+        line("wrong password, existing account", wrong_known, anchor_verify)
+        line("unknown handle vs existing", wrong_handle, wrong_known)
+        line("unknown email vs existing", wrong_email, wrong_known)
         print(
             f"scan     ours {scan_s:.2f} s ({report.rows} rows, {report.users} users)  "
             f"anchor COPY {copy_s:.2f} s ({copied} bytes)  ratio {scan_s / copy_s:.1f}x"

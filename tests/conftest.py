@@ -28,7 +28,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from reelm.accounts.schemas import SignUp
 from reelm.accounts.service import CurrentUser, SignedUp, log_in, sign_up
-from reelm.app import create_app
+from reelm.app import create_app, server_config
 from reelm.bootstrap import Platform, build
 from reelm.config import Settings
 from reelm.storage import provision
@@ -81,6 +81,8 @@ def make_settings(data_dir: Path, admin_url: str, **overrides: Any) -> Settings:
         "signup_rate": "10000/minute",
         "login_rate": "10000/minute",
         "search_rate": "10000/minute",
+        # TestClient's host, beside the default localhost and 127.0.0.1 of the live servers.
+        "trusted_hosts": ["testserver", "localhost", "127.0.0.1"],
         **overrides,
     }
     return Settings(**values)
@@ -206,13 +208,14 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serving(platform: Platform) -> Iterator[str]:
-    """The app over ``platform``, served by uvicorn on a free loopback port."""
+def serving(platform: Platform, port: int | None = None) -> Iterator[str]:
+    """The app over ``platform``, served by uvicorn on a loopback port (free, unless given: a
+    test that checks links gives the port of its platform's public_base_url)."""
     import uvicorn
 
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
+        server_config(create_app(platform), platform.settings, "127.0.0.1", port)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -141,6 +141,11 @@ def test_demo_runs_on_embedded_postgres_and_reuses_its_data() -> None:
             proc, url = _run_demo(data_dir, port)
             try:
                 assert url == f"http://localhost:{port}/"
+                # Both loopback names answer out of the box; a forged Host does not.
+                loopback = httpx.get(f"http://127.0.0.1:{port}/about", timeout=10)
+                assert loopback.status_code == 200
+                forged = httpx.get(url + "about", headers={"Host": "evil.example"}, timeout=10)
+                assert forged.status_code == 400
                 health = httpx.get(url + "healthz", timeout=10).json()
                 assert set(health["databases"]) == {"catalog", "us", "ca", "au", "nz", "sg"}
                 page = httpx.get(url + "@maya.skates", timeout=10)

@@ -43,7 +43,7 @@ from reelm.web.csrf import CSRF_FIELD
 from reelm.web.video_pages import caption_html
 
 from . import tus
-from .conftest import PASSWORD, LiveServer, serving, unique_handle
+from .conftest import PASSWORD, LiveServer, free_port, serving, unique_handle
 from .test_web_browser import PHONE, assert_fits, create_user, log_in_in_page
 
 pytestmark = pytest.mark.browser
@@ -110,10 +110,13 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
 
 @pytest.fixture(scope="module")
 def site(session_platform_factory: Callable[..., Platform]) -> Iterator[LiveServer]:
-    platform = session_platform_factory(market_picker=True)
+    port = free_port()
+    platform = session_platform_factory(
+        market_picker=True, public_base_url=f"http://localhost:{port}"
+    )
     worker = WorkerThread(platform, ["us"]).start()  # every user here is in the US market
     try:
-        with serving(platform) as url:
+        with serving(platform, port) as url:
             yield LiveServer(url, platform)
     finally:
         worker.stop()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reelm.accounts.throttle import DeviceCookies
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
 from reelm.api import migrations as migrations_api
@@ -19,6 +22,11 @@ from reelm.api import staff as staff_api
 from reelm.api import transparency as transparency_api
 from reelm.api import videos as videos_api
 from reelm.bootstrap import Platform
+from reelm.config import Settings
+from reelm.web.csrf import load_or_create_secret
+
+if TYPE_CHECKING:
+    import uvicorn
 
 # Pages use no inline script or style and load nothing from elsewhere.
 CONTENT_SECURITY_POLICY = (
@@ -32,6 +40,16 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+
+
+# A year: browsers that once reached us over HTTPS never try plain HTTP again. Subdomains are
+# left out: they may be the operator's other services, not ours to decide for.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
+# What an anonymous visitor sees still depends on them (their market, its 451s and restricted
+# videos; the form's CSRF cookie): their browser may keep it, a shared cache must not.
+ANONYMOUS_CACHE_CONTROL = "private, no-cache"
+# Files that are the same for everyone (StaticFiles sends ETag and Last-Modified for them).
+SHARED_PREFIXES = ("/static/",)
 
 
 class SecurityHeaders:
@@ -56,6 +74,12 @@ class SecurityHeaders:
                     # their account) stays out of shared caches and off the disk, unless a
                     # route said otherwise (the media routes do).
                     headers.setdefault("Cache-Control", "private, no-store")
+                elif not scope["path"].startswith(SHARED_PREFIXES):
+                    headers.setdefault("Cache-Control", ANONYMOUS_CACHE_CONTROL)
+                if scope.get("scheme") == "https":
+                    # Over plain HTTP the header would be ignored (RFC 6797 8.1); the scheme is
+                    # the proxy's X-Forwarded-Proto only when forwarded_allow_ips trusts it.
+                    headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
                 # The interactive API docs page loads its script from a CDN; everything else
                 # is ours.
                 if not scope["path"].startswith("/api/v1/docs"):
@@ -75,12 +99,18 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    app.state.devices = DeviceCookies(load_or_create_secret(platform.settings.csrf_key_file()))
     problems.install(app)
     gate.install(app, platform)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(gate.BodyLimit, limit=platform.settings.max_body_bytes)
     # A request that met a migration fence runs again once the user has moved.
     app.add_middleware(gate.MovingRetry, limit=platform.settings.max_body_bytes)
+    # A Host we do not serve gets 400 before anything reads it (links are built from
+    # public_base_url anyway; this keeps forged hosts out of caches and logs).
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=platform.settings.allowed_hosts(), www_redirect=False
+    )
     # Outermost: an unexpected error is answered here, keeping the connection open.
     app.add_middleware(problems.ServerErrors)
     app.include_router(accounts_api.router)
@@ -123,6 +153,25 @@ def create_app(platform: Platform) -> FastAPI:
     video_pages.install(app, platform, app.state.pages)
     social_pages.install(app, platform, app.state.pages)
     return app
+
+
+def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """How `reelm serve` (and the tests' live server) runs uvicorn. X-Forwarded-For and
+    X-Forwarded-Proto are believed only from `forwarded_allow_ips`: uvicorn's own default
+    trusts them from loopback, where any local process, or a proxy passing them through
+    unchecked, could name a fresh client address for every request (a fresh rate limit) or
+    claim HTTPS."""
+    import uvicorn
+
+    proxies = settings.forwarded_allow_ips
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=list(proxies) if proxies else "",
+    )
 
 
 def settle_before_serving() -> None:

@@ -803,8 +803,19 @@ def _seed_videos(platform: Platform) -> None:
 def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
     import uvicorn
 
-    from reelm.app import create_app, settle_before_serving
+    from reelm.app import create_app, server_config, settle_before_serving
 
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+    if settings.public_base_url is None:
+        # Links (share, Open Graph) point where this process listens; a deployment behind a
+        # proxy sets public_base_url to its public address.
+        address = f"[{shown}]" if ":" in shown else shown
+        settings = settings.model_copy(update={"public_base_url": f"http://{address}:{port}"})
+        if not seed and shown != "localhost":
+            console.print(
+                f"[yellow]public_base_url is not set: links will point to "
+                f"{settings.public_base_url}[/yellow]"
+            )
     platform = _platform(settings, create=True)
     try:
         if seed:
@@ -815,10 +826,7 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
             if created:
                 console.print(f"seeded {created} sample users")
             _seed_videos(platform)
-        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(platform), host=host, port=port, log_level="warning")
-        )
+        server = uvicorn.Server(server_config(create_app(platform), settings, host, port))
 
         def announce() -> None:
             # Print the address only once the socket is listening, so it works when opened.

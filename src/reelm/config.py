@@ -6,6 +6,7 @@ each one is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -22,9 +23,14 @@ from pydantic_settings import (
 
 DEFAULT_CONFIG_FILE = "reelm.toml"
 SECONDS_A_DAY = 86_400
+# Where links point when public_base_url is unset and no command filled it in.
+DEMO_BASE_URL = "http://localhost:8000"
 
 RegionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+# A host name, an IPv4 address, or '*.domain' (Starlette's TrustedHostMiddleware compares the
+# Host header without its port).
+_HOST = re.compile(r"(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 _S3_URL = re.compile(
     r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])"
     r"(?P<prefix>(/[a-z0-9][a-z0-9_.-]*)*)/?"
@@ -222,6 +228,23 @@ class Settings(BaseSettings):
         "entry's time is its window's start and a window is published once it has closed, its "
         "entries in hash order.",
     )
+    public_base_url: str | None = Field(
+        default=None,
+        description="The address people reach this deployment at, e.g. 'https://reelm.example'. "
+        "Canonical, Open Graph and share links are built from it, never from the request's "
+        "Host header. Unset: the address 'reelm demo' or 'reelm serve' listens on "
+        "(http://localhost:<port>).",
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"],
+        description="Host header values answered, besides the host of public_base_url "
+        "('*.example.com' matches subdomains). Any other Host gets HTTP 400.",
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed. Empty: none; the client is the TCP peer.",
+    )
     cookie_secure: bool = Field(default=True, description="Mark cookies Secure.")
     session_days: int = Field(default=30, ge=1, le=365, description="Session lifetime in days.")
     deletion_grace_days: int = Field(
@@ -232,7 +255,22 @@ class Settings(BaseSettings):
     )
     login_rate: str = Field(
         default="10/minute",
-        description="Login attempts allowed per client address and per account.",
+        description="Log-in attempts allowed per client address, and per device the account "
+        "knows; also the 'email already registered' answers of sign-up per client address.",
+    )
+    login_free_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Log-in attempts on one account, in a day, from clients the account does "
+        "not know (no session or device cookie of it) before each further attempt waits.",
+    )
+    login_backoff_max_seconds: int = Field(
+        default=300,
+        ge=2,
+        le=3600,
+        description="Longest wait between two log-in attempts on one account from clients it "
+        "does not know (the wait starts at 2 s and doubles).",
     )
     search_rate: str = Field(
         default="60/minute",
@@ -273,6 +311,40 @@ class Settings(BaseSettings):
         month of its window, and the user's page looks for it from the month they joined."""
         if SECONDS_A_DAY % value:
             raise ValueError(f"must divide a day ({SECONDS_A_DAY} s) evenly, e.g. 600 or 3600")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("public_base_url must be an http:// or https:// URL")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("public_base_url must be a scheme, a host and a path, nothing more")
+        return value.rstrip("/")
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not _HOST.fullmatch(host):
+                raise ValueError(
+                    f"trusted_hosts: {host!r} is not a host name, an address or '*.domain'"
+                )
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"forwarded_allow_ips: {proxy!r} is not an address or a network"
+                ) from None
         return value
 
     @field_validator("markets", "blocked_markets", mode="before")
@@ -344,6 +416,15 @@ class Settings(BaseSettings):
     def staging_dir(self, region: str) -> Path:
         """Where uploads in progress wait, inside the region (removed once processed)."""
         return self.data_dir / "staging" / region
+
+    def base_url(self) -> str:
+        """Where links point: public_base_url, else the demo's address."""
+        return self.public_base_url or DEMO_BASE_URL
+
+    def allowed_hosts(self) -> list[str]:
+        """The Host header values answered: trusted_hosts and the public address's host."""
+        public = urlsplit(self.base_url()).hostname
+        return [*self.trusted_hosts, *([public] if public else [])]
 
     def csrf_key_file(self) -> Path:
         return self.secret_key_file or self.data_dir / "secret.key"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import secrets
@@ -10,13 +11,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from typing import NoReturn
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
+from argon2.low_level import ARGON2_VERSION
 from sqlalchemy import LargeBinary, Select, Uuid, bindparam, delete, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
-from reelm.accounts import age, handles, indexes
+from reelm.accounts import age, handles, indexes, throttle
 from reelm.accounts.errors import (
     BadCredentials,
     EmailTaken,
@@ -182,6 +185,20 @@ def sign_up(
     return SignedUp(user_id, data.handle, home)
 
 
+def sign_up_from(platform: Platform, data: SignUp, client: str) -> SignedUp:
+    """`sign_up` for a visitor at the address `client`.
+
+    "An account with this email already exists" tells what a failed log-in never does: that an
+    address has an account. Each such answer is counted against the address's log-in budget
+    (`login_rate`), so sign-up is no cheaper a way to probe addresses than log-in; over it the
+    visitor gets 429, not the answer."""
+    try:
+        return sign_up(platform, data)
+    except EmailTaken:
+        platform.rate_limits.hit("login", client)
+        raise
+
+
 def _create_account(
     scope: UserScope,
     market: str,
@@ -287,23 +304,53 @@ def resolve_identifier(platform: Platform, identifier: str) -> tuple[Cell, uuid.
     return platform.cell(row.home_region), row.user_id
 
 
-# A hash to verify against when the account does not exist, so that timing does not tell.
-_DUMMY_HASH: dict[tuple[int, int], str] = {}
+WRONG_CREDENTIALS = "wrong handle, email or password"
+
+
+@cache
+def _dummy_hash(time_cost: int, memory_cost: int, parallelism: int, salt: int, digest: int) -> str:
+    """An argon2id hash with today's parameters that no password matches: random salt and random
+    digest, written down rather than computed (verifying it costs exactly what verifying a real
+    hash does, and making it costs nothing)."""
+
+    def random_b64(size: int) -> str:
+        return base64.b64encode(secrets.token_bytes(size)).decode().rstrip("=")
+
+    return (
+        f"$argon2id$v={ARGON2_VERSION}$m={memory_cost},t={time_cost},p={parallelism}"
+        f"${random_b64(salt)}${random_b64(digest)}"
+    )
+
+
+def _refuse(hasher: PasswordHasher, password: str) -> NoReturn:
+    """Refuse as a wrong password is refused, at the same cost (one argon2 run), so that the
+    time taken does not tell whether the account exists."""
+    dummy = _dummy_hash(
+        hasher.time_cost, hasher.memory_cost, hasher.parallelism, hasher.salt_len, hasher.hash_len
+    )
+    with contextlib.suppress(VerificationError):
+        hasher.verify(dummy, password)
+    raise BadCredentials(WRONG_CREDENTIALS)
 
 
 def log_in(
-    platform: Platform, identifier: str, password: str, *, user_agent: str = ""
+    platform: Platform,
+    identifier: str,
+    password: str,
+    *,
+    user_agent: str = "",
+    visitor: throttle.Visitor | None = None,
 ) -> tuple[str, CurrentUser]:
-    """Check the password and open a session; signing in cancels a pending deletion."""
+    """Check the password and open a session; signing in cancels a pending deletion.
+
+    A `visitor` (the pages and the API give one; internal callers do not) is throttled before
+    the password is checked: see `reelm.accounts.throttle`."""
     hasher = password_hasher(platform)
     found = resolve_identifier(platform, identifier)
+    if visitor is not None:
+        throttle.admit(platform, visitor, identity_key(identifier), found[1] if found else None)
     if found is None:
-        dummy = _DUMMY_HASH.setdefault(
-            (hasher.time_cost, hasher.memory_cost), hasher.hash(secrets.token_hex(8))
-        )
-        with contextlib.suppress(VerificationError):
-            hasher.verify(dummy, password)
-        raise BadCredentials("wrong handle, email or password")
+        _refuse(hasher, password)
     _, user_id = found
     deadline = time.monotonic() + MOVE_WAIT
     while True:
@@ -312,7 +359,7 @@ def log_in(
         # rather than failing the session's write and replaying the whole log-in.
         entry = _directory(platform, user_id)
         if entry is None or entry.state == "deleted":
-            raise BadCredentials("wrong handle, email or password")
+            _refuse(hasher, password)
         cell = platform.cell(entry.home_region)
         scope = cell.for_user(user_id, entry.home_region)
         with cell.db.transaction() as s:
@@ -322,13 +369,13 @@ def log_in(
             break
         time.sleep(0.1)
     if account is None:
-        raise BadCredentials("wrong handle, email or password")
+        _refuse(hasher, password)
     cipher = scope.cipher()
     stored = cipher.decrypt("password", account.password_ct)
     try:
         hasher.verify(stored, password)
     except VerificationError:
-        raise BadCredentials("wrong handle, email or password") from None
+        raise BadCredentials(WRONG_CREDENTIALS) from None
     if account.deletion_requested_at is not None:
         from reelm.accounts.lifecycle import cancel_deletion
 

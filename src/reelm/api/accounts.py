@@ -6,13 +6,19 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from reelm.accounts import lifecycle, service
 from reelm.accounts.schemas import PrivacySettings, PrivacyUpdate, ProfileUpdate, SignUp
-from reelm.api.deps import ClientAddress, CurrentUserDep, PlatformDep
+from reelm.api.deps import (
+    ClientAddress,
+    CurrentUserDep,
+    LoginVisitor,
+    PlatformDep,
+    remember_device,
+)
 from reelm.api.problems import problem_responses
 from reelm.transparency.pseudonyms import month_start
 
@@ -128,7 +134,7 @@ def create_account(
 ) -> AccountCreated | Response:
     """Sign up. Protected fields are stored encrypted in the market's home region only."""
     platform.rate_limits.hit("signup", client)
-    done = service.sign_up(platform, body)
+    done = service.sign_up_from(platform, body, client)
     return AccountCreated(id=done.user_id, handle=done.handle, home_region=done.home_region)
 
 
@@ -137,10 +143,23 @@ def create_account(
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses(401, *BODY, 429, 451),
 )
-def create_session(body: LoginIn, platform: PlatformDep, client: ClientAddress) -> SessionOut:
-    """Log in with a handle or an email; returns a bearer token."""
-    platform.rate_limits.hit("login", client, service.identity_key(body.identifier))
-    token, user = service.log_in(platform, body.identifier, body.password, user_agent="api")
+def create_session(
+    body: LoginIn,
+    platform: PlatformDep,
+    visitor: LoginVisitor,
+    request: Request,
+    response: Response,
+) -> SessionOut:
+    """Log in with a handle or an email; returns a bearer token.
+
+    The answer also sets a device cookie: a client that keeps cookies and sends it back (or
+    logs in with a live bearer token of the account) is not slowed down by strangers' failed
+    attempts on the account."""
+    platform.rate_limits.hit("login", visitor.address)
+    token, user = service.log_in(
+        platform, body.identifier, body.password, user_agent="api", visitor=visitor
+    )
+    remember_device(request, response, user.user_id)
     return SessionOut(
         token=token,
         user=AccountCreated(id=user.user_id, handle=user.handle, home_region=user.home_region),

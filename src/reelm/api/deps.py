@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser
+from reelm.accounts.throttle import DEVICE_COOKIE, DEVICE_SECONDS, DeviceCookies, Visitor
 from reelm.bootstrap import Platform
 
 
@@ -34,11 +36,47 @@ def get_market(request: Request) -> str | None:
 
 
 def client_address(request: Request) -> str:
+    """The TCP peer, or the client a trusted proxy names (`forwarded_allow_ips`, applied by the
+    server: see `reelm.app.server_config`)."""
     return request.client.host if request.client else "unknown"
+
+
+def login_visitor(request: Request) -> Visitor:
+    """Who is trying to log in, for `reelm.accounts.throttle`: the address, and the accounts
+    this browser or client is known to (a live session, a device cookie we signed)."""
+    known: set[uuid.UUID] = set()
+    device = ""
+    user: CurrentUser | None = getattr(request.state, "user", None)
+    if user is not None:
+        known.add(user.user_id)
+        device = "session:" + user.token_hash.hex()
+    devices: DeviceCookies = request.app.state.devices
+    remembered = devices.read(request.cookies.get(DEVICE_COOKIE))
+    if remembered is not None:
+        known.add(remembered[0])
+        device = "cookie:" + remembered[1]
+    return Visitor(client_address(request), frozenset(known), device)
+
+
+def remember_device(request: Request, response: Response, user_id: uuid.UUID) -> None:
+    """After a log-in: the device cookie that lets this browser in while strangers are slowed
+    down on the account. SameSite=Strict: only our own log-in form needs it."""
+    devices: DeviceCookies = request.app.state.devices
+    platform = get_platform(request)
+    response.set_cookie(
+        DEVICE_COOKIE,
+        devices.issue(user_id),
+        max_age=DEVICE_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=platform.settings.cookie_secure,
+        path="/",
+    )
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
 OptionalUserDep = Annotated[CurrentUser | None, Depends(get_optional_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
+LoginVisitor = Annotated[Visitor, Depends(login_visitor)]
 MarketDep = Annotated[str | None, Depends(get_market)]

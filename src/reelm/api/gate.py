@@ -21,7 +21,7 @@ from reelm.accounts.service import CurrentUser, authenticate
 from reelm.api.problems import MOVING_HEADER, blocked_response, problem, wants_html
 from reelm.bootstrap import Platform
 from reelm.regions.policy import MarketBlocked, is_country
-from reelm.web.csrf import CSRF_COOKIE, Csrf, load_or_create_secret
+from reelm.web.csrf import Csrf, load_or_create_secret, request_binding
 
 SESSION_COOKIE = "reelm_session"
 MARKET_COOKIE = "reelm_market"
@@ -65,14 +65,15 @@ def cookie_write_without_token(request: Request, csrf: Csrf) -> bool:
     """An API write authenticated by the session cookie (the web pages' scripts) must carry
     the page's CSRF token in a header: a cross-site page can make the browser send the cookie
     but can neither read the token nor set the header without CORS, which reelm never grants.
-    Bearer-token clients are not exposed (no browser attaches the token on its own)."""
+    Bearer-token clients are not exposed (no browser attaches the token on its own). The token
+    is bound to the session the request carries (web/csrf.py)."""
     if request.method in SAFE_METHODS or not request.url.path.startswith("/api/"):
         return False
     if request.headers.get("authorization", "").lower().startswith("bearer "):
         return False
     if not request.cookies.get(SESSION_COOKIE):
         return False
-    return not csrf.valid(request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER))
+    return not csrf.valid(request_binding(request), request.headers.get(CSRF_HEADER))
 
 
 def install(app: FastAPI, platform: Platform) -> None:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from reelm.accounts import lifecycle, service
 from reelm.accounts.errors import AccountError
 from reelm.accounts.schemas import Links, PrivacyUpdate, ProfileUpdate, SignUp
+from reelm.api.deps import client_address, login_visitor, remember_device
 from reelm.api.gate import MARKET_COOKIE, SESSION_COOKIE
 from reelm.api.problems import MOVING_HEADER, blocked_response, wants_html
 from reelm.bootstrap import Platform
@@ -28,7 +29,16 @@ from reelm.regions.policy import (
     country_name,
     is_country,
 )
-from reelm.web.csrf import CSRF_COOKIE, CSRF_FIELD, Csrf, load_or_create_secret
+from reelm.web.csrf import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    Csrf,
+    load_or_create_secret,
+    request_binding,
+    session_binding,
+    visitor_binding,
+)
+from reelm.web.csrf import MAX_AGE as CSRF_MAX_AGE
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -86,20 +96,32 @@ class Pages:
         cookie = request.cookies.get(CSRF_COOKIE) or Csrf.new_cookie_value()
         market = getattr(request.state, "market", None)
         user = getattr(request.state, "user", None)
+        binding = session_binding(user.token_hash) if user is not None else visitor_binding(cookie)
         context = {
+            "base_url": self.platform.settings.base_url(),
             "user": user,
             "unread": self._unread(user) if user is not None and "unread" not in ctx else 0,
             "market": market,
             "market_name": country_name(market) if market else None,
             "market_picker": self.platform.settings.market_picker,
             "csrf_field": CSRF_FIELD,
-            "csrf_token": self.csrf.token_for(cookie),
+            "csrf_token": self.csrf.token_for(binding),
             **ctx,
         }
         response = templates.TemplateResponse(request, name, context, status_code=status)
         if request.cookies.get(CSRF_COOKIE) != cookie:
-            self._cookie(response, CSRF_COOKIE, cookie, max_age=12 * 3600)
+            self._cookie(response, CSRF_COOKIE, cookie, max_age=CSRF_MAX_AGE)
         return response
+
+    def start_session(
+        self, request: Request, response: Response, token: str, user: service.CurrentUser
+    ) -> None:
+        """The cookies of a log-in: the session; a new CSRF cookie (nothing planted or seen
+        before the log-in carries over); the device cookie (see accounts.throttle)."""
+        days = self.platform.settings.session_days
+        self._cookie(response, SESSION_COOKIE, token, days * 86400)
+        self._cookie(response, CSRF_COOKIE, Csrf.new_cookie_value(), CSRF_MAX_AGE)
+        remember_device(request, response, user.user_id)
 
     def _unread(self, user: Any) -> int:
         """The inbox badge: best effort (a page never fails for it)."""
@@ -125,7 +147,7 @@ class Pages:
         """The posted form, after the CSRF check."""
         data = await request.form()
         fields = {k: v for k, v in data.items() if isinstance(v, str)}
-        if not self.csrf.valid(request.cookies.get(CSRF_COOKIE), fields.get(CSRF_FIELD)):
+        if not self.csrf.valid(request_binding(request), fields.get(CSRF_FIELD)):
             raise FormError(
                 "this form has expired or did not come from reelm; reload the page and try again",
                 status=403,
@@ -167,9 +189,6 @@ def install(app: FastAPI, platform: Platform) -> None:
     app.state.html_error = pages.html_error
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    def client(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
-
     # "/" is the feed (reelm.web.video_pages); what reelm is about moved here.
     @app.get("/about", response_class=HTMLResponse, include_in_schema=False)
     def about(request: Request) -> Response:
@@ -184,7 +203,7 @@ def install(app: FastAPI, platform: Platform) -> None:
         values: dict[str, str] = {}
         try:
             values = await pages.form(request)
-            platform.rate_limits.hit("signup", client(request))
+            platform.rate_limits.hit("signup", client_address(request))
             data = SignUp(
                 handle=values.get("handle", ""),
                 display_name=values.get("display_name", ""),
@@ -194,8 +213,8 @@ def install(app: FastAPI, platform: Platform) -> None:
                 market=values.get("market", ""),
                 phone=values.get("phone") or None,
             )
-            await run_in_threadpool(service.sign_up, platform, data)
-            token, _user = await run_in_threadpool(
+            await run_in_threadpool(service.sign_up_from, platform, data, client_address(request))
+            token, new_user = await run_in_threadpool(
                 service.log_in,
                 platform,
                 data.handle,
@@ -216,7 +235,7 @@ def install(app: FastAPI, platform: Platform) -> None:
                 values=values,
             )
         response = RedirectResponse(f"/@{data.handle}?welcome=1", status_code=303)
-        pages._cookie(response, SESSION_COOKIE, token, platform.settings.session_days * 86400)
+        pages.start_session(request, response, token, new_user)
         return response
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -230,13 +249,15 @@ def install(app: FastAPI, platform: Platform) -> None:
         try:
             values = await pages.form(request)
             identifier = values.get("identifier", "")[:254]
-            platform.rate_limits.hit("login", client(request), service.identity_key(identifier))
+            visitor = login_visitor(request)
+            platform.rate_limits.hit("login", visitor.address)
             token, user = await run_in_threadpool(
                 service.log_in,
                 platform,
                 identifier,
                 values.get("password", "")[:256],
                 user_agent=request.headers.get("user-agent", ""),
+                visitor=visitor,
             )
         except (FormError, AccountError) as exc:
             message, status = _message(exc)
@@ -252,22 +273,29 @@ def install(app: FastAPI, platform: Platform) -> None:
             )
         target = _safe_next(values.get("next")) or f"/@{user.handle}"
         response = RedirectResponse(target, status_code=303)
-        pages._cookie(response, SESSION_COOKIE, token, platform.settings.session_days * 86400)
+        pages.start_session(request, response, token, user)
         return response
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        try:
-            await pages.form(request)
-        except FormError as exc:
-            return pages.render(
-                request, "error.html", status=exc.status, title="Not logged out", detail=exc.message
-            )
         user = getattr(request.state, "user", None)
+        # Without a live session there is nothing to end (and the page's token, bound to the
+        # session that ended, could not pass): the cookies are cleared all the same.
         if user is not None:
+            try:
+                await pages.form(request)
+            except FormError as exc:
+                return pages.render(
+                    request,
+                    "error.html",
+                    status=exc.status,
+                    title="Not logged out",
+                    detail=exc.message,
+                )
             await run_in_threadpool(service.log_out, platform, user)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
+        pages._cookie(response, CSRF_COOKIE, Csrf.new_cookie_value(), CSRF_MAX_AGE)
         return response
 
     @app.get("/@{handle}", response_class=HTMLResponse, include_in_schema=False)

@@ -62,5 +62,4 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             "my_transparency.html",
             events=events,
             pending=pending_about(platform, user.user_id),
-            base_url=str(request.base_url).rstrip("/"),
         )

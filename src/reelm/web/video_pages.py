@@ -116,10 +116,12 @@ def _update_message(exc: ValidationError, values: dict[str, str]) -> str:
     return f"{field.capitalize()}: {message}." if field else f"{message}."
 
 
-def _absolute(request: Request, path: str | None) -> str | None:
+def _absolute(platform: Platform, path: str | None) -> str | None:
+    """A link for other sites (share, Open Graph): on the configured public address, never on
+    the Host the request named (a forged Host would otherwise land in link previews)."""
     if not path:
         return None
-    return str(request.base_url).rstrip("/") + path
+    return platform.settings.base_url() + path
 
 
 def _og_source(card: VideoCard) -> catalog.Source | None:
@@ -403,7 +405,7 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
                 detail="This video does not exist, was deleted, or is not shared with you.",
             )
         public = card.visibility == "public" and card.status == "ready"
-        share = _absolute(request, f"/v/{card.id}") if public else None
+        share = _absolute(platform, f"/v/{card.id}") if public else None
         og_source = _og_source(card) if public else None
         return pages.render(
             request,
@@ -413,9 +415,9 @@ def install(app: FastAPI, platform: Platform, pages: Pages) -> None:
             reported=request.query_params.get("reported") == "1",
             edited=card.mine and request.query_params.get("edited") == "1",
             share_url=share,
-            og_image=_absolute(request, card.poster_url) if public else None,
+            og_image=_absolute(platform, card.poster_url) if public else None,
             og_video=og_source,
-            og_video_url=_absolute(request, og_source.url) if og_source else None,
+            og_video_url=_absolute(platform, og_source.url) if og_source else None,
         )
 
     # ---- search ------------------------------------------------------------------------------
