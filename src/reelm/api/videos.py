@@ -43,6 +43,7 @@ from reelm.media.serving import (
     verify_private,
 )
 from reelm.media.uploads import UploadMeta
+from reelm.numbers import NotANumber, parse_natural
 from reelm.storage.blobs import BlobNotFound
 
 router = APIRouter(prefix="/api/v1", tags=["videos"])
@@ -51,6 +52,9 @@ media = APIRouter(prefix="/media", tags=["media"], include_in_schema=False)
 TUS_VERSION = "1.0.0"
 TUS_HEADERS = {"Tus-Resumable": TUS_VERSION}
 OFFSET_STREAM = "application/offset+octet-stream"
+# Upload-Length and Upload-Offset: a petabyte is 16 digits, far above any max_upload_bytes.
+TUS_MAX_DIGITS = 15
+MAX_METADATA = 16_384
 
 
 # ---- shapes ----------------------------------------------------------------------------------
@@ -167,10 +171,18 @@ def _check_tus(version: str | None) -> None:
         raise TusVersion(f"send 'Tus-Resumable: {TUS_VERSION}' (tus 1.0 resumable uploads)")
 
 
+def _header_number(value: str | None, ask: str, field: str) -> int:
+    """A tus byte count: ASCII digits (tus 1.0: a non-negative integer), at most 15 of them."""
+    try:
+        return parse_natural(value, digits=TUS_MAX_DIGITS)
+    except NotANumber:
+        raise InvalidInput(f"{ask} (digits 0-9)", field=field) from None
+
+
 def parse_metadata(header: str | None) -> UploadMeta:
     """tus Upload-Metadata: comma-separated 'key base64value' pairs."""
     values: dict[str, object] = {}
-    if header and len(header) > 16_384:
+    if header and len(header) > MAX_METADATA:
         raise InvalidInput("Upload-Metadata is too long", field="Upload-Metadata")
     for pair in (header or "").split(","):
         pair = pair.strip()
@@ -198,7 +210,44 @@ def parse_metadata(header: str | None) -> UploadMeta:
         raise InvalidInput(str(exc), field="caption") from None
 
 
-@router.options("/videos", include_in_schema=False)
+def _header(description: str, **schema: object) -> dict[str, object]:
+    return {"description": description, "schema": {"type": "string", **schema}}
+
+
+DIGITS = {"pattern": f"^[0-9]{{1,{TUS_MAX_DIGITS}}}$"}
+TUS_RESUMABLE = _header("The tus version of the answer", enum=[TUS_VERSION])
+OFFSET_STATE = {
+    "Tus-Resumable": TUS_RESUMABLE,
+    "Upload-Offset": _header("Bytes received so far: where to resume", **DIGITS),
+    "Upload-Length": _header("The declared size of the file in bytes", **DIGITS),
+    "Upload-Expires": _header("When an unfinished upload is forgotten (RFC 9110 date)"),
+    "Cache-Control": _header("Always no-store"),
+}
+TusResumable = Annotated[
+    str | None,
+    Header(
+        description=f"Must be {TUS_VERSION} (else 412)",
+        json_schema_extra={"enum": [TUS_VERSION]},
+    ),
+]
+
+
+@router.options(
+    "/videos",
+    status_code=204,
+    summary="What the tus server supports (tus 1.0 discovery)",
+    responses={
+        204: {
+            "description": "The tus versions, extensions and largest upload this server takes",
+            "headers": {
+                "Tus-Resumable": TUS_RESUMABLE,
+                "Tus-Version": _header("Supported tus versions", enum=[TUS_VERSION]),
+                "Tus-Extension": _header("Supported extensions: creation,termination"),
+                "Tus-Max-Size": _header("The largest upload, in bytes", pattern="^[0-9]+$"),
+            },
+        },
+    },
+)
 def tus_options(platform: PlatformDep) -> Response:
     return Response(
         status_code=204,
@@ -214,22 +263,46 @@ def tus_options(platform: PlatformDep) -> Response:
 @router.post(
     "/videos",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 412, 413, 422, 429),
+    responses={
+        201: {
+            "description": "Created: PATCH the bytes to Location",
+            "headers": {
+                "Tus-Resumable": TUS_RESUMABLE,
+                "Location": _header("The upload's URL (also upload_url in the body)"),
+                "Upload-Offset": _header("0: no byte yet", enum=["0"]),
+            },
+        },
+        **problem_responses(401, 412, 413, 422, 429),
+    },
     summary="Start a resumable upload (tus 1.0 creation)",
 )
 def create_upload(
     platform: PlatformDep,
     user: CurrentUserDep,
     response: Response,
-    upload_length: Annotated[str | None, Header()] = None,
-    upload_metadata: Annotated[str | None, Header()] = None,
-    tus_resumable: Annotated[str | None, Header()] = None,
+    upload_length: Annotated[
+        str,
+        Header(
+            description="The file's size in bytes, ASCII digits (at most max_upload_bytes)",
+            json_schema_extra=DIGITS,
+        ),
+    ],
+    tus_resumable: TusResumable = None,
+    upload_metadata: Annotated[
+        str | None,
+        Header(
+            description="Comma-separated 'key base64(value)' pairs: caption, visibility "
+            "(public, followers, private), allow_comments, comments_from, filename",
+            max_length=MAX_METADATA,
+        ),
+    ] = None,
 ) -> UploadCreated:
     _check_tus(tus_resumable)
-    if upload_length is None or not upload_length.isdigit() or len(upload_length) > 15:
-        raise InvalidInput("send the file size in bytes as Upload-Length", field="length")
+    length = _header_number(
+        upload_length, "send the file size in bytes as Upload-Length", "upload-length"
+    )
     meta = parse_metadata(upload_metadata)
-    state = uploads.create_upload(platform, user, int(upload_length), meta)
+    state = uploads.create_upload(platform, user, length, meta)
     url = f"/api/v1/uploads/{state.id}"
     response.headers.update({**TUS_HEADERS, "Location": url, "Upload-Offset": "0"})
     return UploadCreated(upload_url=url, video_id=state.id, expires_at=state.expires_at)
@@ -245,7 +318,14 @@ def _offset_headers(state: uploads.UploadState) -> dict[str, str]:
     }
 
 
-@router.head("/uploads/{upload_id}", summary="Where to resume an upload")
+@router.head(
+    "/uploads/{upload_id}",
+    summary="Where to resume an upload (tus 1.0 core)",
+    responses={
+        200: {"description": "The upload's offset and length, no body", "headers": OFFSET_STATE},
+        **problem_responses(401, 404),
+    },
+)
 def upload_offset(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.UUID) -> Response:
     state = uploads.upload_state(platform, user, upload_id)
     return Response(status_code=200, headers=_offset_headers(state))
@@ -254,7 +334,24 @@ def upload_offset(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.U
 @router.patch(
     "/uploads/{upload_id}",
     status_code=204,
-    responses=problem_responses(401, 404, 409, 413, 415, 422),
+    responses={
+        204: {
+            "description": "Appended. The PATCH that completes the file also checks it, and "
+            "then carries Location: the video",
+            "headers": {
+                **OFFSET_STATE,
+                "Location": _header("On the last PATCH only: the video made of the upload"),
+            },
+        },
+        **problem_responses(400, 401, 404, 409, 412, 413, 415, 422),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The bytes from Upload-Offset on (any number of them)",
+            "content": {OFFSET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
     summary="Append bytes to an upload (tus 1.0 core)",
 )
 async def upload_append(
@@ -262,19 +359,22 @@ async def upload_append(
     platform: PlatformDep,
     user: CurrentUserDep,
     upload_id: uuid.UUID,
-    upload_offset: Annotated[str | None, Header()] = None,
-    tus_resumable: Annotated[str | None, Header()] = None,
-    content_type: Annotated[str | None, Header()] = None,
+    upload_offset: Annotated[
+        str,
+        Header(
+            description="Where these bytes start: the offset HEAD gave, ASCII digits",
+            json_schema_extra=DIGITS,
+        ),
+    ],
+    tus_resumable: TusResumable = None,
 ) -> Response:
     _check_tus(tus_resumable)
-    if (content_type or "").split(";")[0].strip().lower() != OFFSET_STREAM:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != OFFSET_STREAM:
         raise NotOffsetStream(f"send the bytes as {OFFSET_STREAM}")
-    if upload_offset is None or not upload_offset.isdigit() or len(upload_offset) > 15:
-        raise InvalidInput("send the byte offset as Upload-Offset", field="offset")
+    offset = _header_number(upload_offset, "send the byte offset as Upload-Offset", "upload-offset")
     try:
-        state = await uploads.append(
-            platform, user, upload_id, int(upload_offset), request.stream()
-        )
+        state = await uploads.append(platform, user, upload_id, offset, request.stream())
     except ClientDisconnect:
         # What arrived is kept; the client asks HEAD for the offset when it comes back.
         return Response(status_code=400)
@@ -285,7 +385,18 @@ async def upload_append(
     return Response(status_code=204, headers=headers)
 
 
-@router.delete("/uploads/{upload_id}", status_code=204, summary="Cancel an upload")
+@router.delete(
+    "/uploads/{upload_id}",
+    status_code=204,
+    summary="Cancel an upload (tus 1.0 termination)",
+    responses={
+        204: {
+            "description": "Cancelled: its bytes are gone",
+            "headers": {"Tus-Resumable": TUS_RESUMABLE},
+        },
+        **problem_responses(401, 404, 409),
+    },
+)
 def upload_cancel(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.UUID) -> Response:
     uploads.terminate(platform, user, upload_id)
     return Response(status_code=204, headers=TUS_HEADERS)
@@ -322,7 +433,9 @@ def get_hashtag(
     return _page(page)
 
 
-@router.get("/users/{handle}/videos", summary="A profile's videos")
+@router.get(
+    "/users/{handle}/videos", responses=problem_responses(404), summary="A profile's videos"
+)
 def get_profile_videos(
     platform: PlatformDep,
     viewer: OptionalUserDep,

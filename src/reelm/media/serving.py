@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from reelm.numbers import natural_or_none, parse_natural
 from reelm.regions.cell import Cell
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob_range, plain_size
@@ -33,7 +34,8 @@ PRIVATE_URL_SECONDS = 15 * 60
 # account made private): shared caches keep it five minutes at most, then revalidate (ETag).
 PUBLIC_CACHE = "public, max-age=300"
 READ_CHUNK = 256 * 1024
-_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
+# ASCII digits only (re's \d also matches "٣"); parse_natural reads them.
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _FILE = re.compile(r"^[a-z0-9]{1,16}\.(mp4|jpg)$")
 MIME = {"mp4": "video/mp4", "jpg": "image/jpeg"}
 
@@ -58,19 +60,19 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     a range that starts past the end raises :class:`BadRange`."""
     if not header:
         return None
-    match = _RANGE.match(header.strip())
+    match = _RANGE.fullmatch(header.strip())
     if match is None:
         return None
     first, last = match.groups()
     if not first and not last:
         return None
     if not first:  # the last N bytes
-        suffix = int(last)
+        suffix = parse_natural(last)
         if suffix == 0:
             raise BadRange(header)
         return ByteRange(max(0, size - suffix), size)
-    start = int(first)
-    end = size if not last else min(size, int(last) + 1)
+    start = parse_natural(first)
+    end = size if not last else min(size, parse_natural(last) + 1)
     if start >= size or end <= start:
         raise BadRange(header)
     return ByteRange(start, end)
@@ -114,12 +116,13 @@ def verify_private(
     cell: Cell, video_id: uuid.UUID, file: str, expires: str, signature: str
 ) -> int | None:
     """Seconds the URL has left, or None when it is forged, altered or expired."""
-    if not expires.isdigit() or len(expires) > 12 or len(signature) > 100:
+    when = natural_or_none(expires, digits=12)
+    if when is None or len(signature) > 100:
         return None
-    expected = _signature(cell, video_id, file, int(expires))
+    expected = _signature(cell, video_id, file, when)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         return None
-    left = int(expires) - int(time.time())
+    left = when - int(time.time())
     return left if left > 0 else None
 
 
