@@ -13,6 +13,7 @@ from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
 from reelm.api import migrations as migrations_api
 from reelm.api import moderation as moderation_api
+from reelm.api import openapi as openapi_doc
 from reelm.api import search as search_api
 from reelm.api import social as social_api
 from reelm.api import staff as staff_api
@@ -90,6 +91,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(social_api.router)
     app.include_router(moderation_api.router)
     app.include_router(videos_api.media)
+    openapi_doc.install(app)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, object]:

@@ -210,16 +210,22 @@ def parse_metadata(header: str | None) -> UploadMeta:
         raise InvalidInput(str(exc), field="caption") from None
 
 
-def _header(description: str, **schema: object) -> dict[str, object]:
-    return {"description": description, "schema": {"type": "string", **schema}}
+def _header(description: str, *, required: bool = True, **schema: object) -> dict[str, object]:
+    """A response header as the OpenAPI describes it (required: always sent)."""
+    return {
+        "description": description,
+        "required": required,
+        "schema": {"type": "string", **schema},
+    }
 
 
-DIGITS = {"pattern": f"^[0-9]{{1,{TUS_MAX_DIGITS}}}$"}
+DIGITS_PATTERN = f"^[0-9]{{1,{TUS_MAX_DIGITS}}}$"
+DIGITS: dict[str, object] = {"pattern": DIGITS_PATTERN}
 TUS_RESUMABLE = _header("The tus version of the answer", enum=[TUS_VERSION])
 OFFSET_STATE = {
     "Tus-Resumable": TUS_RESUMABLE,
-    "Upload-Offset": _header("Bytes received so far: where to resume", **DIGITS),
-    "Upload-Length": _header("The declared size of the file in bytes", **DIGITS),
+    "Upload-Offset": _header("Bytes received so far: where to resume", pattern=DIGITS_PATTERN),
+    "Upload-Length": _header("The declared size of the file in bytes", pattern=DIGITS_PATTERN),
     "Upload-Expires": _header("When an unfinished upload is forgotten (RFC 9110 date)"),
     "Cache-Control": _header("Always no-store"),
 }
@@ -234,6 +240,7 @@ TusResumable = Annotated[
 
 @router.options(
     "/videos",
+    response_class=Response,  # no body: headers only
     status_code=204,
     summary="What the tus server supports (tus 1.0 discovery)",
     responses={
@@ -320,6 +327,7 @@ def _offset_headers(state: uploads.UploadState) -> dict[str, str]:
 
 @router.head(
     "/uploads/{upload_id}",
+    response_class=Response,  # no body: headers only
     summary="Where to resume an upload (tus 1.0 core)",
     responses={
         200: {"description": "The upload's offset and length, no body", "headers": OFFSET_STATE},
@@ -333,6 +341,7 @@ def upload_offset(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.U
 
 @router.patch(
     "/uploads/{upload_id}",
+    response_class=Response,  # no body: headers only
     status_code=204,
     responses={
         204: {
@@ -340,7 +349,9 @@ def upload_offset(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.U
             "then carries Location: the video",
             "headers": {
                 **OFFSET_STATE,
-                "Location": _header("On the last PATCH only: the video made of the upload"),
+                "Location": _header(
+                    "On the last PATCH only: the video made of the upload", required=False
+                ),
             },
         },
         **problem_responses(400, 401, 404, 409, 412, 413, 415, 422),
@@ -387,6 +398,7 @@ async def upload_append(
 
 @router.delete(
     "/uploads/{upload_id}",
+    response_class=Response,  # no body: headers only
     status_code=204,
     summary="Cancel an upload (tus 1.0 termination)",
     responses={
