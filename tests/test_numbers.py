@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx2 as httpx
@@ -70,14 +71,16 @@ def app(platform: Platform) -> FastAPI:
 
 def call(app: FastAPI, method: str, url: str, headers: dict[str, bytes], **kw: Any) -> Any:
     """One request in process, with header values as raw bytes: a TestClient would re-encode
-    them as UTF-8, while a client on the wire can send any Latin-1 byte (`²` is 0xB2)."""
+    them as UTF-8, while a client on the wire can send any Latin-1 byte (`²` is 0xB2). In a
+    thread of its own: Playwright's sync API may hold an event loop in this one."""
 
     async def send() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
             return await c.request(method, url, headers=headers, **kw)
 
-    return asyncio.run(send())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, send()).result()
 
 
 def _problem(response: Any, status: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from reelm.api import search as search_api
 from reelm.api import social as social_api
 from reelm.api import staff as staff_api
 from reelm.api import transparency as transparency_api
+from reelm.api import uploads as uploads_api
 from reelm.api import videos as videos_api
 from reelm.bootstrap import Platform
 
@@ -86,6 +87,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)
     app.include_router(migrations_api.router)
+    app.include_router(uploads_api.router)
     app.include_router(videos_api.router)
     app.include_router(search_api.router)
     app.include_router(social_api.router)
