@@ -34,6 +34,7 @@ PRIVATE_URL_SECONDS = 15 * 60
 # account made private): shared caches keep it five minutes at most, then revalidate (ETag).
 PUBLIC_CACHE = "public, max-age=300"
 READ_CHUNK = 256 * 1024
+EXPIRES_DIGITS = 12  # a unix time, in ASCII digits (reelm.numbers)
 # ASCII digits only (re's \d also matches "٣"); parse_natural reads them.
 _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _FILE = re.compile(r"^[a-z0-9]{1,16}\.(mp4|jpg)$")
@@ -116,7 +117,7 @@ def verify_private(
     cell: Cell, video_id: uuid.UUID, file: str, expires: str, signature: str
 ) -> int | None:
     """Seconds the URL has left, or None when it is forged, altered or expired."""
-    when = natural_or_none(expires, digits=12)
+    when = natural_or_none(expires, digits=EXPIRES_DIGITS)
     if when is None or len(signature) > 100:
         return None
     expected = _signature(cell, video_id, file, when)
