@@ -16,10 +16,12 @@ from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
 from reelm.api import migrations as migrations_api
 from reelm.api import moderation as moderation_api
+from reelm.api import openapi as openapi_doc
 from reelm.api import search as search_api
 from reelm.api import social as social_api
 from reelm.api import staff as staff_api
 from reelm.api import transparency as transparency_api
+from reelm.api import uploads as uploads_api
 from reelm.api import videos as videos_api
 from reelm.bootstrap import Platform
 from reelm.config import Settings
@@ -117,11 +119,13 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)
     app.include_router(migrations_api.router)
+    app.include_router(uploads_api.router)
     app.include_router(videos_api.router)
     app.include_router(search_api.router)
     app.include_router(social_api.router)
     app.include_router(moderation_api.router)
     app.include_router(videos_api.media)
+    openapi_doc.install(app)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, object]:

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser
@@ -18,7 +19,19 @@ def get_platform(request: Request) -> Platform:
     return platform
 
 
-def get_current_user(request: Request) -> CurrentUser:
+BEARER_SCHEME = "bearer"
+# Documents the bearer token in the OpenAPI (the gate has already resolved the session; a page's
+# script may use the session cookie instead, so a missing header is not an error here).
+_bearer = HTTPBearer(
+    scheme_name=BEARER_SCHEME,
+    description="The token of POST /api/v1/session",
+    auto_error=False,
+)
+
+
+def get_current_user(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> CurrentUser:
     user: CurrentUser | None = getattr(request.state, "user", None)
     if user is None:
         raise NotAuthenticated("sign in first: send 'Authorization: Bearer <token>'")

@@ -20,6 +20,7 @@ from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser, authenticate
 from reelm.api.problems import MOVING_HEADER, blocked_response, problem, wants_html
 from reelm.bootstrap import Platform
+from reelm.numbers import natural_or_none
 from reelm.regions.policy import MarketBlocked, is_country
 from reelm.web.csrf import Csrf, load_or_create_secret, request_binding
 
@@ -110,7 +111,10 @@ class Gate:
             if streams_body(request.method, request.url.path)
             else self.limit
         )
-        if length is not None and (not length.isdigit() or int(length) > most):
+        declared = natural_or_none(length)
+        if length is not None and declared is None:
+            return problem("invalid-input", "Content-Length must be digits 0-9", status=400)
+        if declared is not None and declared > most:
             return problem("body-too-large", f"request bodies are limited to {most} bytes")
         user: CurrentUser | None = None
         token = session_token(request)
@@ -196,8 +200,7 @@ def json_body_acceptable(request: Request) -> bool:
 
 
 def _declared_length(scope: Scope) -> int | None:
-    length = Headers(scope=scope).get("content-length")
-    return int(length) if length is not None and length.isdigit() else None
+    return natural_or_none(Headers(scope=scope).get("content-length"))
 
 
 def _too_large(exc: BaseException) -> bool:

@@ -112,7 +112,12 @@ def answer(platform: PlatformDep, user: CurrentUserDep, handle: Handle, body: An
     return Response(status_code=204)
 
 
-@router.delete("/me/followers/{handle}", status_code=204, summary="Remove one of your followers")
+@router.delete(
+    "/me/followers/{handle}",
+    status_code=204,
+    responses=problem_responses(404),
+    summary="Remove one of your followers",
+)
 def remove_follower(platform: PlatformDep, user: CurrentUserDep, handle: Handle) -> Response:
     graph.remove_follower(platform, user, handle)
     return Response(status_code=204)
@@ -129,7 +134,12 @@ def block(platform: PlatformDep, user: CurrentUserDep, handle: Handle) -> Respon
     return Response(status_code=204)
 
 
-@router.delete("/users/{handle}/block", status_code=204, summary="Unblock")
+@router.delete(
+    "/users/{handle}/block",
+    status_code=204,
+    responses=problem_responses(404),
+    summary="Unblock",
+)
 def unblock(platform: PlatformDep, user: CurrentUserDep, handle: Handle) -> Response:
     graph.unblock(platform, user, handle)
     return Response(status_code=204)

@@ -1,34 +1,25 @@
-"""/api/v1: uploads (tus 1.0), videos, the feed; and /media: the files that play.
+"""/api/v1: videos and the feeds; and /media: the files that play.
 
-Uploading follows tus 1.0 (core, creation, termination; https://tus.io/protocols/resumable-upload):
-``POST /api/v1/videos`` with ``Upload-Length`` and ``Upload-Metadata`` (``caption``,
-``visibility``, ``allow_comments``, ``comments_from``, ``filename``, values base64) creates the
-upload and answers ``Location: /api/v1/uploads/<id>``; ``PATCH`` appends at
-``Upload-Offset``; ``HEAD`` tells the offset to resume from; ``DELETE`` cancels. The PATCH
-that completes the file also checks it: a file that is not a video we take is answered with
-problem+json saying why, and is gone.
+Uploading (tus 1.0) is ``api/uploads.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ValidationError
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
-from starlette.requests import ClientDisconnect
+from pydantic import BaseModel
+from starlette.concurrency import iterate_in_threadpool
 
 from reelm.accounts import lifecycle
-from reelm.accounts.errors import AccountError, InvalidInput, NotFound
+from reelm.accounts.errors import NotFound
 from reelm.api.deps import CurrentUserDep, MarketDep, OptionalUserDep, PlatformDep
 from reelm.api.problems import problem, problem_responses
-from reelm.media import catalog, uploads, videos
+from reelm.media import catalog, videos
 from reelm.media.catalog import VideoCard
 from reelm.media.models import Video
 from reelm.media.serving import (
@@ -45,15 +36,10 @@ from reelm.media.serving import (
     valid_file,
     verify_private,
 )
-from reelm.media.uploads import UploadMeta
 from reelm.storage.blobs import BlobNotFound
 
 router = APIRouter(prefix="/api/v1", tags=["videos"])
 media = APIRouter(prefix="/media", tags=["media"], include_in_schema=False)
-
-TUS_VERSION = "1.0.0"
-TUS_HEADERS = {"Tus-Resumable": TUS_VERSION}
-OFFSET_STREAM = "application/offset+octet-stream"
 
 
 # ---- shapes ----------------------------------------------------------------------------------
@@ -140,158 +126,8 @@ class VideoPage(BaseModel):
     next_cursor: str | None
 
 
-class UploadCreated(BaseModel):
-    upload_url: str
-    video_id: uuid.UUID
-    expires_at: datetime
-
-
 def _page(page: catalog.Page) -> VideoPage:
     return VideoPage(items=[VideoOut.of(c) for c in page.items], next_cursor=page.next_cursor)
-
-
-# ---- tus -------------------------------------------------------------------------------------
-
-
-class TusVersion(AccountError):
-    slug = "tus-version"
-    status = 412
-    title = "Unsupported tus version"
-
-
-class NotOffsetStream(AccountError):
-    slug = "unsupported-media-type"
-    status = 415
-    title = "Unsupported media type"
-
-
-def _check_tus(version: str | None) -> None:
-    if version != TUS_VERSION:
-        raise TusVersion(f"send 'Tus-Resumable: {TUS_VERSION}' (tus 1.0 resumable uploads)")
-
-
-def parse_metadata(header: str | None) -> UploadMeta:
-    """tus Upload-Metadata: comma-separated 'key base64value' pairs."""
-    values: dict[str, object] = {}
-    if header and len(header) > 16_384:
-        raise InvalidInput("Upload-Metadata is too long", field="Upload-Metadata")
-    for pair in (header or "").split(","):
-        pair = pair.strip()
-        if not pair:
-            continue
-        key, _, encoded = pair.partition(" ")
-        try:
-            value = base64.b64decode(encoded, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise InvalidInput(
-                f"Upload-Metadata '{key[:40]}' is not base64 of UTF-8 text", field="Upload-Metadata"
-            ) from None
-        if key == "allow_comments":
-            values[key] = value.strip().lower() in ("1", "true", "yes", "on")
-        elif key in ("caption", "visibility", "filename", "comments_from"):
-            values[key] = value
-        # Other keys (tus clients add 'filetype', 'name'...) are ignored.
-    try:
-        return UploadMeta.model_validate(values).cleaned()
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise InvalidInput(f"{field}: {err['msg']}", field=field) from None
-    except ValueError as exc:  # NUL in the caption
-        raise InvalidInput(str(exc), field="caption") from None
-
-
-@router.options("/videos", include_in_schema=False)
-def tus_options(platform: PlatformDep) -> Response:
-    return Response(
-        status_code=204,
-        headers={
-            **TUS_HEADERS,
-            "Tus-Version": TUS_VERSION,
-            "Tus-Extension": "creation,termination",
-            "Tus-Max-Size": str(platform.settings.max_upload_bytes),
-        },
-    )
-
-
-@router.post(
-    "/videos",
-    status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 403, 412, 413, 422, 429),
-    summary="Start a resumable upload (tus 1.0 creation)",
-)
-def create_upload(
-    platform: PlatformDep,
-    user: CurrentUserDep,
-    response: Response,
-    upload_length: Annotated[str | None, Header()] = None,
-    upload_metadata: Annotated[str | None, Header()] = None,
-    tus_resumable: Annotated[str | None, Header()] = None,
-) -> UploadCreated:
-    _check_tus(tus_resumable)
-    if upload_length is None or not upload_length.isdigit() or len(upload_length) > 15:
-        raise InvalidInput("send the file size in bytes as Upload-Length", field="length")
-    meta = parse_metadata(upload_metadata)
-    state = uploads.create_upload(platform, user, int(upload_length), meta)
-    url = f"/api/v1/uploads/{state.id}"
-    response.headers.update({**TUS_HEADERS, "Location": url, "Upload-Offset": "0"})
-    return UploadCreated(upload_url=url, video_id=state.id, expires_at=state.expires_at)
-
-
-def _offset_headers(state: uploads.UploadState) -> dict[str, str]:
-    return {
-        **TUS_HEADERS,
-        "Upload-Offset": str(state.offset),
-        "Upload-Length": str(state.length),
-        "Upload-Expires": state.expires_at.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        "Cache-Control": "no-store",
-    }
-
-
-@router.head("/uploads/{upload_id}", summary="Where to resume an upload")
-def upload_offset(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.UUID) -> Response:
-    state = uploads.upload_state(platform, user, upload_id)
-    return Response(status_code=200, headers=_offset_headers(state))
-
-
-@router.patch(
-    "/uploads/{upload_id}",
-    status_code=204,
-    responses=problem_responses(401, 404, 409, 413, 415, 422),
-    summary="Append bytes to an upload (tus 1.0 core)",
-)
-async def upload_append(
-    request: Request,
-    platform: PlatformDep,
-    user: CurrentUserDep,
-    upload_id: uuid.UUID,
-    upload_offset: Annotated[str | None, Header()] = None,
-    tus_resumable: Annotated[str | None, Header()] = None,
-    content_type: Annotated[str | None, Header()] = None,
-) -> Response:
-    _check_tus(tus_resumable)
-    if (content_type or "").split(";")[0].strip().lower() != OFFSET_STREAM:
-        raise NotOffsetStream(f"send the bytes as {OFFSET_STREAM}")
-    if upload_offset is None or not upload_offset.isdigit() or len(upload_offset) > 15:
-        raise InvalidInput("send the byte offset as Upload-Offset", field="offset")
-    try:
-        state = await uploads.append(
-            platform, user, upload_id, int(upload_offset), request.stream()
-        )
-    except ClientDisconnect:
-        # What arrived is kept; the client asks HEAD for the offset when it comes back.
-        return Response(status_code=400)
-    headers = _offset_headers(state)
-    if state.offset == state.length:
-        video_id = await run_in_threadpool(videos.finish_upload, platform, user, upload_id)
-        headers["Location"] = f"/api/v1/videos/{video_id}"
-    return Response(status_code=204, headers=headers)
-
-
-@router.delete("/uploads/{upload_id}", status_code=204, summary="Cancel an upload")
-def upload_cancel(platform: PlatformDep, user: CurrentUserDep, upload_id: uuid.UUID) -> Response:
-    uploads.terminate(platform, user, upload_id)
-    return Response(status_code=204, headers=TUS_HEADERS)
 
 
 # ---- videos ----------------------------------------------------------------------------------
@@ -325,7 +161,9 @@ def get_hashtag(
     return _page(page)
 
 
-@router.get("/users/{handle}/videos", summary="A profile's videos")
+@router.get(
+    "/users/{handle}/videos", responses=problem_responses(404), summary="A profile's videos"
+)
 def get_profile_videos(
     platform: PlatformDep,
     viewer: OptionalUserDep,

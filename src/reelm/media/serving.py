@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from reelm.numbers import natural_or_none, parse_natural
 from reelm.regions.cell import Cell
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import decrypt_blob_range, plain_size
@@ -48,7 +49,9 @@ PRIVATE_CACHE = "private, no-cache"
 # account made private): shared caches keep it five minutes at most, then revalidate (ETag).
 PUBLIC_CACHE = "public, max-age=300"
 READ_CHUNK = 256 * 1024
-_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
+EXPIRES_DIGITS = 12  # a unix time, in ASCII digits (reelm.numbers)
+# ASCII digits only (re's \d also matches "٣"); parse_natural reads them.
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _FILE = re.compile(r"^[a-z0-9]{1,16}\.(mp4|jpg)$")
 MIME = {"mp4": "video/mp4", "jpg": "image/jpeg"}
 
@@ -73,19 +76,19 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     a range that starts past the end raises :class:`BadRange`."""
     if not header:
         return None
-    match = _RANGE.match(header.strip())
+    match = _RANGE.fullmatch(header.strip())
     if match is None:
         return None
     first, last = match.groups()
     if not first and not last:
         return None
     if not first:  # the last N bytes
-        suffix = int(last)
+        suffix = parse_natural(last)
         if suffix == 0:
             raise BadRange(header)
         return ByteRange(max(0, size - suffix), size)
-    start = int(first)
-    end = size if not last else min(size, int(last) + 1)
+    start = parse_natural(first)
+    end = size if not last else min(size, parse_natural(last) + 1)
     if start >= size or end <= start:
         raise BadRange(header)
     return ByteRange(start, end)
@@ -145,12 +148,13 @@ def verify_private(
     another session than `session` (None: the request has none)."""
     if session is None:
         return None
-    if not expires.isdigit() or len(expires) > 12 or len(signature) > 100:
+    when = natural_or_none(expires, digits=EXPIRES_DIGITS)
+    if when is None or len(signature) > 100:
         return None
-    expected = _signature(cell, video_id, file, int(expires), session)
+    expected = _signature(cell, video_id, file, when, session)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         return None
-    left = int(expires) - int(time.time())
+    left = when - int(time.time())
     return left if left > 0 else None
 
 

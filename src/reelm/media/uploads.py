@@ -111,9 +111,11 @@ def create_upload(
 ) -> UploadState:
     limit = platform.settings.max_upload_bytes
     if length <= 0:
-        raise InvalidInput("the file is empty (0 bytes)", field="length")
+        raise InvalidInput("the file is empty (0 bytes)", field="upload-length")
     if length > limit:
-        raise UploadTooLarge(f"videos are limited to {limit // 1_000_000} MB", field="length")
+        raise UploadTooLarge(
+            f"videos are limited to {limit // 1_000_000} MB", field="upload-length"
+        )
     scope = _scope(platform, user)
     cipher = scope.cipher()
     upload_id = uuid.uuid4()

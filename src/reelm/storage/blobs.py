@@ -35,6 +35,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from reelm.numbers import natural_or_none
 from reelm.storage.keys import read_or_create_secret
 
 MAX_KEY_LENGTH = 512
@@ -46,7 +47,8 @@ MAX_URL_SECONDS = 7 * 24 * 3600
 
 _SEGMENT = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _PARTIAL_SEGMENT = re.compile(r"[a-z0-9_.-]*")
-_EXPIRES = re.compile(r"[0-9]{1,12}")
+# A unix time in the URL's query: ASCII digits (reelm.numbers), 12 of them reach the year 33658.
+EXPIRES_DIGITS = 12
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+)")
 
 
@@ -411,9 +413,10 @@ class LocalBlobStore:
         except ValueError:
             return False
         if isinstance(expires, str):
-            if not _EXPIRES.fullmatch(expires):
+            parsed = natural_or_none(expires, digits=EXPIRES_DIGITS)
+            if parsed is None:
                 return False
-            expires = int(expires)
+            expires = parsed
         if isinstance(expires, bool) or not isinstance(expires, int) or expires < 0:
             return False
         if not isinstance(signature, str):
