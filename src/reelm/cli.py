@@ -274,6 +274,16 @@ def purge_due(config: ConfigOption = None, data_dir: DataDirOption = None) -> No
     Console().print(f"purged {len(purged)} account(s)")
 
 
+def _chosen_regions(settings: Settings, wanted: list[str] | None) -> list[str]:
+    """The regions a command was asked for (every region by default); an unknown one exits 2."""
+    unknown = [r for r in wanted or [] if r not in settings.regions]
+    if unknown:
+        known = ", ".join(settings.regions)
+        console.print(f"[red]no region {unknown[0]!r}[/red]; regions: {known}")
+        raise typer.Exit(2)
+    return list(wanted or settings.regions)
+
+
 @accounts_app.command("rotate-index")
 def rotate_index(
     region: Annotated[
@@ -286,12 +296,11 @@ def rotate_index(
     key left matches an index in an earlier backup. Purges and migrations do it as they end."""
     from reelm.accounts.indexes import rotate
 
-    platform = _platform(_settings(config, data_dir=data_dir))
+    settings = _settings(config, data_dir=data_dir)
+    chosen = _chosen_regions(settings, region)
+    platform = _platform(settings)
     try:
-        for name in region or list(platform.cells):
-            if name not in platform.cells:
-                console.print(f"[red]no region {name!r}[/red]")
-                raise typer.Exit(2)
+        for name in chosen:
             done = rotate(platform.cell(name))
             if done is None:
                 Console().print(f"{name}: nothing to rotate, or another process is rotating it")
@@ -318,14 +327,10 @@ def social_reconcile(
     from reelm.social.recount import reconcile_likes
 
     settings = _settings(config, data_dir=data_dir)
-    unknown = [r for r in region or [] if r not in settings.regions]
-    if unknown:
-        known = ", ".join(settings.regions)
-        console.print(f"[red]no region {unknown[0]!r}[/red]; regions: {known}")
-        raise typer.Exit(2)
+    chosen = _chosen_regions(settings, region)
     platform = _platform(settings)
     try:
-        for name in region or list(platform.cells):
+        for name in chosen:
             applied = sweep(platform, name)
             recount = reconcile_likes(platform, name)
             Console().print(
