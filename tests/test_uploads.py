@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -15,6 +14,7 @@ from reelm.media import uploads
 from reelm.media.uploads import UploadConflict, UploadMeta, UploadTooLarge
 
 from .conftest import PASSWORD
+from .tus import run_apart
 
 
 async def _chunks(
@@ -44,19 +44,19 @@ def test_upload_resumes_after_an_interruption(
     path = uploads.staging_path(platform, "ca", state.id)
     assert path.parent == platform.settings.staging_dir("ca")
     with pytest.raises(ConnectionResetError):
-        asyncio.run(uploads.append(platform, user, state.id, 0, _chunks(data, fail_after=700)))
+        run_apart(uploads.append(platform, user, state.id, 0, _chunks(data, fail_after=700)))
     resumed = uploads.upload_state(platform, user, state.id)
     assert 0 < resumed.offset < len(data)
     with pytest.raises(UploadConflict):
-        asyncio.run(uploads.append(platform, user, state.id, 0, _chunks(data)))
-    done = asyncio.run(
+        run_apart(uploads.append(platform, user, state.id, 0, _chunks(data)))
+    done = run_apart(
         uploads.append(platform, user, state.id, resumed.offset, _chunks(data[resumed.offset :]))
     )
     assert done.offset == len(data)
     assert path.read_bytes() == data
     assert uploads.upload_meta(platform, user, state.id).caption == "Hello #tus"
     with pytest.raises(UploadConflict):
-        asyncio.run(uploads.append(platform, user, state.id, len(data), _chunks(b"x")))
+        run_apart(uploads.append(platform, user, state.id, len(data), _chunks(b"x")))
 
 
 def test_upload_limits_and_ownership(platform: Platform, new_user: Callable[..., SignedUp]) -> None:
@@ -72,7 +72,7 @@ def test_upload_limits_and_ownership(platform: Platform, new_user: Callable[...,
     with pytest.raises(NotFound):
         uploads.upload_state(platform, owner, uuid.uuid4())
     with pytest.raises(UploadTooLarge):
-        asyncio.run(uploads.append(platform, owner, state.id, 0, _chunks(b"x" * 11)))
+        run_apart(uploads.append(platform, owner, state.id, 0, _chunks(b"x" * 11)))
     uploads.terminate(platform, owner, state.id)
     assert not uploads.staging_path(platform, "us", state.id).exists()
     with pytest.raises(NotFound):

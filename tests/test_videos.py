@@ -591,9 +591,12 @@ def test_the_pipeline_on_s3_stores(
         for video_id in (public, private):
             ready = video(http, who, video_id)
             assert ready["status"] == "ready"
-            whole = http.get(ready["sources"][0]["url"])
+            # The owner's session: a private file's URL opens for it only.
+            whole = http.get(ready["sources"][0]["url"], headers=who.auth)
             assert whole.status_code == 200 and whole.content[4:8] == b"ftyp"
-            part = http.get(ready["sources"][0]["url"], headers={"Range": "bytes=10-20"})
+            part = http.get(
+                ready["sources"][0]["url"], headers={**who.auth, "Range": "bytes=10-20"}
+            )
             assert part.status_code == 206 and part.content == whole.content[10:21]
         listed = moto.client.list_objects_v2(Bucket=public_bucket)["Contents"]
         assert sorted(o["Key"] for o in listed) == sorted(
@@ -776,7 +779,7 @@ def test_the_owner_changes_caption_and_visibility(
     assert http.get(old_url).status_code == 404
     assert http.get(f"/api/v1/videos/{video_id}").status_code == 404
     mine = video(http, who, video_id)
-    assert http.get(mine["sources"][0]["url"]).content[4:8] == b"ftyp"
+    assert http.get(mine["sources"][0]["url"], headers=who.auth).content[4:8] == b"ftyp"
 
     # Not someone else's to change; bad values refused.
     other = uploader("US")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx2 as httpx
 
@@ -13,6 +14,7 @@ from reelm.bootstrap import Platform
 from reelm.jobs import queue_of
 
 TUS = {"Tus-Resumable": "1.0.0"}
+T = TypeVar("T")
 
 
 def metadata(**values: Any) -> str:
@@ -53,19 +55,26 @@ def upload(
             return response
 
 
-def run_jobs(platform: Platform, region: str) -> None:
-    """Run the region's queued jobs until none is left (a worker that stops when idle), in a
-    thread of its own: Playwright's sync API may hold an event loop in this one."""
+def run_apart(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end in a thread of its own, with its own event loop: Playwright's
+    sync API (the session's browser, once a page test started it) holds one in this thread."""
+    result: list[T] = []
     failure: list[BaseException] = []
 
-    def work() -> None:
+    def run() -> None:
         try:
-            asyncio.run(queue_of(platform, region).work(platform, wait=False))
+            result.append(asyncio.run(work))
         except BaseException as exc:  # re-raised in the test's thread
             failure.append(exc)
 
-    thread = threading.Thread(target=work)
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join()
     if failure:
         raise failure[0]
+    return result[0]
+
+
+def run_jobs(platform: Platform, region: str) -> None:
+    """Run the region's queued jobs until none is left (a worker that stops when idle)."""
+    run_apart(queue_of(platform, region).work(platform, wait=False))
