@@ -266,6 +266,9 @@ def test_a_server_error_keeps_the_connection_open(
     assert first.json()["type"].endswith("/problems/server-error")
     assert "internal detail" not in first.text
     assert first.headers.get("connection", "").lower() != "close"
+    # The error's answer has the headers every answer has (it is written outside the app).
+    assert first.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" in first.headers
     assert second.status_code == 200
     assert again == where, "the second request went over the same connection"
 

@@ -104,7 +104,6 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.devices = DeviceCookies(load_or_create_secret(platform.settings.csrf_key_file()))
     problems.install(app)
     gate.install(app, platform)
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(gate.BodyLimit, limit=platform.settings.max_body_bytes)
     # A request that met a migration fence runs again once the user has moved.
     app.add_middleware(gate.MovingRetry, limit=platform.settings.max_body_bytes)
@@ -113,8 +112,11 @@ def create_app(platform: Platform) -> FastAPI:
     app.add_middleware(
         TrustedHostMiddleware, allowed_hosts=platform.settings.allowed_hosts(), www_redirect=False
     )
-    # Outermost: an unexpected error is answered here, keeping the connection open.
+    # An unexpected error is answered here, keeping the connection open.
     app.add_middleware(problems.ServerErrors)
+    # Outermost: every answer gets the security headers, a 500 from ServerErrors and a 400
+    # from the Host check included.
+    app.add_middleware(SecurityHeaders)
     app.include_router(accounts_api.router)
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)

@@ -240,6 +240,7 @@ def purge_due(
     """
     from reelm.media.videos import remove_all_videos
     from reelm.social.likes import remove_user
+    from reelm.social.notify import drop_held_from
 
     moment = at or now()
     purged: list[uuid.UUID] = []
@@ -269,6 +270,7 @@ def purge_due(
             cell.keys.destroy_data_key(user_id)
             with cell.db.transaction() as s:
                 # Logged with the deletion of the rows, so a rerun after a crash logs it once.
+                drop_held_from(s, user_id)
                 s.execute(delete(Account).where(Account.user_id == user_id))
                 cell.log.append(s, "key.destroyed", named, {})
                 cell.log.append(s, "account.purged", named, {})

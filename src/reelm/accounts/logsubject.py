@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from reelm.accounts.models import Account, DirectoryEntry
 from reelm.bootstrap import Platform
 from reelm.regions.cell import UserScope
+from reelm.regions.fence import hold
 from reelm.storage.crypto import UserCipher
 from reelm.storage.keys import KeyDestroyed
 from reelm.transparency.pseudonyms import (
@@ -43,6 +44,10 @@ def log_keys(session: Session, scope: UserScope) -> LogKeys:
     cipher = scope.cipher()
     stored = session.scalar(select(Account.log_keys_ct).where(Account.user_id == scope.user_id))
     if stored is None:
+        # A write to the account: behind a migration's fence it waits (UserMoving), or keys
+        # made in the source after its rows were copied would be lost with the source's copy,
+        # and the entries named with them could never be found by the user.
+        hold(session, scope.user_id, row_lock=True)
         made, keys = new_log_keys(cipher)
         won = session.scalar(
             update(Account)

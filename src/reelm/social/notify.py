@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.accounts.service import CurrentUser
@@ -90,6 +91,21 @@ def send(
     except UserMoving:
         _hold(platform, note_id, recipient, actor, event, once)
         return True
+    except KeyDestroyed:
+        return False  # the recipient is being purged: there is no one to tell
+
+
+def drop_held_from(s: Session, user_id: uuid.UUID) -> None:
+    """At the purge of ``user_id``, in their region's transaction: the deliveries they sent
+    that were held (sealed under the key being destroyed, so never deliverable) and the
+    finished ones, whose job rows would otherwise name them as a sender after deletion."""
+    s.execute(
+        text(
+            "DELETE FROM procrastinate_jobs WHERE task_name = :task "
+            "AND args->>'actor' = :actor AND status <> 'doing'"
+        ),
+        {"task": DELIVER_TASK, "actor": str(user_id)},
+    )
 
 
 def _write(
