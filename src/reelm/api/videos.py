@@ -5,7 +5,6 @@ Uploading (tus 1.0) is ``api/uploads.py``.
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -21,13 +20,11 @@ from reelm.api.deps import CurrentUserDep, MarketDep, OptionalUserDep, PlatformD
 from reelm.api.problems import problem, problem_responses
 from reelm.media import catalog, videos
 from reelm.media.catalog import VideoCard
-from reelm.media.models import Video
 from reelm.media.serving import (
     PRIVATE_CACHE,
     PUBLIC_CACHE,
     BadRange,
     ByteRange,
-    Decisions,
     Reader,
     chunks,
     encrypted_reader,
@@ -314,22 +311,10 @@ def protected_file(
     session = viewer.token_hash if viewer is not None else None
     if verify_private(cell, video_id, file, expires, signature, session) is None:
         return problem("link-expired", "this link has expired or is not yours: reload the page")
-    assert viewer is not None and session is not None  # verify_private refuses a missing one
-    decided_at = time.monotonic()
-    with cell.db.transaction() as s:
-        video = s.get(Video, video_id)
-    entry = next((r for r in (video.renditions if video else []) if r["file"] == file), None)
-    if video is None or entry is None or not entry["key"].startswith("private/"):
-        raise NotFound("no such file")
-    decisions: Decisions = platform.caches.setdefault("media.decisions", Decisions())
-    allowed = decisions.get(session, video_id)
-    if allowed is None:
-        allowed = catalog.may_watch_stored(platform, viewer, video)
-        decisions.put(session, video_id, allowed, decided_at)
-    if not allowed:
-        raise NotFound("no such file")
+    assert viewer is not None  # verify_private refuses a request without a session
+    owner, key = catalog.protected_rendition(platform, cell, viewer, video_id, file)
     try:
-        size, read = encrypted_reader(cell, video.owner_id, entry["key"], file)
+        size, read = encrypted_reader(cell, owner, key, file)
     except BlobNotFound:
         raise NotFound("no such file") from None
     return _ranged(request, size, read, mime_of(file), PRIVATE_CACHE, f'"{video_id}-{file}"')

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.media.captions import parse_caption
 from reelm.media.models import PublicVideo, Upload, Video
-from reelm.media.serving import private_url, public_url
+from reelm.media.serving import Decisions, private_url, public_url
 from reelm.media.uploads import UploadMeta
 from reelm.regions.cell import Cell
 from reelm.social import access
@@ -543,6 +544,28 @@ def may_watch_stored(platform: Platform, viewer: CurrentUser, video: Video) -> b
     who = viewer_of(viewer)
     relation = access.relation(platform, who.user_id, video.owner_id)
     return access.decide(who, "view", stored_facts(platform, video), relation).allowed
+
+
+def protected_rendition(
+    platform: Platform, cell: Cell, viewer: CurrentUser, video_id: uuid.UUID, file: str
+) -> tuple[uuid.UUID, str]:
+    """(owner id, blob key) of a followers-only or private video's file that ``viewer`` may
+    watch now, else NotFound. The decision is remembered `serving.DECISION_SECONDS` per session
+    and video (`serving.Decisions`): a player asks for dozens of ranges a minute."""
+    decided_at = time.monotonic()  # the answer's age counts from before the reads
+    with cell.db.transaction() as s:
+        video = s.get(Video, video_id)
+    entry = next((r for r in (video.renditions if video else []) if r["file"] == file), None)
+    if video is None or entry is None or not entry["key"].startswith("private/"):
+        raise NotFound("no such file")
+    decisions: Decisions = platform.caches.setdefault("media.decisions", Decisions())
+    allowed = decisions.get(viewer.token_hash, video_id)
+    if allowed is None:
+        allowed = may_watch_stored(platform, viewer, video)
+        decisions.put(viewer.token_hash, video_id, allowed, decided_at)
+    if not allowed:
+        raise NotFound("no such file")
+    return video.owner_id, entry["key"]
 
 
 def own_videos(platform: Platform, user: CurrentUser) -> list[VideoCard]:
