@@ -9,7 +9,7 @@ from typing import Any
 
 from reelm.config import BlobStoreSettings, Settings
 from reelm.ratelimit import RateLimits
-from reelm.regions.cell import Cell
+from reelm.regions.cell import Cell, catalog_refusals
 from reelm.regions.policy import ResidencyPolicy
 from reelm.storage import migrate, provision
 from reelm.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
@@ -45,7 +45,7 @@ class Platform:
         if self.settings.catalog_database_url is None:
             provision.grant_catalog_tables(
                 self.catalog.url,
-                [provision.role_name(self.settings.database_prefix, r) for r in self.cells],
+                {provision.role_name(self.settings.database_prefix, r): r for r in self.cells},
             )
 
     def close(self) -> None:
@@ -180,6 +180,8 @@ def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> P
         public_blobs=public_blob_store(settings),
         embedded_server=server,
     )
+    # A catalog write refused to this process's region role becomes a clear, logged error.
+    platform.catalog.refusal = catalog_refusals(platform.cells, platform.catalog)
     if upgrade:
         platform.upgrade_databases()
     return platform

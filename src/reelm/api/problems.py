@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reelm.accounts.errors import AccountError, RateLimited
 from reelm.media.errors import PROBLEM_TYPES as MEDIA_PROBLEMS
 from reelm.media.errors import MediaRejected
-from reelm.regions.cell import ResidencyViolation
+from reelm.regions.cell import CatalogWriteRefused, ResidencyRefused
 from reelm.regions.fence import UserMoving
 from reelm.regions.policy import MarketBlocked, UnknownMarket
 from reelm.storage.db import transient
@@ -238,8 +238,10 @@ def install(app: FastAPI) -> None:
     async def unknown_market(request: Request, exc: UnknownMarket) -> Response:
         return problem("unknown-market", str(exc), field="market")
 
-    @app.exception_handler(ResidencyViolation)
-    async def residency(request: Request, exc: ResidencyViolation) -> Response:
+    @app.exception_handler(ResidencyRefused)
+    async def residency(request: Request, exc: ResidencyRefused) -> Response:
+        if isinstance(exc, CatalogWriteRefused):
+            return problem("residency-guard", "the catalog refused this region that write")
         return problem("residency-guard", "this region does not hold that account's data")
 
     @app.exception_handler(UserMoving)

@@ -70,11 +70,11 @@ from reelm.bootstrap import Platform
 from reelm.media.models import Upload, Video
 from reelm.media.serving import BlobFile
 from reelm.migration import digest as digests
+from reelm.migration import switch
 from reelm.migration.models import Migration, MigrationUser
 from reelm.migration.tables import MOVED_TABLES, MovedTable
 from reelm.regions import routing
 from reelm.regions.cell import Cell
-from reelm.regions.models import MarketRoute
 from reelm.residency import readable
 from reelm.residency.readable import blob_name as _blob_name
 from reelm.residency.readable import user_blob_keys as _user_blob_keys
@@ -318,7 +318,8 @@ def start(platform: Platform, plan: Plan, *, batch_size: int = DEFAULT_BATCH) ->
         c.flush()
         _journal_users(c, migration_id, plan)
         if plan.market is not None:
-            _route(c, plan.market, plan.destination, migration_id)
+            routing.lock_market(c, plan.market, exclusive=True)
+            switch.route_market(c, migration_id)
     # 'migration.started' is logged in every region involved by the first run (Runner).
     return migration_id
 
@@ -339,18 +340,6 @@ def _journal_users(c: Session, migration_id: uuid.UUID, plan: Plan) -> None:
     ]
     for chunk in _batches(rows, 5000):
         c.execute(pg_insert(MigrationUser).on_conflict_do_nothing(), chunk)
-
-
-def _route(c: Session, market: str, region: str, migration_id: uuid.UUID | None) -> None:
-    routing.lock_market(c, market, exclusive=True)
-    c.execute(
-        pg_insert(MarketRoute)
-        .values(market=market, region=region, migration_id=migration_id)
-        .on_conflict_do_update(
-            index_elements=["market"],
-            set_={"region": region, "migration_id": migration_id, "changed_at": func.now()},
-        )
-    )
 
 
 # ---- one user's content, on one side ---------------------------------------------------------
@@ -752,12 +741,7 @@ class Runner:
             self._set_state(self._users_in(("purged",)), "attested")
             with self.platform.catalog.transaction() as c:
                 if self.migration.market is not None:
-                    c.execute(
-                        delete(MarketRoute).where(
-                            MarketRoute.market == self.migration.market,
-                            MarketRoute.migration_id == self.migration_id,
-                        )
-                    )
+                    switch.unroute_market(c, self.migration_id)
                 c.execute(
                     update(Migration)
                     .where(Migration.id == self.migration_id)
@@ -900,6 +884,9 @@ class Runner:
                 .where(_among(Account.user_id, ids), Account.migration.is_(None))
                 .values(migration="frozen")
             )
+        # Their writes have stopped: the source lets them go at the directory's epoch now.
+        with self.platform.catalog.transaction() as c:
+            switch.release(c, self.migration_id, src.region, ids)
 
     def _copy_rows(self, src: Cell, ids: list[uuid.UUID]) -> list[uuid.UUID]:
         """Copy the users' rows, re-encrypted. Returns the users copied; one whose data cannot
@@ -1170,6 +1157,8 @@ class Runner:
                 .where(Account.user_id == user_id, Account.migration == "frozen")
                 .values(migration=None)
             )
+        with self.platform.catalog.transaction() as c:
+            switch.unrelease(c, self.migration_id, [user_id])
         self._set_state([user_id], "failed", error=reason[:500])
         self._failed_now.add(user_id)
         self.outcome.failed[str(user_id)] = reason
@@ -1219,30 +1208,12 @@ class Runner:
     # -- switch ----------------------------------------------------------------------------
     def _switch(self, src: Cell, ids: list[uuid.UUID]) -> None:
         """The directory points to the destination (epoch raised), in the same catalog
-        transaction as the journal's 'switched'."""
+        statement as the journal's 'switched': the destination commits what the source
+        released at the freeze (reelm.migration.switch)."""
         if not ids:
             return
         with self.platform.catalog.transaction() as c:
-            flipped = set(
-                c.scalars(
-                    update(DirectoryEntry)
-                    .where(
-                        _among(DirectoryEntry.user_id, ids),
-                        DirectoryEntry.home_region == src.region,
-                    )
-                    .values(home_region=self.dest.region, epoch=DirectoryEntry.epoch + 1)
-                    .returning(DirectoryEntry.user_id)
-                )
-            )
-            c.execute(
-                update(MigrationUser)
-                .where(
-                    MigrationUser.migration_id == self.migration_id,
-                    _among(MigrationUser.user_id, flipped),
-                    MigrationUser.state == "verified",
-                )
-                .values(state="switched")
-            )
+            flipped = switch.switch_home(c, self.migration_id, ids)
         # The directory did not point to the source (changed by hand?): never purge those.
         for user_id in ids:
             if user_id not in flipped:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -71,4 +72,23 @@ class MigrationUser(CatalogBase):
         ),
         Index("ix_migration_users_state", "migration_id", "state"),
         Index("ix_migration_users_user", "user_id"),
+    )
+
+
+class MigrationRelease(CatalogBase):
+    """The source's consent to a user's switch (reelm.migration.switch): written under the
+    source region's role once the user is frozen there, at the directory epoch of that moment;
+    the destination's switch (``reelm_switch_home``) flips only users released at that epoch."""
+
+    __tablename__ = "migration_releases"
+
+    migration_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("migrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("directory.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer)
+    released_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
     )

@@ -7,11 +7,16 @@ through it, and it refuses a user whose home is another region.
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from uuid import UUID
+
+from psycopg import errors as pg_errors
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from reelm.storage.blobs import BlobStore
 from reelm.storage.crypto import UserCipher, blind_index, cipher_for
@@ -23,7 +28,11 @@ from reelm.transparency.pseudonyms import Pseudonym, region_pseudonym
 log = logging.getLogger("reelm.residency")
 
 
-class ResidencyViolation(RuntimeError):
+class ResidencyRefused(RuntimeError):
+    """A region was refused something that is another region's (answered 421)."""
+
+
+class ResidencyViolation(ResidencyRefused):
     """Protected data of a user was asked of a region that is not the user's home."""
 
     def __init__(self, user_id: UUID, home_region: str, asked_region: str) -> None:
@@ -33,6 +42,29 @@ class ResidencyViolation(RuntimeError):
         self.user_id = user_id
         self.home_region = home_region
         self.asked_region = asked_region
+
+
+class CatalogWriteRefused(ResidencyRefused):
+    """The catalog refused a region's write of another region's row (its row-level security,
+    catalog revision c0014_catalog_rls) or a switch or market route not its to make.
+    ``target``: the catalog table, or what was refused ("the switch", "the market route")."""
+
+    def __init__(self, region: str, target: str) -> None:
+        super().__init__(f"the catalog refused region {region!r} a write of {target}")
+        self.region = region
+        self.target = target
+
+
+# What the catalog says when it refuses (the messages of PostgreSQL's row-level security and
+# grants, and of c0014's trigger and functions): the table named, or the refused operation.
+_TABLE = re.compile(r'table "?(\w+)"?')
+_OPERATION = re.compile(r"^residency: (.+?) refused")
+
+
+def refused_target(message: str) -> str:
+    """The table (or operation) a catalog refusal names: never a row's values."""
+    found = _OPERATION.search(message) or _TABLE.search(message)
+    return found.group(1) if found else "the catalog"
 
 
 @dataclass(frozen=True)
@@ -98,6 +130,19 @@ class Cell:
             raise ResidencyViolation(user_id, home_region, self.region)
         return UserScope(self, user_id)
 
+    def catalog_refused(self, message: str) -> CatalogWriteRefused:
+        """The catalog refused this region a write (``message``: PostgreSQL's): logged here
+        and in this region's transparency log, as the guard's refusals are. Neither names a
+        user: the catalog's message names only the table."""
+        target = refused_target(message)
+        log.warning("catalog write refused: region=%s target=%s", self.region, target)
+        self.log.append_now(
+            "residency.refused",
+            f"catalog:{target}",
+            {"asked_region": self.region, "catalog": target},
+        )
+        return CatalogWriteRefused(self.region, target)
+
     def blind_indexes(
         self, epochs: Iterable[int], field: str, value: str, *, all_live: bool = False
     ) -> list[bytes]:
@@ -114,3 +159,26 @@ class Cell:
                     self._index_keys[epoch] = self.keys.index_key(epoch)
             keys = [self._index_keys[epoch] for epoch in wanted]
         return [blind_index(key, field, value) for key in keys]
+
+
+def catalog_refusals(
+    cells: Mapping[str, Cell], catalog: Database
+) -> Callable[[DBAPIError], Exception | None]:
+    """``catalog``'s refusal hook (``Database.refusal``): a write the catalog refused for lack
+    of privilege becomes CatalogWriteRefused, logged by the cell of the region whose role the
+    catalog connection uses (asked of the catalog once: ``reelm_role_region()``). The owner's
+    connection (the single-machine mode) is in no region: its errors pass unchanged."""
+    region: list[str | None] = []
+
+    def refused(exc: DBAPIError) -> Exception | None:
+        if not isinstance(exc.orig, pg_errors.InsufficientPrivilege):
+            return None
+        if not region:
+            with catalog.rows() as conn:
+                region.append(conn.scalar(text("SELECT reelm_role_region()")))
+        acting = region[0]
+        if acting is None or acting not in cells:
+            return None
+        return cells[acting].catalog_refused(exc.orig.diag.message_primary or "")
+
+    return refused

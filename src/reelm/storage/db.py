@@ -113,6 +113,9 @@ class Database:
     sessions: sessionmaker[Session]
     readers: sessionmaker[Session]
     reader: Engine  # `engine` in autocommit: what `read` and `rows` use
+    # What a refused write becomes (the catalog's row-level security: a domain error, logged
+    # by the region refused, reelm.regions.cell.catalog_refusals); None: the error as it is.
+    refusal: Callable[[DBAPIError], Exception | None] | None = None
 
     @classmethod
     def connect(cls, name: str, url: str, *, pool_size: int = 5) -> Database:
@@ -145,8 +148,16 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A unit of work: commits when the block ends normally, rolls back otherwise."""
-        with self.sessions() as session, session.begin():
-            yield session
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            refused = None if self.refusal is None else self.refusal(exc)
+            if refused is None:
+                raise
+            # Not chained: the statement and its parameters (personal data, maybe) stay out
+            # of any traceback that is logged.
+            raise refused from None
 
     @contextmanager
     def snapshot(self) -> Iterator[Session]:

@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,13 +109,30 @@ def provision(
     return Provisioned(url_for(CATALOG), {r: url_for(r) for r in parts[1:]})
 
 
-def grant_catalog_tables(catalog_url: str, region_roles: Iterable[str]) -> None:
-    """Run as the catalog's owner after its migrations: regions read and write catalog rows."""
+# Catalog tables no region role writes: staff membership decides who may read anyone's
+# protected data (only the catalog's owner grants it, through the logged gateway); the role ->
+# region map is what the row-level security of c0014 trusts; a market's route changes only
+# through reelm_route_market / reelm_unroute_market.
+OWNER_ONLY = ("staff_members", "cell_roles", "market_routes")
+READ_ONLY = ("cell_roles", "market_routes")
+# The SECURITY DEFINER functions a region role calls for the writes no policy lets it make.
+REGION_FUNCTIONS = (
+    "reelm_switch_home(uuid, uuid[], integer[])",
+    "reelm_route_market(uuid)",
+    "reelm_unroute_market(uuid)",
+)
+
+
+def grant_catalog_tables(catalog_url: str, region_roles: Mapping[str, str]) -> None:
+    """Run as the catalog's owner after its migrations: each region role (``region_roles``:
+    role name -> its region) reads the catalog and writes its own region's rows (row-level
+    security, catalog revision c0014_catalog_rls, decides which rows those are)."""
     conninfo = (
         make_url(catalog_url).set(drivername="postgresql").render_as_string(hide_password=False)
     )
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        for role in region_roles:
+        has_rls = _exists(conn, "cell_roles")
+        for role, region in region_roles.items():
             ident = sql.Identifier(role)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
             conn.execute(
@@ -126,14 +143,32 @@ def grant_catalog_tables(catalog_url: str, region_roles: Iterable[str]) -> None:
             conn.execute(
                 sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(ident)
             )
-            # Staff membership decides who may read anyone's protected data: no region's
-            # credentials may grant it (only the catalog's owner, through the logged gateway).
-            conn.execute(
-                sql.SQL(
-                    "DO $$ BEGIN IF to_regclass('public.staff_members') IS NOT NULL THEN "
-                    "EXECUTE format('REVOKE ALL ON staff_members FROM %I', {}); END IF; END $$"
-                ).format(sql.Literal(role))
-            )
+            for table in OWNER_ONLY:
+                if _exists(conn, table):
+                    conn.execute(
+                        sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(table), ident)
+                    )
+                    if table in READ_ONLY:
+                        conn.execute(
+                            sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(table), ident)
+                        )
+            if has_rls:
+                for function in REGION_FUNCTIONS:
+                    conn.execute(
+                        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                            sql.SQL(function), ident
+                        )
+                    )
+                conn.execute(
+                    "INSERT INTO cell_roles (role, region) VALUES (%s, %s) "
+                    "ON CONFLICT (role) DO UPDATE SET region = EXCLUDED.region",
+                    (role, region),
+                )
+
+
+def _exists(conn: psycopg.Connection[tuple[object, ...]], table: str) -> bool:
+    found = conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()
+    return found is not None and found[0] is not None
 
 
 def drop(admin_url: str, prefix: str, regions: Iterable[str]) -> None:
