@@ -9,6 +9,7 @@ the shared platform's other users."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import uuid
@@ -31,6 +32,7 @@ from reelm.regions.models import MarketRoute
 from reelm.social.models import Comment, Follow, RegionLikes
 from reelm.storage.db import Database
 from reelm.transparency.models import LogQueue
+from tests.conftest import signed_in
 
 REFUSED = pg_errors.InsufficientPrivilege
 
@@ -466,3 +468,43 @@ def test_refusal_is_a_domain_error_logged_in_the_acting_region(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "catalog write refused: region=us target=profiles" in logged
     assert str(sg_user) not in logged and "secret" not in logged.lower()
+
+
+# ---- a cell's own work passes ----------------------------------------------------------------
+
+
+def test_a_us_cells_own_work_passes_and_its_reach_beyond_is_refused(
+    platform: Platform, roles: dict[str, Database]
+) -> None:
+    """reelm's own services, with the catalog reached as the `us` cell reaches it: its user
+    signs up, edits the profile, follows, likes, comments on and blocks an SG user; acting
+    for the SG user is refused by the catalog."""
+    from reelm.accounts.lifecycle import public_profile, update_profile
+    from reelm.accounts.schemas import ProfileUpdate
+    from reelm.social import comments, graph, likes
+
+    _, sg_user = signed_in(platform, "rlssg", "SG")
+    assert sg_user.home_region == "sg"
+    sg_handle = public_profile(platform, sg_user.handle).handle
+    sg_video = _video(platform, sg_user.user_id)
+    cell = dataclasses.replace(platform, catalog=roles["us"], queues={}, caches={})
+    try:
+        _, me = signed_in(cell, "rlsus", "US")
+        assert me.home_region == "us"
+        assert update_profile(cell, me, ProfileUpdate(bio="from the us cell")).bio == (
+            "from the us cell"
+        )
+        assert graph.follow(cell, me, sg_handle) == "active"
+        assert likes.like(cell, me, sg_video) == 1
+        said = comments.add(cell, me, sg_video, "nice one")
+        comments.delete_comment(cell, me, said.id)
+        graph.block(cell, me, sg_handle)
+        graph.unblock(cell, me, sg_handle)
+        with pytest.raises(CatalogWriteRefused):
+            update_profile(cell, sg_user, ProfileUpdate(bio="written by the us cell"))
+    finally:
+        for queue in cell.queues.values():
+            queue.close()
+    assert _bio(platform, sg_user.user_id) == ""
+    with platform.catalog.transaction() as c:
+        assert c.get(RegionLikes, (sg_video, "us")) is not None
