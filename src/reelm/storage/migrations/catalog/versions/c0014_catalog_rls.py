@@ -13,14 +13,14 @@ the table of who writes what):
 - ``cell_roles`` maps each region role to its region; only the catalog's owner writes it
   (``reelm.storage.provision.grant_catalog_tables`` fills it). ``reelm_role_region()`` is the
   region of ``current_user`` (NULL for the owner and any role not in the map).
-- ``reelm_row_mine(table, row, op)`` says whether a row is the calling region's: a user's row
-  when the user's directory entry is homed there, a region's row when its region column names
-  it. The one rule, used twice per table: by a row-level security policy on the new row of an
-  INSERT or UPDATE ("new row violates row-level security policy"), and by a BEFORE UPDATE OR
-  DELETE trigger on the old row (an error too, instead of the silent skip a USING clause
-  would give, so reelm can tell the refusal apart and log it). Reads stay open: the catalog
-  is public data. RLS is not forced on the owner: the single-machine process (the owner's URL)
-  works as before. Cascaded deletes run as the owner and pass.
+- ``RULES`` below says, per table and operation, when a row is the calling region's: a user's
+  row when the user's directory entry is homed there, a region's row when its region column
+  names it. Each rule is used twice: by a row-level security policy on the new row of an
+  INSERT or UPDATE ("new row violates row-level security policy"), and by the table's BEFORE
+  UPDATE OR DELETE trigger on the old row (an error too, instead of the silent skip a USING
+  clause would give, so reelm can tell the refusal apart and log it). Reads stay open: the
+  catalog is public data. RLS is not forced on the owner: the single-machine process (the
+  owner's URL) works as before. Cascaded deletes run as the owner and pass.
 - A region migration changes a user's home: no region's role passes both the old row's check
   and the new one's. The source region *releases* each frozen user (a ``migration_releases``
   row at the directory epoch it froze them at, written under its own role), and the
@@ -41,108 +41,116 @@ down_revision: str | Sequence[str] | None = "c0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The tables whose rows belong to one region (reelm_row_mine has a rule for each).
-GUARDED = (
-    "directory",
-    "profiles",
-    "public_videos",
-    "comments",
-    "follows",
-    "blocks",
-    "suspensions",
-    "video_restrictions",
-    "region_likes",
-    "engagement_receipts",
-    "migrations",
-    "migration_users",
-    "migration_releases",
+# The region of the role running the statement, computed once per statement (an InitPlan).
+ME = "(SELECT public.reelm_role_region())"
+
+
+def _home(column: str) -> str:
+    """The home region of the user a row's ``column`` names."""
+    return f"(SELECT d.home_region FROM public.directory d WHERE d.user_id = $row.{column})"
+
+
+# The home region of the owner of the video a row's video_id names.
+_VIDEO_OWNER = (
+    "(SELECT d.home_region FROM public.public_videos v "
+    "JOIN public.directory d ON d.user_id = v.owner_id WHERE v.id = $row.video_id)"
 )
 
+
+def _all(rule: str) -> dict[str, str]:
+    return dict.fromkeys(("INSERT", "UPDATE", "DELETE"), rule)
+
+
+# Per table, per operation: when a row ($row) is the calling region's to write. A role in no
+# region (the rule is NULL, read as false) writes nothing.
+RULES: dict[str, dict[str, str]] = {
+    "directory": _all(f"$row.home_region = {ME}"),
+    "profiles": _all(f"{_home('user_id')} = {ME}"),
+    "public_videos": _all(f"{_home('owner_id')} = {ME}"),
+    # Its author writes a comment; the video's creator may also delete it.
+    "comments": {
+        "INSERT": f"{_home('author_id')} = {ME}",
+        "UPDATE": f"{_home('author_id')} = {ME}",
+        "DELETE": f"{_home('author_id')} = {ME} OR {_VIDEO_OWNER} = {ME}",
+    },
+    # The follower asks; the followee approves; either ends it.
+    "follows": {
+        "INSERT": f"{_home('follower_id')} = {ME}",
+        "UPDATE": f"{_home('followee_id')} = {ME}",
+        "DELETE": f"{_home('follower_id')} = {ME} OR {_home('followee_id')} = {ME}",
+    },
+    # The blocker blocks; a purge of either user removes the row.
+    "blocks": {
+        "INSERT": f"{_home('blocker_id')} = {ME}",
+        "UPDATE": f"{_home('blocker_id')} = {ME}",
+        "DELETE": f"{_home('blocker_id')} = {ME} OR {_home('blocked_id')} = {ME}",
+    },
+    # Moderation acts in the home region of the content's owner.
+    "suspensions": _all(f"{_home('user_id')} = {ME}"),
+    "video_restrictions": _all(f"{_VIDEO_OWNER} = {ME}"),
+    "region_likes": _all(f"$row.region = {ME}"),
+    "engagement_receipts": _all(f"$row.region = {ME}"),
+    # The destination coordinates its migration; a source writes its own users' rows.
+    "migrations": _all(f"$row.destination = {ME}"),
+    "migration_users": _all(
+        f"$row.source = {ME} OR (SELECT m.destination FROM public.migrations m "
+        f"WHERE m.id = $row.migration_id) = {ME}"
+    ),
+    "migration_releases": _all(f"{_home('user_id')} = {ME}"),
+}
+
+
+def _rule(table: str, op: str, row: str) -> str:
+    return f"coalesce({RULES[table][op].replace('$row', row)}, false)"
+
+
+def _guard(table: str) -> str:
+    """The table's trigger function: the old row's check (a USING clause would skip the row
+    silently; this refuses aloud). The owner (the single-machine process, SECURITY DEFINER
+    functions, cascaded deletes) and superusers are not limited."""
+    refuse = (
+        'RAISE EXCEPTION \'row-level security: % of a row of table "%" refused: the row '
+        "belongs to another region', lower(TG_OP), TG_TABLE_NAME "
+        "USING ERRCODE = 'insufficient_privilege'"
+    )
+    return f"""
+CREATE FUNCTION reelm_guard_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_has_role(current_user,
+                   (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID),
+                   'MEMBER') THEN
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF NOT {_rule(table, "UPDATE", "OLD")} THEN
+            {refuse};
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT {_rule(table, "DELETE", "OLD")} THEN
+        {refuse};
+    END IF;
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER reelm_residency BEFORE UPDATE OR DELETE ON {table}
+FOR EACH ROW EXECUTE FUNCTION reelm_guard_{table}();
+"""
+
+
+# Every name below is schema-qualified; only the SECURITY DEFINER functions pin their
+# search_path as well (a SET clause costs a configuration save and restore per call, and the
+# policies call their functions per row).
 FUNCTIONS = """
 CREATE FUNCTION reelm_role_region() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT region FROM public.cell_roles WHERE role = current_user
-$$;
-
-CREATE FUNCTION reelm_user_region(u uuid) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
-    SELECT home_region FROM public.directory WHERE user_id = u
-$$;
-
--- Whether `r` (a row of `tbl`, as jsonb) is the calling region's to write by `op`
--- (INSERT, UPDATE or DELETE). False for a role that is in no region.
-CREATE FUNCTION reelm_row_mine(tbl text, r jsonb, op text) RETURNS boolean
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
-DECLARE
-    me text := public.reelm_role_region();
-BEGIN
-    IF me IS NULL THEN
-        RETURN false;
-    END IF;
-    RETURN coalesce(CASE tbl
-        WHEN 'directory' THEN r->>'home_region' = me
-        WHEN 'profiles' THEN public.reelm_user_region((r->>'user_id')::uuid) = me
-        WHEN 'public_videos' THEN public.reelm_user_region((r->>'owner_id')::uuid) = me
-        -- Its author writes a comment; the video's creator may also delete it.
-        WHEN 'comments' THEN
-            public.reelm_user_region((r->>'author_id')::uuid) = me
-            OR (op = 'DELETE' AND (
-                SELECT public.reelm_user_region(v.owner_id) FROM public.public_videos v
-                WHERE v.id = (r->>'video_id')::uuid) = me)
-        -- The follower asks; the followee approves; either ends it.
-        WHEN 'follows' THEN CASE op
-            WHEN 'INSERT' THEN public.reelm_user_region((r->>'follower_id')::uuid) = me
-            WHEN 'UPDATE' THEN public.reelm_user_region((r->>'followee_id')::uuid) = me
-            ELSE public.reelm_user_region((r->>'follower_id')::uuid) = me
-                OR public.reelm_user_region((r->>'followee_id')::uuid) = me
-            END
-        -- The blocker blocks; a purge of either user removes the row.
-        WHEN 'blocks' THEN
-            public.reelm_user_region((r->>'blocker_id')::uuid) = me
-            OR (op = 'DELETE' AND public.reelm_user_region((r->>'blocked_id')::uuid) = me)
-        -- Moderation acts in the home region of the content's owner.
-        WHEN 'suspensions' THEN public.reelm_user_region((r->>'user_id')::uuid) = me
-        WHEN 'video_restrictions' THEN (
-            SELECT public.reelm_user_region(v.owner_id) FROM public.public_videos v
-            WHERE v.id = (r->>'video_id')::uuid) = me
-        WHEN 'region_likes' THEN r->>'region' = me
-        WHEN 'engagement_receipts' THEN r->>'region' = me
-        -- The destination coordinates its migration; a source writes its own users' rows.
-        WHEN 'migrations' THEN r->>'destination' = me
-        WHEN 'migration_users' THEN r->>'source' = me OR (
-            SELECT m.destination FROM public.migrations m
-            WHERE m.id = (r->>'migration_id')::uuid) = me
-        WHEN 'migration_releases' THEN public.reelm_user_region((r->>'user_id')::uuid) = me
-        ELSE false
-    END, false);
-END
-$$;
-
--- The old row's check (a USING clause would skip the row silently; this refuses aloud).
-CREATE FUNCTION reelm_residency_guard() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
-BEGIN
-    -- The owner (the single-machine process, SECURITY DEFINER functions, cascaded deletes)
-    -- and superusers are not limited.
-    IF NOT pg_has_role(current_user,
-                       (SELECT relowner FROM pg_catalog.pg_class WHERE oid = TG_RELID),
-                       'MEMBER')
-       AND NOT public.reelm_row_mine(TG_TABLE_NAME, to_jsonb(OLD), TG_OP) THEN
-        RAISE EXCEPTION 'row-level security: % of a row of table "%" refused: the row belongs '
-                        'to another region', lower(TG_OP), TG_TABLE_NAME
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF TG_OP = 'DELETE' THEN
-        RETURN OLD;
-    END IF;
-    RETURN NEW;
-END
 $$;
 
 -- The region of the login role that called a SECURITY DEFINER function (inside one,
 -- current_user is the owner); NULL for the owner or a superuser, who may do anything.
 CREATE FUNCTION reelm_caller_region(what text) RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     region text := (SELECT c.region FROM public.cell_roles c WHERE c.role = session_user);
 BEGIN
@@ -282,28 +290,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("migration_id", "user_id", name=op.f("pk_migration_releases")),
     )
     op.execute(FUNCTIONS)
-    for table in GUARDED:
+    for table in RULES:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY reelm_read ON {table} FOR SELECT USING (true)")
         op.execute(
             f"CREATE POLICY reelm_insert ON {table} FOR INSERT "
-            f"WITH CHECK (reelm_row_mine('{table}', to_jsonb({table}.*), 'INSERT'))"
+            f"WITH CHECK ({_rule(table, 'INSERT', table)})"
         )
         # The old row is the trigger's to check (aloud); the new row is the policy's.
         op.execute(
             f"CREATE POLICY reelm_update ON {table} FOR UPDATE USING (true) "
-            f"WITH CHECK (reelm_row_mine('{table}', to_jsonb({table}.*), 'UPDATE'))"
+            f"WITH CHECK ({_rule(table, 'UPDATE', table)})"
         )
         op.execute(f"CREATE POLICY reelm_delete ON {table} FOR DELETE USING (true)")
-        op.execute(
-            f"CREATE TRIGGER reelm_residency BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION reelm_residency_guard()"
-        )
+        op.execute(_guard(table))
 
 
 def downgrade() -> None:
-    for table in GUARDED:
+    for table in RULES:
         op.execute(f"DROP TRIGGER reelm_residency ON {table}")
+        op.execute(f"DROP FUNCTION reelm_guard_{table}()")
         for policy in ("reelm_read", "reelm_insert", "reelm_update", "reelm_delete"):
             op.execute(f"DROP POLICY {policy} ON {table}")
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
@@ -312,9 +318,6 @@ def downgrade() -> None:
         "reelm_route_market(uuid)",
         "reelm_switch_home(uuid, uuid[], integer[])",
         "reelm_caller_region(text)",
-        "reelm_residency_guard()",
-        "reelm_row_mine(text, jsonb, text)",
-        "reelm_user_region(uuid)",
         "reelm_role_region()",
     ):
         op.execute(f"DROP FUNCTION {function}")
