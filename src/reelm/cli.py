@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reelm.config import ConfigError, Settings, load_settings
+from reelm.edge.cli import edge_app
 
 if TYPE_CHECKING:
     from reelm.bootstrap import Platform
@@ -41,6 +42,7 @@ blobs_app = typer.Typer(help="Blob stores.", no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
 social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_is_help=True)
 app.add_typer(social_app, name="social")
+app.add_typer(edge_app, name="edge")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
