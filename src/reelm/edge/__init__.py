@@ -99,7 +99,7 @@ def render(
     cells: list[CellAddress],
     *,
     cookie: str,
-    bind: str = "0.0.0.0:8000",  # noqa: S104 - the edge is the public entry point
+    bind: str = "0.0.0.0:8000",
     country_header: str = "CF-IPCountry",
     country_from: str | None = None,
     source: str | None = None,

@@ -20,9 +20,7 @@ def config(
         list[str],
         typer.Option(help="REGION=http://HOST:PORT: a region's cell (repeat for each region)."),
     ],
-    bind: Annotated[
-        str, typer.Option(help="ADDRESS:PORT the edge listens on.")
-    ] = "0.0.0.0:8000",  # noqa: S104 - the edge is the public entry point
+    bind: Annotated[str, typer.Option(help="ADDRESS:PORT the edge listens on.")] = "0.0.0.0:8000",
     country_header: Annotated[
         str,
         typer.Option(help="The header the cells read the visitor's country from (country_header)."),
