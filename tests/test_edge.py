@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ from reelm.edge import EdgeConfigError, parse_cell, render
 from tests.cells import Cells, running_cells
 from tests.conftest import PASSWORD, free_port, signed_in
 
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"  # Debian's, in /usr/sbin
 EDGE_SOURCE = "127.0.0.2"
 CDN_HEADER = "X-CDN-Country"  # what the CDN in front of the edge would set
 
@@ -71,7 +73,7 @@ def haproxy(config_text: str, port: int, where: Path) -> Iterator[None]:
     log = where / "haproxy.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            ["haproxy", "-f", str(config), "-db"], stdout=out, stderr=subprocess.STDOUT
+            [HAPROXY, "-f", str(config), "-db"], stdout=out, stderr=subprocess.STDOUT
         )
     try:
         _wait_port(port, process, log)
