@@ -46,13 +46,16 @@ class Cells:
     def client(self, region: str) -> httpx.Client:
         return httpx.Client(base_url=self.urls[region], timeout=30)
 
-    def run(self, region: str | None, *args: str, check: bool = True) -> str:
-        """A reelm command with a cell's configuration (None: the catalog operator's)."""
+    def run(
+        self, region: str | None, *args: str, check: bool = True, configured: bool = True
+    ) -> str:
+        """A reelm command with a cell's configuration (None: the catalog operator's);
+        ``configured=False``: a command that takes none (an auditor's)."""
         config = (
             self.layout.catalog_config if region is None else self.layout.cells[region].config_file
         )
         done = subprocess.run(
-            [*REELM, *args, "--config", str(config)],
+            [*REELM, *args, *(["--config", str(config)] if configured else [])],
             capture_output=True,
             text=True,
             env=cell_env(),
@@ -100,6 +103,19 @@ def start_cell(cells: Cells, region: str) -> None:
     _wait_listening(cells.urls[region], process, log)
 
 
+def start_worker(cells: Cells, region: str) -> None:
+    """The cell's job worker (uploads, deliveries to other cells, the log's batches)."""
+    layout = cells.layout.cells[region]
+    log = cells.logs.setdefault(f"{region}-worker", layout.data_dir / "worker.log")
+    with log.open("ab") as out:
+        cells.processes[f"{region}-worker"] = subprocess.Popen(
+            [*REELM, "worker", "--region", region, "--config", str(layout.config_file)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=cell_env(),
+        )
+
+
 def stop_cell(cells: Cells, region: str) -> None:
     process = cells.processes.pop(region, None)
     if process is None:
@@ -126,6 +142,7 @@ def running_cells(
         cells.run(None, "db", "upgrade", "--catalog", *_roles(layout))
         for region in regions:
             start_cell(cells, region)
+            start_worker(cells, region)
         yield cells
     finally:
         for region in list(cells.processes):

@@ -200,3 +200,15 @@ def test_a_cell_refuses_a_data_dir_holding_another_regions_keys(
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "holds other regions' secrets" in _said(done)
+
+
+def test_each_cell_scans_and_verifies_its_own_region(cells: Cells) -> None:
+    sign_up(cells, "us", "cellscan", "US")
+    for region in ("us", "sg"):
+        said = cells.run(region, "residency-scan")
+        assert "clean" in said.lower(), said
+        state = cells.layout.root / f"audit-{region}.json"
+        said = cells.run(
+            region, "audit", "verify", cells.urls[region], "--state", str(state), configured=False
+        )
+        assert f"{region}:" in said or region in said, said

@@ -133,7 +133,7 @@ def _wait_cells_up(url: str) -> None:
             time.sleep(0.1)
 
 
-def sign_up(cells: Cells, region: str, market: str) -> str:
+def sign_up(cells: Cells, region: str, market: str) -> tuple[str, str]:
     """An account made at its home cell, and a session token from there (sign-up and log-in
     name a handle, not a token: the edge cannot tell their cell; see docs/operations.md)."""
     handle = f"edge{region}{secrets.token_hex(3)}"
@@ -153,12 +153,18 @@ def sign_up(cells: Cells, region: str, market: str) -> str:
         session = client.post("/api/v1/session", json={"identifier": handle, "password": PASSWORD})
         assert session.status_code == 201, session.text
     token: str = session.json()["token"]
-    return token
+    return handle, token
 
 
 @pytest.fixture(scope="module")
-def tokens(edge: Edge) -> dict[str, str]:
+def handles(edge: Edge) -> dict[str, tuple[str, str]]:
+    """Per region: an account's handle and a session token of it."""
     return {"us": sign_up(edge.cells, "us", "US"), "sg": sign_up(edge.cells, "sg", "SG")}
+
+
+@pytest.fixture(scope="module")
+def tokens(handles: dict[str, tuple[str, str]]) -> dict[str, str]:
+    return {region: token for region, (_, token) in handles.items()}
 
 
 def test_each_session_is_served_by_its_home_cell(edge: Edge, tokens: dict[str, str]) -> None:
@@ -176,6 +182,29 @@ def test_each_session_is_served_by_its_home_cell(edge: Edge, tokens: dict[str, s
         # Anonymous visitors are served by either cell, from the catalog.
         served = {client.get("/about").headers["x-reelm-cell"] for _ in range(6)}
         assert served == {"us", "sg"}
+
+
+def test_a_log_in_sent_on_by_a_cell_reaches_the_home_cell(
+    edge: Edge, handles: dict[str, tuple[str, str]]
+) -> None:
+    handle, _ = handles["sg"]
+    login = {"identifier": handle, "password": PASSWORD}
+    with httpx.Client(base_url=edge.url, timeout=10) as client:
+        # Unrouted, a log-in reaches either cell; the us cell names the home cell (twice in a
+        # row through round robin reaches both).
+        answers = [client.post("/api/v1/session", json=login) for _ in range(2)]
+        assert {a.headers["x-reelm-cell"] for a in answers} == {"us", "sg"}
+        for answer in answers:
+            if answer.headers["x-reelm-cell"] == "us":
+                assert answer.status_code == 421, answer.text
+                assert answer.headers["x-reelm-home-cell"] == "sg"
+            else:
+                assert answer.status_code == 201, answer.text
+        # With the cookie a cell gives a browser it sends on, the edge routes to that cell.
+        for _ in range(2):
+            pinned = client.post("/api/v1/session", json=login, headers={"Cookie": "reelm_cell=sg"})
+            assert pinned.status_code == 201, pinned.text
+            assert pinned.headers["x-reelm-cell"] == "sg"
 
 
 def test_a_forged_country_is_dropped_and_the_trusted_one_gated(edge: Edge) -> None:
@@ -357,11 +386,18 @@ def test_edge_config_refuses_bad_arguments() -> None:
         with pytest.raises(EdgeConfigError):
             parse_cell(spec)
     with pytest.raises(EdgeConfigError, match="once"):
-        render([us, us], cookie="reelm_session")
+        render([us, us], cookie="reelm_session", cell_cookie="reelm_cell")
     with pytest.raises(EdgeConfigError):
-        render([us], cookie="reelm_session", country_from="X-Bad\nuse_backend x")
+        render(
+            [us],
+            cookie="reelm_session",
+            cell_cookie="reelm_cell",
+            country_from="X-Bad\nuse_backend x",
+        )
     with pytest.raises(EdgeConfigError):
-        render([us], cookie="reelm_session", bind="127.0.0.1")
-    remote = render([parse_cell("us=http://10.0.0.5:8000")], cookie="reelm_session")
+        render([us], cookie="reelm_session", cell_cookie="reelm_cell", bind="127.0.0.1")
+    remote = render(
+        [parse_cell("us=http://10.0.0.5:8000")], cookie="reelm_session", cell_cookie="reelm_cell"
+    )
     assert " source 127." not in remote  # not on loopback: the system picks the edge's address
     assert "set-header CF-IPCountry" not in remote  # no trusted source: no country at all

@@ -43,6 +43,8 @@ app.add_typer(blobs_app, name="blobs")
 social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_is_help=True)
 app.add_typer(social_app, name="social")
 app.add_typer(edge_app, name="edge")
+cells_app = typer.Typer(help="A deployment of one cell per region.", no_args_is_help=True)
+app.add_typer(cells_app, name="cells")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -381,6 +383,46 @@ def social_reconcile(
             )
     finally:
         platform.close()
+
+
+@cells_app.command("init")
+def cells_init(
+    root: Annotated[Path, typer.Argument(help="Directory to write the configurations in.")],
+    cell: Annotated[
+        list[str],
+        typer.Option(help="REGION=URL: a region's cell and where it answers (repeatable)."),
+    ],
+    admin_url: Annotated[
+        str,
+        typer.Option(
+            help="Superuser URL of the PostgreSQL server to provision (each region's database "
+            "and role, and the catalog's). Used here only: no cell is given it."
+        ),
+    ],
+    prefix: Annotated[str, typer.Option(help="Prefix of the databases and roles.")] = "reelm",
+) -> None:
+    """Provision one database and role per region and the catalog, and write the catalog
+    operator's configuration and each cell's, each holding its own region's secrets only."""
+    from reelm.regions.deployment import lay_out
+
+    urls: dict[str, str] = {}
+    for pair in cell:
+        region, sep, url = pair.partition("=")
+        if not sep or not url:
+            console.print(f"[red]error:[/red] --cell {pair!r}: expected REGION=URL")
+            raise typer.Exit(2)
+        urls[region] = url
+    layout = lay_out(admin_url, root, urls, prefix=prefix)
+    console.print(f"catalog operator: {layout.catalog_config}")
+    for c in layout.cells.values():
+        console.print(f"cell {c.region}: {c.config_file}  (answers at {c.base_url})")
+    roles = " ".join(f"--cell-role {pair}" for pair in layout.cell_roles())
+    console.print(
+        "next: [bold]reelm db upgrade --catalog -c "
+        f"{layout.catalog_config} {roles}[/bold], then per region "
+        "[bold]reelm serve --region X -c <its reelm.toml>[/bold] and "
+        "[bold]reelm worker --region X -c <its reelm.toml>[/bold]"
+    )
 
 
 @app.command()

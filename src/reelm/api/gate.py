@@ -23,9 +23,8 @@ from reelm.api.problems import (
     HOME_CELL_HEADER,
     MOVING_HEADER,
     blocked_response,
-    other_cell_response,
+    other_cell_answer,
     problem,
-    respond,
     wants_html,
 )
 from reelm.bootstrap import Platform
@@ -98,7 +97,7 @@ def home_cell_answer(platform: Platform, request: Request, exc: NotInThisCell) -
         # The path always begins with '/': the redirect cannot leave the peer's host.
         target = peer.base_url + url.path + (f"?{url.query}" if url.query else "")
         return RedirectResponse(target, status_code=307, headers={HOME_CELL_HEADER: exc.region})
-    return respond(request, other_cell_response(exc))
+    return other_cell_answer(request, exc)
 
 
 def install(app: FastAPI, platform: Platform) -> None:

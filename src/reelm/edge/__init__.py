@@ -99,13 +99,15 @@ def render(
     cells: list[CellAddress],
     *,
     cookie: str,
+    cell_cookie: str,
     bind: str = "0.0.0.0:8000",
     country_header: str = "CF-IPCountry",
     country_from: str | None = None,
     source: str | None = None,
     tls_cert: str | None = None,
 ) -> str:
-    """The complete HAProxy configuration for these cells.
+    """The complete HAProxy configuration for these cells: ``cookie`` is the session cookie,
+    ``cell_cookie`` the one a cell sets on a visitor it sends to another region's cell.
 
     ``country_from``: the header an upstream CDN sets with the visitor's country, copied into
     ``country_header`` (otherwise the edge sets none, and any copy a client sent is dropped).
@@ -130,6 +132,7 @@ def render(
     return template.render(
         cells=cells,
         cookie=_header("cookie", cookie),
+        cell_cookie=_header("cell cookie", cell_cookie),
         bind=_bind(bind),
         country_header=_header("--country-header", country_header),
         country_from=_header("--country-from", country_from) if country_from else None,

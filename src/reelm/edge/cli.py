@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from reelm.api.gate import SESSION_COOKIE
+from reelm.api.problems import CELL_COOKIE
 from reelm.edge import EdgeConfigError, parse_cell, render
 
 edge_app = typer.Typer(help="The edge proxy in front of the cells.", no_args_is_help=True)
@@ -50,6 +51,7 @@ def config(
         text = render(
             [parse_cell(spec) for spec in cell],
             cookie=SESSION_COOKIE,
+            cell_cookie=CELL_COOKIE,
             bind=bind,
             country_header=country_header,
             country_from=country_from,
