@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -369,6 +369,19 @@ def test_a_session_of_the_old_form_still_works(platform: Platform) -> None:
     assert again.user_id == user.user_id and again.home_region == "ca"
     with pytest.raises(NotAuthenticated):
         service.authenticate(platform, f"{uuid.uuid4().hex}.{secrets.token_urlsafe(32)}")
+
+
+def test_one_machine_believes_the_country_unless_told_of_proxies(
+    client: TestClient, platform_factory: Callable[..., Platform]
+) -> None:
+    """The single-machine mode without proxies (the demo) believes the header from anyone (a
+    documented gap: there is no edge to set it); told of its proxies, from those only."""
+    plain = client.get("/about", headers={"CF-IPCountry": "IN"})
+    assert plain.status_code == 451
+    assert plain.headers["x-reelm-cell"] == "all"
+    behind = platform_factory(forwarded_allow_ips=[EDGE_SOURCE])
+    with TestClient(create_app(behind), base_url="https://testserver") as other:
+        assert other.get("/about", headers={"CF-IPCountry": "IN"}).status_code == 200
 
 
 def test_edge_config_refuses_bad_arguments() -> None:
