@@ -420,14 +420,6 @@ def new_token(region: str) -> str:
     return f"{region}.{secrets.token_urlsafe(TOKEN_BYTES)}"
 
 
-def token_region(token: str) -> str | None:
-    """The region a token names, or None for an old token (user id first) or garbage."""
-    prefix, dot, secret = token.partition(".")
-    if not dot or not secret or _LEGACY_PREFIX.fullmatch(prefix):
-        return None
-    return prefix
-
-
 def authenticate(platform: Platform, token: str) -> CurrentUser:
     """The user behind a session token, or NotAuthenticated.
 
