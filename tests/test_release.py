@@ -12,21 +12,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
+import psycopg
 import pytest
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from reelm import config as config_module
 from reelm.bootstrap import Platform, start
 from reelm.cli import app
-from reelm.config import Settings
+from reelm.config import Settings, load_settings
 from reelm.regions.cell import Cell
 from reelm.transparency import release
 from reelm.transparency.models import LogQueue
 
+from .cells import running_cells
 from .conftest import _discard, free_port, make_settings
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "reelm"
@@ -299,3 +303,31 @@ def test_release_digest_shows_the_config_it_digests(
     dump = lines[2].encode()
     assert digest == "sha256:" + hashlib.sha256(dump).hexdigest()
     assert json.loads(dump)["catalog_database_url"].endswith("@db/catalog")
+
+
+def _queued_releases(database_url: str) -> list[dict[str, Any]]:
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT entry FROM tlog_queue WHERE kind = %s ORDER BY id", (release.KIND,)
+        ).fetchall()
+    return [json.loads(bytes(row[0])) for row in rows]
+
+
+def test_each_cell_logs_its_release_in_its_own_region_only(admin_url: str, tmp_path: Path) -> None:
+    with running_cells(admin_url, tmp_path, ["us", "sg"]) as cells:
+        for region in ("us", "sg"):
+            settings = load_settings(cells.layout.cells[region].config_file)
+            database_url = settings.regions[region].database_url
+            assert database_url is not None
+            deadline = time.monotonic() + 60
+            while len(found := _queued_releases(database_url)) < 2:  # serve and worker
+                assert time.monotonic() < deadline, found
+                time.sleep(0.5)
+            assert {e["details"]["process"] for e in found} == {"serve", "worker"}
+            for event in found:
+                assert event["region"] == region
+                assert event["details"]["regions"] == [region]
+                assert event["details"]["package_digest"] == release.package_digest()
+            password = make_url(database_url).password
+            assert password and password not in json.dumps(found)
