@@ -31,7 +31,7 @@ from reelm.transparency import release
 from reelm.transparency.models import LogQueue
 
 from .cells import running_cells
-from .conftest import _discard, free_port, make_settings
+from .conftest import _discard, free_port, make_settings, serving
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "reelm"
 
@@ -331,3 +331,28 @@ def test_each_cell_logs_its_release_in_its_own_region_only(admin_url: str, tmp_p
                 assert event["details"]["package_digest"] == release.package_digest()
             password = make_url(database_url).password
             assert password and password not in json.dumps(found)
+
+
+def test_a_hostile_release_entry_is_shown_as_text(fresh_platform: Platform, tmp_path: Path) -> None:
+    """The values come from the deployment under audit: an escape sequence, Rich markup or a
+    wrong type in them must not reach the auditor's terminal as such, nor break the pages."""
+    tlog = fresh_platform.cell("au").log
+    tlog.append_now(
+        release.KIND,
+        None,
+        {"version": "\x1b[2J[bold red]9.9[/]", "regions": "au", "package_digest": 7},
+    )
+    tlog.integrate_all()
+    with serving(fresh_platform) as url:
+        result = CliRunner().invoke(
+            app, ["audit", "verify", url, "--state", str(tmp_path / "a.json")]
+        )
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout
+        assert "?[2J[bold red]9.9[/]" in result.stdout  # the markup printed, not applied
+        api = httpx.get(f"{url}/api/v1/transparency/au/releases", timeout=10)
+        assert api.status_code == 200, api.text
+        assert api.json()["releases"][0]["package_digest"] == "7"
+        assert api.json()["releases"][0]["regions"] is None
+        page = httpx.get(f"{url}/transparency/au", timeout=10)
+        assert page.status_code == 200 and "\x1b" not in page.text

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from reelm.config import ConfigError, Settings, load_settings
 
@@ -526,15 +527,16 @@ def _print_audit(results: list[RegionAudit]) -> None:
         table = Table("#", "time", "version", "process", "regions", title=title)
         table.add_column("digests (package, config)", no_wrap=True)
         for r in result.releases:
-            regions = r["regions"] if isinstance(r["regions"], list) else []
-            table.add_row(
-                str(r["index"]),
-                str(r["time"]),
-                str(r["version"]),
-                str(r["process"]),
-                " ".join(map(str, regions)),
+            # Text, not markup: the values come from the deployment under audit.
+            cells = [
+                r["index"],
+                r["time"],
+                r["version"],
+                r["process"],
+                " ".join(r["regions"] or []),
                 f"{r['package_digest']}\n{r['config_digest']}",
-            )
+            ]
+            table.add_row(*(Text(str(c)) for c in cells))
         wide.print(table)
 
 

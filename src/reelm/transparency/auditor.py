@@ -208,8 +208,17 @@ def _hashed_so_far(trusted: dict[str, Any]) -> tuple[int, list[bytes]]:
     return 0, []
 
 
+def _shown(value: Any) -> str | None:
+    """A value of the log as text fit for a terminal or a page: whatever the log holds, no
+    control characters (an escape sequence would rewrite the auditor's screen), 100 at most."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value)
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:100])
+
+
 def release_of(index: int, entry: bytes) -> dict[str, Any] | None:
-    """What a release entry states (None for any other entry)."""
+    """What a release entry states (None for any other entry), as text whatever it holds."""
     try:
         event = json.loads(entry)
     except ValueError:
@@ -218,10 +227,12 @@ def release_of(index: int, entry: bytes) -> dict[str, Any] | None:
         return None
     details = event.get("details")
     details = details if isinstance(details, dict) else {}
+    regions = details.get("regions")
     return {
         "index": index,
-        "time": event.get("time"),
-        **{name: details.get(name) for name in RELEASE_FIELDS},
+        "time": _shown(event.get("time")),
+        **{name: _shown(details.get(name)) for name in RELEASE_FIELDS if name != "regions"},
+        "regions": [_shown(r) or "" for r in regions] if isinstance(regions, list) else None,
     }
 
 
@@ -303,7 +314,7 @@ def print_results(results: list[RegionAudit]) -> None:
             continue
         print(f"Releases that served {result.region} ({len(result.releases)} verified):")
         for r in result.releases:
-            regions = " ".join(r["regions"] or []) if isinstance(r["regions"], list) else "?"
+            regions = " ".join(r["regions"] or [])
             print(
                 f"  #{r['index']} {r['time']} reelm {r['version']} {r['process']} [{regions}]"
                 f"\n    package {r['package_digest']}\n    config  {r['config_digest']}"
