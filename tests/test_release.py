@@ -356,3 +356,23 @@ def test_a_hostile_release_entry_is_shown_as_text(fresh_platform: Platform, tmp_
         assert api.json()["releases"][0]["regions"] is None
         page = httpx.get(f"{url}/transparency/au", timeout=10)
         assert page.status_code == 200 and "\x1b" not in page.text
+
+
+def test_a_wheel_holds_every_file_of_the_source_tree() -> None:
+    """So the digest of a checkout's src/reelm and of the installed wheel are one (checked by
+    hand: `pip wheel .` unpacked gives the same digest): every file is a module of a package
+    or matched by a package-data pattern of pyproject.toml."""
+    import tomllib
+
+    pyproject = tomllib.loads((SRC.parent.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["reelm"]
+    shipped = {path for pattern in patterns for path in SRC.glob(pattern)}
+    left_out = [
+        path.relative_to(SRC).as_posix()
+        for path in SRC.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and not (path.suffix == ".py" and (path.parent / "__init__.py").is_file())
+        and path not in shipped
+    ]
+    assert not left_out, f"not in the wheel (add them to package-data): {left_out}"
