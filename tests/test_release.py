@@ -254,6 +254,16 @@ def test_serve_logs_its_release_and_audit_verify_shows_it(
         assert again.exit_code == 0, again.output
         assert "0 new entries hashed" in again.stdout
         assert release.package_digest() in again.stdout
+        # The verifier without the rest of reelm prints them too, as plain text.
+        plain = subprocess.run(
+            [sys.executable, "-m", "reelm.transparency.auditor", url, "--state", str(state)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert plain.returncode == 0, plain.stderr
+        assert "Releases that served nz (1 verified):" in plain.stdout
+        assert f"package {release.package_digest()}" in plain.stdout
         # The public API and the report page show them too.
         api = httpx.get(f"{url}/api/v1/transparency/sg/releases", timeout=10).json()
         [entry] = api["releases"]
