@@ -232,7 +232,7 @@ def release_of(index: int, entry: bytes) -> dict[str, Any] | None:
         "index": index,
         "time": _shown(event.get("time")),
         **{name: _shown(details.get(name)) for name in RELEASE_FIELDS if name != "regions"},
-        "regions": [_shown(r) or "" for r in regions] if isinstance(regions, list) else None,
+        "regions": [_shown(r) or "" for r in regions[:64]] if isinstance(regions, list) else None,
     }
 
 
