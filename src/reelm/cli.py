@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from reelm.config import ConfigError, Settings, load_settings
+from reelm.edge.cli import edge_app
 
 if TYPE_CHECKING:
     from reelm.bootstrap import Platform
     from reelm.media.blobcheck import BlobReport
     from reelm.migration.engine import Outcome
+    from reelm.transparency.auditor import RegionAudit
 
 app = typer.Typer(
     help="reelm: short videos, with each user's private data kept at home.", no_args_is_help=True
@@ -41,6 +44,9 @@ blobs_app = typer.Typer(help="Blob stores.", no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
 social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_is_help=True)
 app.add_typer(social_app, name="social")
+app.add_typer(edge_app, name="edge")
+cells_app = typer.Typer(help="A deployment of one cell per region.", no_args_is_help=True)
+app.add_typer(cells_app, name="cells")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -60,26 +66,75 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _platform(  # type: ignore[no-untyped-def]
-    settings: Settings, *, upgrade: bool = True, create: bool = False
+    settings: Settings, *, upgrade: bool = True, create: bool = False, process: str | None = None
 ):
     """The deployment the settings name. Only `demo`, `serve` and `db upgrade` may create one
-    (``create``); any other command run where there is none says so and exits 2."""
-    from reelm.bootstrap import NoDeployment, build
+    (``create``); any other command run where there is none says so and exits 2. A
+    long-running ``process`` (serve, worker, demo) records its release in the logs."""
+    from reelm.bootstrap import ForeignSecrets, NoDeployment, build, start
+    from reelm.storage.migrate import SchemaBehind
 
     try:
         with console.status("Starting databases…"):
+            if process is not None:
+                return start(settings, process, create=create)
             return build(settings, upgrade=upgrade, create=create)
-    except NoDeployment as exc:
+    except (NoDeployment, ForeignSecrets, SchemaBehind) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")
-def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
-    """Run the migrations of the catalog and every region's database."""
-    platform = _platform(_settings(config, data_dir=data_dir), create=True)
+def db_upgrade(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    catalog: Annotated[
+        bool,
+        typer.Option(
+            "--catalog",
+            help="Upgrade the catalog only, as its owner (catalog_database_url), and let the "
+            "cells' catalog roles (--cell-role) use it: the catalog operator's command.",
+        ),
+    ] = False,
+    cell_role: Annotated[
+        list[str] | None,
+        typer.Option(help="REGION=ROLE: the catalog role of a region's cell (repeatable)."),
+    ] = None,
+) -> None:
+    """Run the migrations of the catalog and every region's database (a cell: its own)."""
+    settings = _settings(config, data_dir=data_dir)
+    if catalog:
+        _upgrade_catalog(settings, cell_role or [])
+        return
+    platform = _platform(settings, create=True)
     platform.close()
     console.print("[green]databases are up to date[/green]")
+
+
+def _upgrade_catalog(settings: Settings, cell_roles: list[str]) -> None:
+    from reelm.storage import migrate, provision
+    from reelm.storage.db import CATALOG, Database
+
+    if settings.catalog_database_url is None:
+        console.print("[red]error:[/red] --catalog needs catalog_database_url (its owner's URL)")
+        raise typer.Exit(2)
+    roles: dict[str, str] = {}
+    for pair in cell_roles:
+        region, sep, role = pair.partition("=")
+        if not sep or region not in settings.regions or not role:
+            console.print(f"[red]error:[/red] --cell-role {pair!r}: expected REGION=ROLE")
+            raise typer.Exit(2)
+        roles[region] = role
+    db = Database.connect(CATALOG, settings.catalog_database_url)
+    try:
+        migrate.upgrade(db.engine, CATALOG)
+    finally:
+        db.dispose()
+    if roles:
+        provision.grant_catalog_tables(
+            settings.catalog_database_url, {role: region for region, role in roles.items()}
+        )
+    console.print("[green]the catalog is up to date[/green]")
 
 
 @app.command()
@@ -199,12 +254,7 @@ def blobs_check(
     from reelm.media import blobcheck
 
     settings = _settings(config, data_dir=data_dir)
-    unknown = [r for r in region or [] if r not in settings.regions]
-    if unknown:
-        console.print(
-            f"[red]no region {unknown[0]!r}[/red]; regions: {', '.join(settings.regions)}"
-        )
-        raise typer.Exit(2)
+    _chosen_regions(settings, region)
     platform = _platform(settings)
     try:
         with Progress(
@@ -275,13 +325,14 @@ def purge_due(config: ConfigOption = None, data_dir: DataDirOption = None) -> No
 
 
 def _chosen_regions(settings: Settings, wanted: list[str] | None) -> list[str]:
-    """The regions a command was asked for (every region by default); an unknown one exits 2."""
-    unknown = [r for r in wanted or [] if r not in settings.regions]
+    """The regions a command was asked for (every region this process holds by default: all of
+    them in the single-machine mode, its own in a cell); any other exits 2."""
+    held = settings.local_regions
+    unknown = [r for r in wanted or [] if r not in held]
     if unknown:
-        known = ", ".join(settings.regions)
-        console.print(f"[red]no region {unknown[0]!r}[/red]; regions: {known}")
+        console.print(f"[red]no region {unknown[0]!r} here[/red]; regions: {', '.join(held)}")
         raise typer.Exit(2)
-    return list(wanted or settings.regions)
+    return list(wanted or held)
 
 
 @accounts_app.command("rotate-index")
@@ -341,6 +392,46 @@ def social_reconcile(
         platform.close()
 
 
+@cells_app.command("init")
+def cells_init(
+    root: Annotated[Path, typer.Argument(help="Directory to write the configurations in.")],
+    cell: Annotated[
+        list[str],
+        typer.Option(help="REGION=URL: a region's cell and where it answers (repeatable)."),
+    ],
+    admin_url: Annotated[
+        str,
+        typer.Option(
+            help="Superuser URL of the PostgreSQL server to provision (each region's database "
+            "and role, and the catalog's). Used here only: no cell is given it."
+        ),
+    ],
+    prefix: Annotated[str, typer.Option(help="Prefix of the databases and roles.")] = "reelm",
+) -> None:
+    """Provision one database and role per region and the catalog, and write the catalog
+    operator's configuration and each cell's, each holding its own region's secrets only."""
+    from reelm.regions.deployment import lay_out
+
+    urls: dict[str, str] = {}
+    for pair in cell:
+        region, sep, url = pair.partition("=")
+        if not sep or not url:
+            console.print(f"[red]error:[/red] --cell {pair!r}: expected REGION=URL")
+            raise typer.Exit(2)
+        urls[region] = url
+    layout = lay_out(admin_url, root, urls, prefix=prefix)
+    console.print(f"catalog operator: {layout.catalog_config}")
+    for c in layout.cells.values():
+        console.print(f"cell {c.region}: {c.config_file}  (answers at {c.base_url})")
+    roles = " ".join(f"--cell-role {pair}" for pair in layout.cell_roles())
+    console.print(
+        "next: [bold]reelm db upgrade --catalog -c "
+        f"{layout.catalog_config} {roles}[/bold], then per region "
+        "[bold]reelm serve --region X -c <its reelm.toml>[/bold] and "
+        "[bold]reelm worker --region X -c <its reelm.toml>[/bold]"
+    )
+
+
 @app.command()
 def worker(
     region: Annotated[str, typer.Option(help="The region whose jobs this worker runs.")],
@@ -355,10 +446,9 @@ def worker(
     from reelm.transparency.log import Integrator
 
     settings = _settings(config, data_dir=data_dir)
-    if region not in settings.regions:
-        console.print(f"[red]no region {region!r}[/red]; regions: {', '.join(settings.regions)}")
-        raise typer.Exit(2)
-    platform = _platform(settings)
+    # A cell's configuration names its region; a single-machine one holds every region.
+    _chosen_regions(settings, [region])
+    platform = _platform(settings, process="worker")
     integrator = Integrator([platform.cell(region).log]).start()
     console.print(f"worker for region [bold]{region}[/bold] running (Ctrl-C to stop)")
     try:
@@ -424,7 +514,70 @@ def audit_verify(
     and the inclusion of given entries. Fails loudly on a fork, a rollback or a bad proof."""
     from reelm.transparency.auditor import run
 
-    raise typer.Exit(run(base_url, state, entry or [], key or []))
+    raise typer.Exit(run(base_url, state, entry or [], key or [], show=_print_audit))
+
+
+def _print_audit(results: list[RegionAudit]) -> None:
+    """A line per region, then a table of the releases that served it."""
+    out = Console()
+    for result in results:
+        out.print(f"[green]ok[/green]  {result.describe()}", highlight=False, soft_wrap=True)
+    # Wide enough for whole digests: an auditor compares them character by character.
+    wide = Console(width=max(out.width, 160))
+    for result in results:
+        if not result.releases:
+            continue
+        title = f"Releases that served {result.region}"
+        table = Table("#", "time", "version", "process", "regions", title=title)
+        table.add_column("digests (package, config)", no_wrap=True)
+        for r in result.releases:
+            # Text, not markup: the values come from the deployment under audit.
+            cells = [
+                r["index"],
+                r["time"],
+                r["version"],
+                r["process"],
+                " ".join(r["regions"] or []),
+                f"{r['package_digest']}\n{r['config_digest']}",
+            ]
+            table.add_row(*(Text(str(c)) for c in cells))
+        wide.print(table)
+
+
+@audit_app.command("release-digest")
+def audit_release_digest(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A reelm package directory: a checkout's src/reelm, or site-packages/reelm of "
+            "an installed wheel. Default: the package running this command."
+        ),
+    ] = None,
+    show_config: Annotated[
+        bool,
+        typer.Option(
+            "--show-config",
+            help="Also print the configuration digest of these settings and the canonical JSON "
+            "it is taken over (secrets withheld).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print the package digest a release entry states, to compare with `reelm audit verify`."""
+    from reelm.transparency import release
+
+    root = path if path is not None else release.package_dir()
+    if (root / "reelm" / "__init__.py").is_file():  # given the folder above the package
+        root = root / "reelm"
+    if not (root / "__init__.py").is_file():
+        console.print(f"[red]{root} is not a Python package directory (no __init__.py)[/red]")
+        raise typer.Exit(2)
+    print(f"package {release.tree_digest(root)}  {root.resolve()}")
+    if show_config:
+        settings = _settings(config, data_dir=data_dir)
+        print(f"config  {release.config_digest(settings)}")
+        print(release.config_dump(settings).decode())
 
 
 @audit_app.command("verify-migration")
@@ -821,7 +974,7 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
                 f"[yellow]public_base_url is not set: links will point to "
                 f"{settings.public_base_url}[/yellow]"
             )
-    platform = _platform(settings, create=True)
+    platform = _platform(settings, create=True, process="demo" if seed else "serve")
     try:
         if seed:
             from reelm.demo import seed_demo
@@ -887,9 +1040,16 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve as this region's cell: the configuration must hold that region's "
+            "secrets and no other's (default: the configuration's `cell`, else every region)."
+        ),
+    ] = None,
 ) -> None:
     """Serve against the configured databases (migrating them first)."""
-    _serve(_settings(config), host, port, seed=False)
+    _serve(_settings(config, cell=region), host, port, seed=False)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reelm.accounts.errors import AccountError, RateLimited
 from reelm.media.errors import PROBLEM_TYPES as MEDIA_PROBLEMS
 from reelm.media.errors import MediaRejected
-from reelm.regions.cell import CatalogWriteRefused, ResidencyRefused
+from reelm.regions.cell import CatalogWriteRefused, NotInThisCell, ResidencyRefused
 from reelm.regions.fence import UserMoving
 from reelm.regions.policy import MarketBlocked, UnknownMarket
 from reelm.storage.db import transient
@@ -28,6 +28,11 @@ PROBLEM_JSON = "application/problem+json"
 
 # slug -> (status, title). The slug is the stable part of the type URI.
 MOVING_HEADER = "X-Reelm-Moving"
+# On a request that only another region's cell can serve: that region, for the edge (or a
+# client) to send the request there.
+HOME_CELL_HEADER = "X-Reelm-Home-Cell"
+# Set with that answer for a browser: the edge routes a visitor without a session by it.
+CELL_COOKIE = "reelm_cell"
 
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-input": (422, "Invalid input"),
@@ -50,6 +55,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "unsupported-media-type": (415, "Unsupported media type"),
     "method-not-allowed": (405, "Method not allowed"),
     "residency-guard": (421, "Request reached the wrong region"),
+    "other-cell": (421, "Served by another region's cell"),
     "moving": (503, "Your data is moving to another region"),
     "migration-refused": (409, "Migration refused"),
     "upload-offset-mismatch": (409, "Upload offset does not match"),
@@ -119,6 +125,39 @@ def blocked_response(exc: MarketBlocked) -> JSONResponse:
         authority=exc.authority,
         headers={"Link": f'<{type_uri("unavailable-for-legal-reasons")}>; rel="blocked-by"'},
     )
+
+
+def other_cell_response(exc: NotInThisCell) -> JSONResponse:
+    """Nothing of that region is held here, so nothing was read or written: the request must
+    be sent to that region's cell (the header tells the edge, or the client, which)."""
+    return problem(
+        "other-cell",
+        f"this is served by the cell of region {exc.region!r}: send it there (through the "
+        "edge, go back and send it again: you are now routed there)",
+        region=exc.region,
+        headers={HOME_CELL_HEADER: exc.region},
+    )
+
+
+def other_cell_answer(request: Request, exc: NotInThisCell) -> Response:
+    """421 other-cell, as the client wants it; a browser also gets the cookie the edge routes
+    a visitor without a session by."""
+    response = respond(request, other_cell_response(exc))
+    if wants_html(request):
+        # A browser cannot be told to resend a form elsewhere (its CSRF token is this
+        # cell's): the page says so, and the cookie makes the edge send the visitor's
+        # next request to that region's cell (docs/operations.md, "The edge").
+        settings = request.app.state.platform.settings
+        response.set_cookie(
+            CELL_COOKIE,
+            exc.region,
+            max_age=3600,
+            path="/",
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite="lax",
+        )
+    return response
 
 
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -243,6 +282,10 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, CatalogWriteRefused):
             return problem("residency-guard", "the catalog refused this region that write")
         return problem("residency-guard", "this region does not hold that account's data")
+
+    @app.exception_handler(NotInThisCell)
+    async def other_cell(request: Request, exc: NotInThisCell) -> Response:
+        return other_cell_answer(request, exc)
 
     @app.exception_handler(UserMoving)
     async def moving(request: Request, exc: UserMoving) -> Response:
