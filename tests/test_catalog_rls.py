@@ -508,3 +508,24 @@ def test_a_us_cells_own_work_passes_and_its_reach_beyond_is_refused(
     assert _bio(platform, sg_user.user_id) == ""
     with platform.catalog.transaction() as c:
         assert c.get(RegionLikes, (sg_video, "us")) is not None
+
+
+def test_the_scanner_reads_every_catalog_row_through_a_region_role(
+    platform: Platform, us: psycopg.Connection[Any]
+) -> None:
+    """A cell's residency-scan reads the catalog with its own role: the read policies hide
+    nothing, and a table whose policy would hide rows is still reported."""
+    from reelm.residency.scan import _tables
+
+    owner = psycopg.connect(_libpq(platform.catalog.url), autocommit=True)
+    try:
+        owner.execute("CREATE TABLE rls_probe (id int)")
+        owner.execute("ALTER TABLE rls_probe ENABLE ROW LEVEL SECURITY")
+        owner.execute("CREATE POLICY positive ON rls_probe FOR SELECT USING (id > 0)")
+        owner.execute(f"GRANT SELECT ON rls_probe TO {us.info.user}")
+        filtered = {r.name: r.filtered for r in _tables(us)}
+    finally:
+        owner.execute("DROP TABLE IF EXISTS rls_probe")
+        owner.close()
+    assert filtered["rls_probe"] is True
+    assert not any(filtered[t] for t in ("directory", "profiles", "public_videos", "follows"))

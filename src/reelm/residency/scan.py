@@ -239,6 +239,19 @@ SELECT n.nspname, c.relname, c.relkind::text,
        has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'),
        c.relrowsecurity AND NOT pg_has_role(c.relowner, 'USAGE')
            AND NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user)
+           -- Rows are hidden unless a permissive policy lets this role read every row
+           -- (USING true, as the catalog's tables have for reads) and no restrictive one
+           -- narrows it.
+           AND NOT (
+               EXISTS (SELECT 1 FROM pg_policy p
+                       WHERE p.polrelid = c.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
+                         AND pg_get_expr(p.polqual, p.polrelid) = 'true'
+                         AND (0 = ANY (p.polroles) OR EXISTS (
+                             SELECT 1 FROM unnest(p.polroles) AS r(oid)
+                             WHERE pg_has_role(r.oid, 'USAGE'))))
+               AND NOT EXISTS (SELECT 1 FROM pg_policy p
+                               WHERE p.polrelid = c.oid AND NOT p.polpermissive
+                                 AND p.polcmd IN ('r', '*')))
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
