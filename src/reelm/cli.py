@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reelm.catalog_cli import catalog_app
 from reelm.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_
 app.add_typer(social_app, name="social")
 cells_app = typer.Typer(help="A deployment of one cell per region.", no_args_is_help=True)
 app.add_typer(cells_app, name="cells")
+app.add_typer(catalog_app, name="catalog")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
