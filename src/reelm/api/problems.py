@@ -31,6 +31,8 @@ MOVING_HEADER = "X-Reelm-Moving"
 # On a request that only another region's cell can serve: that region, for the edge (or a
 # client) to send the request there.
 HOME_CELL_HEADER = "X-Reelm-Home-Cell"
+# Set with that answer for a browser: the edge routes a visitor without a session by it.
+CELL_COOKIE = "reelm_cell"
 
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-input": (422, "Invalid input"),
@@ -130,7 +132,8 @@ def other_cell_response(exc: NotInThisCell) -> JSONResponse:
     be sent to that region's cell (the header tells the edge, or the client, which)."""
     return problem(
         "other-cell",
-        f"this is served by the cell of region {exc.region!r}",
+        f"this is served by the cell of region {exc.region!r}: send it there (through the "
+        "edge, go back and send it again: you are now routed there)",
         region=exc.region,
         headers={HOME_CELL_HEADER: exc.region},
     )
@@ -259,7 +262,22 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(NotInThisCell)
     async def other_cell(request: Request, exc: NotInThisCell) -> Response:
-        return respond(request, other_cell_response(exc))
+        response = respond(request, other_cell_response(exc))
+        if wants_html(request):
+            # A browser cannot be told to resend a form elsewhere (its CSRF token is this
+            # cell's): the page says so, and the cookie makes the edge send the visitor's
+            # next request to that region's cell (docs/operations.md, "The edge").
+            settings = request.app.state.platform.settings
+            response.set_cookie(
+                CELL_COOKIE,
+                exc.region,
+                max_age=3600,
+                path="/",
+                secure=settings.cookie_secure,
+                httponly=True,
+                samesite="lax",
+            )
+        return response
 
     @app.exception_handler(UserMoving)
     async def moving(request: Request, exc: UserMoving) -> Response:
