@@ -106,6 +106,11 @@ def replica_set_up(
         f"[green]replica {name} is streaming[/green]: {done.tables} tables "
         f"({', '.join(sorted(done.states))})"
     )
+    if done.missing:
+        console.print(
+            f"[yellow]not on the primary yet[/yellow] ({', '.join(done.missing)}): upgrade it "
+            "(`reelm db upgrade --catalog`), then run this command again"
+        )
 
 
 @catalog_app.command("replica-lag")

@@ -138,7 +138,9 @@ def lag(primary: Database, replica: Database, *, timeout: float = 5.0) -> Lag:
     start = time.monotonic()
     target = primary_position(primary)
     reached = replica_position(replica)
-    behind = None if reached is None else max(0, target - reached)
+    if reached is not None and reached >= target:  # there already: two round trips
+        return Lag(0, time.monotonic() - start)
+    behind = None if reached is None else target - reached
     if wait_for(replica, target, timeout):
         return Lag(behind, time.monotonic() - start)
     return Lag(behind, None)

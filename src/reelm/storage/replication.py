@@ -5,6 +5,7 @@ catalog's replicas", says how and in which order."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -38,11 +39,13 @@ def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
 
 @dataclass(frozen=True)
 class Progress:
-    """Tables of the subscription copied and streaming ('r'), out of all."""
+    """Tables of the subscription copied and streaming ('r'), out of all; ``missing``: tables
+    of this release the primary does not have yet (published by a run after its upgrade)."""
 
     ready: int
     tables: int
     states: dict[str, str]
+    missing: tuple[str, ...] = ()
 
 
 def check_primary(primary_url: str) -> None:
@@ -65,10 +68,25 @@ def check_primary(primary_url: str) -> None:
             raise ReplicationError(f"published tables without a primary key: {rows}")
 
 
-def publish(primary_url: str) -> None:
-    """Create the publication, or set its tables to this release's list."""
-    tables = sql.SQL(", ").join(sql.Identifier("public", t) for t in PUBLISHED)
+def publish(primary_url: str) -> tuple[str, ...]:
+    """Create the publication, or set its tables to this release's list: those the primary
+    has (its schema may be a release behind: replicas are upgraded first). Returns the others,
+    published by a run after the primary's upgrade."""
     with _connect(primary_url) as c:
+        present = {
+            str(r[0])
+            for r in c.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename = ANY(%s)",
+                [list(PUBLISHED)],
+            )
+        }
+        if not present:
+            raise ReplicationError(
+                "the primary has no catalog tables: its operator runs "
+                "`reelm db upgrade --catalog` first"
+            )
+        tables = sql.SQL(", ").join(sql.Identifier("public", t) for t in PUBLISHED if t in present)
         exists = c.execute(
             "SELECT 1 FROM pg_publication WHERE pubname = %s", [PUBLICATION]
         ).fetchone()
@@ -76,21 +94,16 @@ def publish(primary_url: str) -> None:
             "ALTER PUBLICATION {} SET TABLE {}" if exists else "CREATE PUBLICATION {} FOR TABLE {}"
         )
         c.execute(sql.SQL(verb).format(sql.Identifier(PUBLICATION), tables))
+    return tuple(t for t in PUBLISHED if t not in present)
 
 
-def prepare_replica(primary_url: str, replica_url: str) -> None:
-    """The replica's schema at this release's head (DDL is not replicated), and the primary's
-    at the same revision (its operator upgrades it first: `reelm db upgrade --catalog`)."""
-    primary = Database.connect(CATALOG, primary_url, pool_size=1)
+def prepare_replica(replica_url: str) -> None:
+    """The replica's schema at this release's head: DDL is not replicated, and a subscriber
+    is upgraded before its primary (an added column or table waits there harmlessly)."""
     replica = Database.connect(f"{CATALOG}-replica", replica_url, pool_size=1)
     try:
-        try:
-            migrate.require_head(primary.engine, CATALOG)
-        except migrate.SchemaBehind as exc:
-            raise ReplicationError(str(exc)) from None
         migrate.upgrade(replica.engine, CATALOG)
     finally:
-        primary.dispose()
         replica.dispose()
 
 
@@ -186,11 +199,12 @@ def set_up(
     if not NAME.match(name):
         raise ReplicationError(f"replica name {name!r}: lower case letters, digits and _ only")
     check_primary(primary_url)
-    prepare_replica(primary_url, replica_url)
-    publish(primary_url)
+    prepare_replica(replica_url)
+    missing = publish(primary_url)
     subscribe(replica_url, name, make_conninfo(publisher) if publisher else libpq(primary_url))
     grant_readers(replica_url, readers)
-    return wait_ready(replica_url, name, timeout=timeout, report=report)
+    done = wait_ready(replica_url, name, timeout=timeout, report=report)
+    return dataclasses.replace(done, missing=missing)
 
 
 def tear_down(replica_url: str, name: str) -> bool:
