@@ -226,10 +226,12 @@ def test_with_replication_stopped_visitors_read_stale_and_the_writer_their_write
 ) -> None:
     platform = deployment.platform
     handle = sign_up(client)
-    auth, _ = log_in(client, handle)
+    auth, me = log_in(client, handle)
     assert client.get(f"/api/v1/users/{handle}", headers=auth).json()["display_name"] == (
         "Replicated"
     )
+    video_id = _public_video(platform, me)
+    assert client.get(f"/api/v1/videos/{video_id}", headers=auth).status_code == 200
     deployment.subscription(enabled=False)
     try:
         changed = client.patch("/api/v1/me", headers=auth, json={"display_name": "Renamed"})
@@ -251,6 +253,14 @@ def test_with_replication_stopped_visitors_read_stale_and_the_writer_their_write
         assert took >= replicas.WAIT
         page = client.get(f"/@{handle}", headers=auth)
         assert "Renamed" in page.text
+        # A comment: the writer's list shows it, a visitor's (the replica's) not yet.
+        said = client.post(
+            f"/api/v1/videos/{video_id}/comments", headers=auth, json={"body": "first!"}
+        )
+        assert said.status_code == 201, said.text
+        listed = f"/api/v1/videos/{video_id}/comments"
+        assert [c["body"] for c in client.get(listed, headers=auth).json()["items"]] == ["first!"]
+        assert client.get(listed).json()["items"] == []
     finally:
         deployment.subscription(enabled=True)
     # Replication resumed: the replica catches up and visitors see the new name.

@@ -463,13 +463,15 @@ def check(
     video_id: uuid.UUID,
     *,
     market: str | None = None,
+    reads: Database | None = None,
 ) -> access.VideoFacts:
-    """Ask the authorisation function about a public video; raise its refusal."""
-    facts = public_facts(platform, video_id)
+    """Ask the authorisation function about a public video; raise its refusal. From
+    ``reads`` (a page's: the replica), by default the primary (a check before a write)."""
+    facts = public_facts(platform, video_id, reads=reads)
     if facts is None:
         raise NotFound("no such video")
     who = viewer_of(viewer, market)
-    relation = access.relation(platform, who.user_id, facts.owner_id)
+    relation = access.relation(platform, who.user_id, facts.owner_id, reads=reads)
     access.decide(who, action, facts, relation).enforce()
     return facts
 
