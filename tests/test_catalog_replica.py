@@ -29,7 +29,7 @@ from reelm.storage import provision, replication
 from reelm.storage import replica as replicas
 from reelm.storage.db import CATALOG
 from tests import pgclusters
-from tests.conftest import PASSWORD, make_settings, unique_handle
+from tests.conftest import PASSWORD, free_port, make_settings, unique_handle
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "test"  # the replica's name: its subscription and its slot on the primary
@@ -408,3 +408,25 @@ def test_remembered_writes_are_bounded_and_expire(deployment: Deployment) -> Non
     alone = replicas.ReadYourWrites(platform.catalog, platform.catalog)
     alone.wrote(a)
     assert alone.pending(a) is None and alone.reader(a) is platform.catalog
+
+
+def test_a_replica_that_does_not_answer_sends_reads_to_the_primary(
+    deployment: Deployment,
+) -> None:
+    from reelm.storage.db import Database
+
+    platform = deployment.platform
+    down = Database.connect("catalog-replica", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    now = [0.0]
+    try:
+        memory = replicas.ReadYourWrites(platform.catalog, down, clock=lambda: now[0])
+        assert memory.reader(None) is platform.catalog
+        now[0] += replicas.PROBE_SECONDS  # still down: not asked again so soon
+        assert memory.reader(uuid.uuid4()) is platform.catalog
+        now[0] += replicas.DOWN_SECONDS
+        assert memory.reader(None) is platform.catalog
+    finally:
+        down.dispose()
+    # The real replica answers: visitors read it.
+    memory = replicas.ReadYourWrites(platform.catalog, platform.catalog_replica)
+    assert memory.reader(None) is platform.catalog_replica

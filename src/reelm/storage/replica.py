@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from reelm.storage.db import Database
 
@@ -68,6 +69,10 @@ WAIT = 0.2
 # long (a replica that is this far behind is broken, and the operator is told by lag()).
 REMEMBERED = 10_000
 REMEMBER_SECONDS = 300.0
+# A replica's server is asked whether it answers at most this often; one that does not is left
+# alone (reads go to the primary) for DOWN_SECONDS.
+PROBE_SECONDS = 1.0
+DOWN_SECONDS = 5.0
 
 
 def parse_lsn(value: str) -> int:
@@ -173,6 +178,8 @@ class ReadYourWrites:
         self.clock = clock
         self._pending: OrderedDict[uuid.UUID, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._probed = -PROBE_SECONDS  # when the replica's server was last asked
+        self._down_until = 0.0
         # Reads served by each side since start (tests and the bench look).
         self.served = {"replica": 0, "primary": 0, "waited": 0}
 
@@ -208,7 +215,7 @@ class ReadYourWrites:
 
     def reader(self, user_id: uuid.UUID | None) -> Database:
         """The database this user's lag-tolerant reads go to (None: a visitor not signed in)."""
-        if not self.replicated:
+        if not self.replicated or not self._replica_answers():
             return self.primary
         position = None if user_id is None else self.pending(user_id)
         if position is None:
@@ -216,13 +223,38 @@ class ReadYourWrites:
             return self.replica
         assert user_id is not None
         self._count("waited")
-        if wait_for(self.replica, position, self.wait):
+        try:
+            reached = wait_for(self.replica, position, self.wait)
+        except DBAPIError:
+            reached = False
+        if reached:
             self._caught_up(user_id, position)
             self._count("replica")
             return self.replica
         log.info("catalog replica behind a user's write: read from the primary")
         self._count("primary")
         return self.primary
+
+    def _replica_answers(self) -> bool:
+        """Whether the replica's server answers, asked at most every PROBE_SECONDS: a replica
+        that is down sends reads to the primary for DOWN_SECONDS, instead of failing pages.
+        (A replica that answers but does not replicate keeps serving, stale: its operator
+        sees it in `reelm catalog replica-lag`.)"""
+        now = self.clock()
+        with self._lock:
+            if now < self._down_until:
+                return False
+            if now - self._probed < PROBE_SECONDS:
+                return True
+            self._probed = now
+        try:
+            replica_position(self.replica)
+        except DBAPIError:
+            log.warning("the catalog replica does not answer: reading the primary for now")
+            with self._lock:
+                self._down_until = now + DOWN_SECONDS
+            return False
+        return True
 
     def _count(self, side: str) -> None:
         with self._lock:
