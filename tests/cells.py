@@ -129,10 +129,14 @@ def stop_cell(cells: Cells, region: str) -> None:
 
 
 @contextlib.contextmanager
-def running_cells(admin_url: str, root: Path, regions: list[str]) -> Iterator[Cells]:
+def running_cells(
+    admin_url: str, root: Path, regions: list[str], settings: dict[str, Any] | None = None
+) -> Iterator[Cells]:
+    """``settings``: more settings every cell gets (e.g. the edge's forwarded_allow_ips)."""
     prefix = f"c{secrets.token_hex(4)}"
     urls = {region: f"http://127.0.0.1:{free_port()}" for region in regions}
-    layout = lay_out(admin_url, root, urls, prefix=prefix, shared=TEST_SETTINGS)
+    shared = {**TEST_SETTINGS, **(settings or {})}
+    layout = lay_out(admin_url, root, urls, prefix=prefix, shared=shared)
     cells = Cells(layout, urls)
     try:
         cells.run(None, "db", "upgrade", "--catalog", *_roles(layout))

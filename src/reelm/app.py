@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelm.accounts.throttle import DeviceCookies
 from reelm.api import accounts as accounts_api
-from reelm.api import gate, problems
+from reelm.api import gate, problems, proxies
 from reelm.api import migrations as migrations_api
 from reelm.api import moderation as moderation_api
 from reelm.api import openapi as openapi_doc
@@ -114,9 +114,12 @@ def create_app(platform: Platform) -> FastAPI:
     )
     # An unexpected error is answered here, keeping the connection open.
     app.add_middleware(problems.ServerErrors)
-    # Outermost: every answer gets the security headers, a 500 from ServerErrors and a 400
-    # from the Host check included.
+    # Every answer gets the security headers, a 500 from ServerErrors and a 400 from the Host
+    # check included.
     app.add_middleware(SecurityHeaders)
+    # Outermost: the forwarded headers (the client's address, the scheme, the country) are
+    # believed from the configured proxies only, and every answer names the cell that gave it.
+    app.add_middleware(proxies.CellFront, settings=platform.settings)
     app.include_router(accounts_api.router)
     app.include_router(transparency_api.router)
     app.include_router(staff_api.router)
@@ -168,21 +171,15 @@ def create_app(platform: Platform) -> FastAPI:
 
 def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
     """How `reelm serve` (and the tests' live server) runs uvicorn. X-Forwarded-For and
-    X-Forwarded-Proto are believed only from `forwarded_allow_ips`: uvicorn's own default
-    trusts them from loopback, where any local process, or a proxy passing them through
-    unchecked, could name a fresh client address for every request (a fresh rate limit) or
-    claim HTTPS."""
+    X-Forwarded-Proto are believed only from `forwarded_allow_ips`, by the app itself
+    (`api.proxies.CellFront`, which also drops the country header from other peers): uvicorn's
+    own default trusts them from loopback, where any local process, or a proxy passing them
+    through unchecked, could name a fresh client address for every request (a fresh rate
+    limit) or claim HTTPS."""
     import uvicorn
 
-    proxies = settings.forwarded_allow_ips
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=list(proxies) if proxies else "",
-    )
+    del settings  # the app applies forwarded_allow_ips itself
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
 def settle_before_serving() -> None:

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from reelm.catalog_cli import catalog_app
 from reelm.config import ConfigError, Settings, load_settings
+from reelm.edge.cli import edge_app
 
 if TYPE_CHECKING:
     from reelm.bootstrap import Platform
@@ -44,6 +45,7 @@ blobs_app = typer.Typer(help="Blob stores.", no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
 social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_is_help=True)
 app.add_typer(social_app, name="social")
+app.add_typer(edge_app, name="edge")
 cells_app = typer.Typer(help="A deployment of one cell per region.", no_args_is_help=True)
 app.add_typer(cells_app, name="cells")
 app.add_typer(catalog_app, name="catalog")

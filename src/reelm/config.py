@@ -276,7 +276,8 @@ class Settings(BaseSettings):
     country_header: str = Field(
         default="CF-IPCountry",
         description="Request header, set by the operator's edge, giving an anonymous visitor's "
-        "market.",
+        "market. Believed only from forwarded_allow_ips when that is set (and, in a cell, only "
+        "then); from any client in the single-machine mode without proxies.",
     )
     market_picker: bool = Field(
         default=False,
@@ -310,8 +311,9 @@ class Settings(BaseSettings):
     )
     forwarded_allow_ips: list[str] = Field(
         default_factory=list,
-        description="Addresses or networks of the reverse proxies whose X-Forwarded-For and "
-        "X-Forwarded-Proto headers are believed. Empty: none; the client is the TCP peer.",
+        description="Addresses or networks of the reverse proxies (the edge) whose "
+        "X-Forwarded-For, X-Forwarded-Proto and country_header are believed. Empty: none; the "
+        "client is the TCP peer.",
     )
     cookie_secure: bool = Field(default=True, description="Mark cookies Secure.")
     session_days: int = Field(default=30, ge=1, le=365, description="Session lifetime in days.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from reelm.regions.cell import NotInThisCell
+
 
 class AccountError(Exception):
     slug = "account-error"
@@ -76,3 +78,9 @@ class RateLimited(AccountError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class SessionElsewhere(NotInThisCell):
+    """A session token of a region this process does not hold. Nothing was looked up or
+    decrypted: the request belongs to that region's cell (a page is redirected there, an API
+    client gets 421 naming the region)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 import secrets
 import time
 import uuid
@@ -16,7 +17,7 @@ from typing import NoReturn
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from argon2.low_level import ARGON2_VERSION
-from sqlalchemy import LargeBinary, Select, Uuid, bindparam, delete, or_, select, text
+from sqlalchemy import LargeBinary, Row, Select, Uuid, bindparam, delete, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from reelm.accounts import age, handles, indexes, throttle
@@ -27,6 +28,7 @@ from reelm.accounts.errors import (
     InvalidInput,
     NotAuthenticated,
     PhoneTaken,
+    SessionElsewhere,
 )
 from reelm.accounts.logsubject import new_log_keys
 from reelm.accounts.models import Account, DirectoryEntry, LoginSession, PublicProfile
@@ -381,7 +383,7 @@ def log_in(
         from reelm.accounts.lifecycle import cancel_deletion
 
         cancel_deletion(platform, scope)
-    token = f"{user_id.hex}.{secrets.token_urlsafe(TOKEN_BYTES)}"
+    token = new_token(entry.home_region)
     token_hash = _hash_token(token)
     with cell.db.transaction() as s:
         rehash = hasher.check_needs_rehash(stored)
@@ -407,19 +409,98 @@ def public_handle(platform: Platform, user_id: uuid.UUID) -> str:
         return s.scalar(select(PublicProfile.handle).where(PublicProfile.user_id == user_id)) or ""
 
 
+# A token made before tokens named their region began with the user's id (32 hex digits);
+# region codes are at most 16 characters, so the two forms cannot be mistaken for each other.
+_LEGACY_PREFIX = re.compile(r"[0-9a-f]{32}")
+_MAX_TOKEN = 200
+
+
+def new_token(region: str) -> str:
+    """A session token: the home region's code in clear (for the edge to route by; nothing
+    personal), then the secret. Only its hash is stored, in that region's database."""
+    return f"{region}.{secrets.token_urlsafe(TOKEN_BYTES)}"
+
+
 def authenticate(platform: Platform, token: str) -> CurrentUser:
     """The user behind a session token, or NotAuthenticated.
+
+    The token names its region. A region this process does not hold raises SessionElsewhere
+    before anything is read or decrypted: the web app and the API send the request to that
+    region's cell. Tokens issued before tokens named their region (user id first) are looked
+    up through the directory, as they always were, until they expire.
 
     A session survives a region migration: its hash moves with the account. A request that
     read the directory just before the switch may find the source's copy marked 'moved' (or
     already purged): it reads the directory again and follows the user to the new home."""
-    user_hex, _, secret = token.partition(".")
-    try:
-        user_id = uuid.UUID(hex=user_hex)
-    except ValueError:
-        raise NotAuthenticated("not signed in") from None
-    if not secret or len(token) > 200:
+    if len(token) > _MAX_TOKEN:
         raise NotAuthenticated("not signed in")
+    prefix, _, secret = token.partition(".")
+    if not secret:
+        raise NotAuthenticated("not signed in")
+    if _LEGACY_PREFIX.fullmatch(prefix):
+        return _authenticate_legacy(platform, uuid.UUID(hex=prefix), token)
+    if prefix not in platform.regions:
+        raise NotAuthenticated("not signed in")
+    if not platform.is_local(prefix):
+        raise SessionElsewhere(prefix, platform.cells)
+    token_hash = _hash_token(token)
+    directory, _ = _gate_statements()
+    # Where the session may be: the token's region, then (single-machine mode) every other
+    # region this process holds, where a migration may have taken the session.
+    regions = [prefix, *(r for r in platform.cells if r != prefix)]
+    deadline = time.monotonic() + MOVE_WAIT
+    while True:
+        found, moved = _find_session(platform, regions, token_hash)
+        if found is not None:
+            with platform.catalog.rows() as c:
+                entry = c.execute(directory, {"user": found[1].user_id}).first()
+            if entry is None or entry.state != "active":
+                raise NotAuthenticated("not signed in")
+            if entry.home_region == found[0]:
+                break
+        elif moved is None:
+            raise NotAuthenticated("not signed in")
+        elif (home := _directory(platform, moved)) is None or not platform.is_local(
+            home.home_region
+        ):
+            # The account has left for a cell this process is not: the session went with it,
+            # under a token that still names this region (the edge would send it back here).
+            raise NotAuthenticated("your account has moved to another region; sign in again")
+        # Found where the directory no longer points, or only a copy a migration has left: the
+        # switch is under way; look again for a while.
+        if time.monotonic() > deadline:
+            raise NotAuthenticated("not signed in")
+        time.sleep(0.05)
+    region, row = found
+    platform.cell(region).for_user(row.user_id, entry.home_region)  # the guard
+    if row.expires_at <= now():
+        raise NotAuthenticated("your session has ended; sign in again")
+    return CurrentUser(row.user_id, region, row.market, entry.handle or "", token_hash)
+
+
+_SessionRow = Row[uuid.UUID, datetime, str, str | None]
+
+
+def _find_session(
+    platform: Platform, regions: list[str], token_hash: bytes
+) -> tuple[tuple[str, _SessionRow] | None, uuid.UUID | None]:
+    """The first of ``regions`` holding the session, and its row; else the user of a copy a
+    migration has left ('moved'), if one was met."""
+    moved = None
+    for region in regions:
+        with platform.cell(region).db.rows() as r:
+            row = r.execute(_session_by_token(), {"token": token_hash}).first()
+        if row is None:
+            continue
+        if row.migration == "moved":
+            moved = row.user_id
+            continue
+        return (region, row), None
+    return None, moved
+
+
+def _authenticate_legacy(platform: Platform, user_id: uuid.UUID, token: str) -> CurrentUser:
+    """A token of the old form, ``<user id hex>.<secret>``: found through the directory."""
     token_hash = _hash_token(token)
     deadline = time.monotonic() + MOVE_WAIT
     directory, session = _gate_statements()
@@ -428,6 +509,8 @@ def authenticate(platform: Platform, token: str) -> CurrentUser:
             entry = c.execute(directory, {"user": user_id}).first()
         if entry is None or entry.state != "active":
             raise NotAuthenticated("not signed in")
+        if not platform.is_local(entry.home_region):
+            raise SessionElsewhere(entry.home_region, platform.cells)
         scope = platform.cell(entry.home_region).for_user(user_id, entry.home_region)
         with scope.cell.db.rows() as r:
             row = r.execute(session, {"user": user_id, "token": token_hash}).first()
@@ -446,11 +529,22 @@ def authenticate(platform: Platform, token: str) -> CurrentUser:
 
 
 @cache
+def _session_by_token() -> Select[uuid.UUID, datetime, str, str | None]:
+    """The session a token's hash names, with its account's market and migration state (the
+    hash is the table's primary key)."""
+    return (
+        select(LoginSession.user_id, LoginSession.expires_at, Account.market, Account.migration)
+        .join(Account, Account.user_id == LoginSession.user_id)
+        .where(LoginSession.token_hash == bindparam("token", type_=LargeBinary()))
+    )
+
+
+@cache
 def _gate_statements() -> tuple[
     Select[str, str, int, str | None], Select[datetime, str, str | None]
 ]:
     """What `authenticate` reads, built once: the directory entry with the handle (parameter
-    `user`), then the session (`user`, `token`) in the home region."""
+    `user`), then an old-form token's session (`user`, `token`) in the home region."""
     user = bindparam("user", type_=Uuid())
     directory = (
         select(

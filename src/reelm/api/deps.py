@@ -49,8 +49,8 @@ def get_market(request: Request) -> str | None:
 
 
 def client_address(request: Request) -> str:
-    """The TCP peer, or the client a trusted proxy names (`forwarded_allow_ips`, applied by the
-    server: see `reelm.app.server_config`)."""
+    """The TCP peer, or the client a trusted proxy names (`forwarded_allow_ips`, applied by
+    `reelm.api.proxies.CellFront`)."""
     return request.client.host if request.client else "unknown"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,11 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser, authenticate
 from reelm.api.problems import (
+    HOME_CELL_HEADER,
     MOVING_HEADER,
     blocked_response,
-    other_cell_response,
+    other_cell_answer,
     problem,
-    respond,
     wants_html,
 )
 from reelm.bootstrap import Platform
@@ -85,6 +86,20 @@ def cookie_write_without_token(request: Request, csrf: Csrf) -> bool:
     return not csrf.valid(request_binding(request), request.headers.get(CSRF_HEADER))
 
 
+def home_cell_answer(platform: Platform, request: Request, exc: NotInThisCell) -> Response:
+    """A page asked for with another region's session is redirected to that region's cell
+    (``peers.<region>.base_url``; 307 keeps the method). The API, a write, or a region whose
+    cell this one does not know get 421 naming the region, for the client or the edge to send
+    the request there."""
+    peer = platform.settings.peers.get(exc.region)
+    url = request.url
+    if peer is not None and request.method in ("GET", "HEAD") and not url.path.startswith("/api/"):
+        # The path always begins with '/': the redirect cannot leave the peer's host.
+        target = peer.base_url + url.path + (f"?{url.query}" if url.query else "")
+        return RedirectResponse(target, status_code=307, headers={HOME_CELL_HEADER: exc.region})
+    return other_cell_answer(request, exc)
+
+
 def install(app: FastAPI, platform: Platform) -> None:
     app.add_middleware(Gate, platform=platform, owner=app)
 
@@ -133,8 +148,9 @@ class Gate:
             except NotAuthenticated:
                 user = None
             except NotInThisCell as exc:
-                # Another region's session: its cell serves this request, not this one.
-                return respond(request, other_cell_response(exc))
+                # Another region's session (SessionElsewhere): its cell serves this request,
+                # not this one, which has read and decrypted nothing of it.
+                return home_cell_answer(platform, request, exc)
         request.state.user = user
         if user is not None and cookie_write_without_token(request, self.csrf):
             return problem("csrf-failed", f"send the page's CSRF token in the {CSRF_HEADER} header")

@@ -139,6 +139,27 @@ def other_cell_response(exc: NotInThisCell) -> JSONResponse:
     )
 
 
+def other_cell_answer(request: Request, exc: NotInThisCell) -> Response:
+    """421 other-cell, as the client wants it; a browser also gets the cookie the edge routes
+    a visitor without a session by."""
+    response = respond(request, other_cell_response(exc))
+    if wants_html(request):
+        # A browser cannot be told to resend a form elsewhere (its CSRF token is this
+        # cell's): the page says so, and the cookie makes the edge send the visitor's
+        # next request to that region's cell (docs/operations.md, "The edge").
+        settings = request.app.state.platform.settings
+        response.set_cookie(
+            CELL_COOKIE,
+            exc.region,
+            max_age=3600,
+            path="/",
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite="lax",
+        )
+    return response
+
+
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     errors = []
     for err in exc.errors():
@@ -262,22 +283,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(NotInThisCell)
     async def other_cell(request: Request, exc: NotInThisCell) -> Response:
-        response = respond(request, other_cell_response(exc))
-        if wants_html(request):
-            # A browser cannot be told to resend a form elsewhere (its CSRF token is this
-            # cell's): the page says so, and the cookie makes the edge send the visitor's
-            # next request to that region's cell (docs/operations.md, "The edge").
-            settings = request.app.state.platform.settings
-            response.set_cookie(
-                CELL_COOKIE,
-                exc.region,
-                max_age=3600,
-                path="/",
-                secure=settings.cookie_secure,
-                httponly=True,
-                samesite="lax",
-            )
-        return response
+        return other_cell_answer(request, exc)
 
     @app.exception_handler(UserMoving)
     async def moving(request: Request, exc: UserMoving) -> Response:
