@@ -85,7 +85,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         )
         assert done.ready == done.tables == len(replicas.PUBLISHED)
         yield Deployment(primary, replica, database, platform)
-        assert replication.tear_down(replica.url(database), NAME)
+        # Taken down as its operator would (the CLI): the subscription, and its slot with it.
+        dropped = CliRunner().invoke(
+            cli, ["catalog", "replica-drop", "--name", NAME, "--replica", replica.url(database)]
+        )
+        assert dropped.exit_code == 0 and "dropped" in dropped.output, dropped.output
+        assert not replication.tear_down(replica.url(database), NAME)  # idempotent
         with psycopg.connect(primary.url(), autocommit=True) as c:
             slots = c.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
         assert slots == [], "the subscription's slot was left on the primary"
