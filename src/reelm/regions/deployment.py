@@ -134,6 +134,25 @@ def lay_out(
     return CellsLayout(root, catalog_config, cells, done.catalog_url)
 
 
+def upgrade_catalog(layout: CellsLayout) -> None:
+    """The catalog operator's upgrade: the catalog's migrations as its owner, then the grants
+    that let each cell's role use it."""
+    upgrade_catalog_at(layout.catalog_owner_url, [c.role for c in layout.cells.values()])
+
+
+def upgrade_catalog_at(owner_url: str, cell_roles: list[str]) -> None:
+    from reelm.storage import migrate
+    from reelm.storage.db import Database
+
+    db = Database.connect(CATALOG, owner_url)
+    try:
+        migrate.upgrade(db.engine, CATALOG)
+    finally:
+        db.dispose()
+    if cell_roles:
+        provision.grant_catalog_tables(owner_url, cell_roles)
+
+
 def tear_down(admin_url: str, layout: CellsLayout, prefix: str = "reelm") -> None:
     """Drop the deployment's databases and roles (its files stay, for a look at its logs)."""
     provision.drop(admin_url, prefix, list(layout.cells))
