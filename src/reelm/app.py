@@ -138,7 +138,12 @@ def create_app(platform: Platform) -> FastAPI:
         from sqlalchemy import text
 
         status = {}
-        for name, db in [("catalog", platform.catalog)] + [
+        replica = (
+            [("catalog_replica", platform.catalog_replica)]
+            if platform.catalog_replica is not platform.catalog
+            else []
+        )
+        for name, db in [("catalog", platform.catalog), *replica] + [
             (r, c.db) for r, c in platform.cells.items()
         ]:
             with db.engine.connect() as conn:

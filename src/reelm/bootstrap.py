@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from reelm.config import BlobStoreSettings, Settings
 from reelm.ratelimit import RateLimits
@@ -15,6 +20,7 @@ from reelm.storage import migrate, provision
 from reelm.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from reelm.storage.db import CATALOG, Database
 from reelm.storage.keys import LocalKeyStore
+from reelm.storage.replica import ReadYourWrites
 
 log = logging.getLogger("reelm")
 
@@ -23,11 +29,16 @@ log = logging.getLogger("reelm")
 class Platform:
     settings: Settings
     policy: ResidencyPolicy
-    catalog: Database
+    catalog: Database  # the primary: writes, and reads that must see the latest write
     cells: dict[str, Cell]
     rate_limits: RateLimits
     # Renditions and posters of public videos: anyone may read them, so no region holds them.
     public_blobs: BlobStore
+    # The local replica of the catalog (catalog_replica_url) for public reads that tolerate
+    # lag; the primary itself when none is configured. Reads on behalf of a signed-in user
+    # choose between the two with `catalog_reads` (read-your-writes).
+    catalog_replica: Database
+    freshness: ReadYourWrites = field(repr=False)
     embedded_server: Any = field(default=None, repr=False)
     # The job queues this process defers to, by region (reelm.jobs.queue_of opens them).
     queues: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -53,6 +64,25 @@ class Platform:
         except KeyError:
             raise NotInThisCell(region, self.cells) from None
 
+    def catalog_reads(self, user_id: uuid.UUID | None) -> Database:
+        """Where this user's (None: a visitor's) lag-tolerant catalog reads go: the replica,
+        unless it has not yet reached the user's own latest catalog write (reelm.storage.replica).
+        """
+        return self.freshness.reader(user_id)
+
+    @contextmanager
+    def catalog_write(self, user_id: uuid.UUID) -> Iterator[Session]:
+        """A transaction on the catalog primary that ``user_id`` will expect to see the result
+        of on their next page: `wrote_catalog` once it has committed."""
+        with self.catalog.transaction() as session:
+            yield session
+        self.wrote_catalog(user_id)
+
+    def wrote_catalog(self, user_id: uuid.UUID) -> None:
+        """Call after committing a catalog write the user will expect to see on their next
+        page (sign-up, profile, follow, comment, publication)."""
+        self.freshness.wrote(user_id)
+
     def upgrade_databases(self) -> None:
         """Run every database's migrations, then let region roles use the catalog tables.
         A cell upgrades its own region's database only: the catalog's schema belongs to the
@@ -77,6 +107,8 @@ class Platform:
         self.queues.clear()
         self.caches.clear()
         self.catalog.dispose()
+        if self.catalog_replica is not self.catalog:
+            self.catalog_replica.dispose()
         for cell in self.cells.values():
             cell.db.dispose()
 
@@ -221,10 +253,16 @@ def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> P
         )
         for region in settings.local_regions
     }
+    primary = Database.connect(CATALOG, catalog_url)
+    replica = (
+        Database.connect(f"{CATALOG}-replica", settings.catalog_replica_url)
+        if settings.catalog_replica_url
+        else primary
+    )
     platform = Platform(
         settings=settings,
         policy=ResidencyPolicy.from_settings(settings),
-        catalog=Database.connect(CATALOG, catalog_url),
+        catalog=primary,
         cells=cells,
         rate_limits=RateLimits(
             {
@@ -234,6 +272,8 @@ def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> P
             }
         ),
         public_blobs=public_blob_store(settings),
+        catalog_replica=replica,
+        freshness=ReadYourWrites(primary, replica),
         embedded_server=server,
     )
     # A catalog write refused to this process's region role becomes a clear, logged error.

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from reelm.catalog_cli import catalog_app
 from reelm.config import ConfigError, Settings, load_settings
 from reelm.edge.cli import edge_app
 
@@ -47,6 +48,7 @@ app.add_typer(social_app, name="social")
 app.add_typer(edge_app, name="edge")
 cells_app = typer.Typer(help="A deployment of one cell per region.", no_args_is_help=True)
 app.add_typer(cells_app, name="cells")
+app.add_typer(catalog_app, name="catalog")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -112,8 +114,7 @@ def db_upgrade(
 
 
 def _upgrade_catalog(settings: Settings, cell_roles: list[str]) -> None:
-    from reelm.storage import migrate, provision
-    from reelm.storage.db import CATALOG, Database
+    from reelm.regions.deployment import upgrade_catalog_at
 
     if settings.catalog_database_url is None:
         console.print("[red]error:[/red] --catalog needs catalog_database_url (its owner's URL)")
@@ -125,15 +126,9 @@ def _upgrade_catalog(settings: Settings, cell_roles: list[str]) -> None:
             console.print(f"[red]error:[/red] --cell-role {pair!r}: expected REGION=ROLE")
             raise typer.Exit(2)
         roles[region] = role
-    db = Database.connect(CATALOG, settings.catalog_database_url)
-    try:
-        migrate.upgrade(db.engine, CATALOG)
-    finally:
-        db.dispose()
-    if roles:
-        provision.grant_catalog_tables(
-            settings.catalog_database_url, {role: region for region, role in roles.items()}
-        )
+    upgrade_catalog_at(
+        settings.catalog_database_url, {role: region for region, role in roles.items()}
+    )
     console.print("[green]the catalog is up to date[/green]")
 
 
@@ -430,6 +425,31 @@ def cells_init(
         "[bold]reelm serve --region X -c <its reelm.toml>[/bold] and "
         "[bold]reelm worker --region X -c <its reelm.toml>[/bold]"
     )
+
+
+@cells_app.command("seed")
+def cells_seed(
+    config: ConfigOption = None,
+    samples: Annotated[
+        Path | None, typer.Option(help="Post the sample clips made in this directory.")
+    ] = None,
+    follows: Annotated[
+        bool, typer.Option("--follows", help="Make the sample follows (once every cell is seeded).")
+    ] = False,
+) -> None:
+    """The multi-cell demo's sample content, made by each cell for its own region's users."""
+    from reelm.demo import seed_demo, seed_follows, seed_videos
+
+    platform = _platform(_settings(config))
+    try:
+        if follows:
+            seed_follows(platform)
+            return
+        created = seed_demo(platform, follows=False)
+        posted = seed_videos(platform, samples=samples) if samples else 0
+        console.print(f"cell {platform.local_region}: {created} users, {posted} videos")
+    finally:
+        platform.close()
 
 
 @app.command()
@@ -1029,10 +1049,55 @@ def demo(
     ),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    cells: Annotated[
+        bool,
+        typer.Option(
+            "--cells",
+            help="The deployment shape: each region's cell and worker as its own process, "
+            "with its own credentials, behind HAProxy (ports PORT+1...).",
+        ),
+    ] = False,
 ) -> None:
-    """Start embedded PostgreSQL, migrate, seed sample users and serve. Reuses its data."""
+    """Start embedded PostgreSQL, migrate, seed sample users and serve. Reuses its data.
+    With --cells: one process per region's cell and worker, behind HAProxy as the edge."""
     settings = _settings(config, data_dir=data_dir, market_picker=True)
+    if cells:
+        _demo_cells(settings, host, port)
+        return
     _serve(settings, host, port, seed=True)
+
+
+def _demo_cells(settings: Settings, host: str, port: int) -> None:
+    from reelm import cellsdemo
+    from reelm.bootstrap import start_embedded_postgres
+
+    with console.status("Starting the embedded PostgreSQL (standing in for each region's)…"):
+        admin_url, server = start_embedded_postgres(settings)
+    try:
+        with cellsdemo.running(
+            settings, admin_url, list(settings.regions), host, port, console.print
+        ) as (layout, processes):
+            table = Table("process", "pid", "configuration")
+            for name, process in processes.running.items():
+                region = name.partition("-")[2]
+                where = layout.cells[region].config_file if region in layout.cells else ""
+                table.add_row(name, str(process.pid), str(where))
+            Console().print(table)
+            Console().print(
+                f"\n[bold]reelm (cells) is running:[/bold] http://localhost:{port}/ through the "
+                f"edge   (Ctrl-C to stop)\nlogs: {processes.logs}\n"
+            )
+            signal.signal(signal.SIGTERM, _interrupt)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    processes.check()
+                    time.sleep(1)
+    except cellsdemo.DemoError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        server.cleanup()
+        console.print("stopped")
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 from reelm.accounts.errors import EmailTaken, HandleTaken
 from reelm.accounts.lifecycle import update_profile
@@ -26,9 +27,22 @@ SAMPLE_USERS = [
 STAFF_HANDLE = "reelm.support"
 
 
-def seed_demo(platform: Platform) -> int:
+def _held_here(platform: Platform, market: str) -> bool:
+    """Whether a sample user of this market is this process's to make (a cell makes its own
+    region's; the single-machine mode makes them all)."""
+    from reelm.regions.routing import home_region
+
+    return platform.is_local(home_region(platform, market))
+
+
+def seed_demo(platform: Platform, *, follows: bool = True) -> int:
+    """The sample users this process holds (every one in the single-machine mode), their
+    profiles, and (``follows``) their follows. A cell follows only once every cell has made
+    its users (``seed_follows``, run by the multi-cell demo afterwards)."""
     created = 0
     for handle, name, market, birth, bio in SAMPLE_USERS:
+        if not _held_here(platform, market):
+            continue
         try:
             sign_up(
                 platform,
@@ -55,8 +69,11 @@ def seed_demo(platform: Platform) -> int:
         )
         log_out(platform, user)
     if created:
-        _staff_example(platform)
-        _follows(platform)
+        if platform.local_region is None:
+            # Staff membership is the catalog owner's to grant: not a cell's.
+            _staff_example(platform)
+        if follows:
+            seed_follows(platform)
         # The sample history is published at once, so its proofs show on the first visit; the
         # log publishes everything else an hour at a time (docs/transparency.md).
         for cell in platform.cells.values():
@@ -75,11 +92,15 @@ DEMO_FOLLOWS = {
 }
 
 
-def _follows(platform: Platform) -> None:
-    """A small social graph, so profiles show followers and the Following tab has videos."""
+def seed_follows(platform: Platform) -> None:
+    """A small social graph, so profiles show followers and the Following tab has videos:
+    the follows of the sample users this process holds."""
     from reelm.social import graph
 
+    markets = {handle: market for handle, _name, market, _birth, _bio in SAMPLE_USERS}
     for handle, others in DEMO_FOLLOWS.items():
+        if not _held_here(platform, markets[handle]):
+            continue
         _token, user = log_in(platform, handle, DEMO_PASSWORD, user_agent="reelm demo seed")
         try:
             for other in others:
@@ -88,7 +109,11 @@ def _follows(platform: Platform) -> None:
             log_out(platform, user)
 
 
-def seed_videos(platform: Platform, on_progress: Callable[[int, int], None] | None = None) -> int:
+def seed_videos(
+    platform: Platform,
+    on_progress: Callable[[int, int], None] | None = None,
+    samples: Path | None = None,
+) -> int:
     """Post the sample clips (made by FFmpeg at first run, then cached under the data dir) as
     their demo authors, once: an author who already has videos is left alone. Returns the
     number of videos posted; the in-process worker makes them playable within seconds."""
@@ -96,9 +121,14 @@ def seed_videos(platform: Platform, on_progress: Callable[[int, int], None] | No
     from reelm.media.uploads import UploadMeta
     from reelm.media.videos import ingest, own_video_count
 
-    clips = ensure_samples(platform.settings.data_dir / "samples", on_progress=on_progress)
+    clips = ensure_samples(
+        samples or platform.settings.data_dir / "samples", on_progress=on_progress
+    )
+    markets = {handle: market for handle, _name, market, _birth, _bio in SAMPLE_USERS}
     posted = 0
     for clip in clips:
+        if not _held_here(platform, markets[clip.handle]):
+            continue
         _token, user = log_in(platform, clip.handle, DEMO_PASSWORD, user_agent="reelm demo seed")
         try:
             if own_video_count(platform, user) == 0:

@@ -20,6 +20,7 @@ from reelm.bootstrap import Platform
 from reelm.regions.cell import UserScope
 from reelm.regions.fence import hold
 from reelm.search.text import profile_text
+from reelm.storage.db import Database
 
 log = logging.getLogger("reelm.accounts")
 
@@ -50,8 +51,8 @@ class Me:
     deletion_due: datetime | None
 
 
-def _profile(platform: Platform, user_id: uuid.UUID) -> Profile:
-    with platform.catalog.transaction() as s:
+def _profile(platform: Platform, user_id: uuid.UUID, reads: Database | None = None) -> Profile:
+    with (reads or platform.catalog).transaction() as s:
         row = s.execute(
             select(PublicProfile, DirectoryEntry.home_region)
             .join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id)
@@ -65,15 +66,16 @@ def _profile(platform: Platform, user_id: uuid.UUID) -> Profile:
     )
 
 
-def public_profile(platform: Platform, handle: str) -> Profile:
-    """A profile anyone may see; hidden while its deletion is pending."""
+def public_profile(platform: Platform, handle: str, *, reads: Database | None = None) -> Profile:
+    """A profile anyone may see; hidden while its deletion is pending. From ``reads`` (the
+    replica, for a profile page), by default the primary."""
     from reelm.accounts import handles
 
     try:
         query = handles.owner_lookup(handles.normalise(handle))
     except Exception:
         raise NotFound(f"no user @{handle[:30]}") from None
-    with platform.catalog.transaction() as s:
+    with (reads or platform.catalog).transaction() as s:
         user_id = s.scalar(
             query.join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id).where(
                 DirectoryEntry.state == "active"
@@ -81,7 +83,7 @@ def public_profile(platform: Platform, handle: str) -> Profile:
         )
     if user_id is None:
         raise NotFound(f"no user @{handle[:30]}")
-    return _profile(platform, user_id)
+    return _profile(platform, user_id, reads)
 
 
 def _scope(platform: Platform, user: CurrentUser) -> UserScope:
@@ -136,7 +138,7 @@ def update_profile(platform: Platform, user: CurrentUser, change: ProfileUpdate)
     if change.links is not None:
         values["links"] = change.links.normalised()
     if values:
-        with platform.catalog.transaction() as s:
+        with platform.catalog_write(user.user_id) as s:
             current = s.get(PublicProfile, user.user_id, with_for_update=True)
             if current is not None:
                 values["search_text"] = profile_text(
@@ -174,7 +176,7 @@ def update_privacy(
             raise SettingLocked(reason, field=field)
         account.settings_ct = cipher.encrypt("settings", wanted.model_dump_json())
         # Public by nature: whether the account is private decides who sees its videos.
-        with platform.catalog.transaction() as c:
+        with platform.catalog_write(user.user_id) as c:
             c.execute(
                 update(PublicProfile)
                 .where(PublicProfile.user_id == user.user_id)

@@ -184,6 +184,7 @@ def sign_up(
         except Exception:
             _undo_account(scope)
             raise
+    platform.wrote_catalog(user_id)  # their first pages must find them (read-your-writes)
     return SignedUp(user_id, data.handle, home)
 
 

@@ -16,6 +16,7 @@ from reelm.api.deps import (
     ClientAddress,
     CurrentUserDep,
     LoginVisitor,
+    OptionalUserDep,
     PlatformDep,
     remember_device,
 )
@@ -207,7 +208,13 @@ def delete_me(user: CurrentUserDep, platform: PlatformDep) -> DeletionOut:
 
 @router.get("/users/{handle}", responses=problem_responses(404, 422, 451))
 async def read_user(
-    handle: Annotated[str, Field(max_length=100)], platform: PlatformDep
+    handle: Annotated[str, Field(max_length=100)], platform: PlatformDep, viewer: OptionalUserDep
 ) -> PublicProfileOut:
     """A public profile."""
-    return PublicProfileOut.of(await run_in_threadpool(lifecycle.public_profile, platform, handle))
+
+    def read() -> lifecycle.Profile:
+        # From the catalog's local replica, the viewer's own writes seen (Platform.catalog_reads).
+        reads = platform.catalog_reads(viewer.user_id if viewer else None)
+        return lifecycle.public_profile(platform, handle, reads=reads)
+
+    return PublicProfileOut.of(await run_in_threadpool(read))

@@ -169,7 +169,7 @@ def get_profile_videos(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=catalog.MAX_PAGE)] = 24,
 ) -> VideoPage:
-    author = lifecycle.public_profile(platform, handle)
+    author = lifecycle.public_profile(platform, handle, reads=catalog.reads_for(platform, viewer))
     page = catalog.profile_videos(
         platform, viewer, author, cursor=cursor, limit=limit, market=market
     )

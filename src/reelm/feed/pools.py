@@ -237,7 +237,7 @@ def catalog_newest(platform: Platform, max_age: float) -> datetime | None:
     now = time.monotonic()
     if probe is not None and now - probe.at < max_age and probe.notice is notice:
         return probe.newest
-    with platform.catalog.rows() as c:
+    with platform.catalog_replica.rows() as c:
         newest = c.execute(_newest_published()).scalar()
     platform.caches["feed.probe"] = _Probe(now, newest, notice)
     return newest
@@ -262,7 +262,7 @@ def top_up(platform: Platform, pool: MarketPool) -> MarketPool:
     if pool.newest is None:  # nothing was listable: build again
         return build(platform, pool.market)
     who = access.Viewer(None, pool.market or None)
-    with platform.catalog.rows() as c:
+    with platform.catalog_replica.rows() as c:
         horizon = c.execute(_newest_published()).scalar()
         rows = c.execute(
             access.listable(candidate_rows(pool.market), who)
@@ -275,8 +275,9 @@ def top_up(platform: Platform, pool: MarketPool) -> MarketPool:
 def build(platform: Platform, market: str) -> MarketPool:
     who = access.Viewer(None, market or None)
     listable = access.listable(candidate_rows(market), who)
-    # Core execution (not the ORM session's): these are plain rows, thousands of them.
-    with platform.catalog.rows() as c:
+    # Core execution (not the ORM session's): these are plain rows, thousands of them. From
+    # the replica: a market's pool is anyone's, and it tops up as the replica catches up.
+    with platform.catalog_replica.rows() as c:
         horizon = c.execute(_newest_published()).scalar()  # first: what the build has at least
         newest = c.execute(
             listable.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc()).limit(WINDOW)

@@ -148,7 +148,7 @@ def ties_of(platform: Platform, viewer: CurrentUser | None, who: access.Viewer) 
     """The viewer's ties: one statement, two when the viewer follows private accounts."""
     if viewer is None:
         return Ties([], frozenset(), [])
-    with platform.catalog.rows() as c:
+    with platform.catalog_reads(viewer.user_id).rows() as c:
         edges = c.execute(_edges(), {"me": viewer.user_id}).all()
         followed = [(other, is_private) for kind, other, is_private in edges if kind == "follows"]
         blocked = frozenset(other.int for kind, other, _ in edges if kind == "blocked")
@@ -271,7 +271,7 @@ def trending_hashtags(
     limit = max(1, min(limit, 50))
     since = date.today() - timedelta(days=pools.TRENDING_DAYS)
     who = access.Viewer(None, market)
-    with platform.catalog.transaction() as c:
+    with platform.catalog_replica.read() as c:
         tag = func.unnest(PublicVideo.hashtags).label("tag")
         scored = (
             _ids(who)

@@ -34,7 +34,7 @@ from reelm.media.uploads import UploadMeta
 from reelm.regions.cell import Cell
 from reelm.social import access
 from reelm.social.models import VideoStats
-from reelm.storage.db import uuid_array_param
+from reelm.storage.db import Database, uuid_array_param
 
 MAX_PAGE = 50
 PUBLISHED = "catalog.published"  # Platform.caches: a new token at each publication here
@@ -133,6 +133,12 @@ def _limit(limit: int) -> int:
 Row = tuple[PublicVideo, PublicProfile, VideoStats | None]
 
 
+def reads_for(platform: Platform, viewer: CurrentUser | None) -> Database:
+    """The catalog this viewer's public reads go to: the local replica, unless it has not
+    reached the viewer's own latest write (Platform.catalog_reads)."""
+    return platform.catalog_reads(viewer.user_id if viewer else None)
+
+
 def viewer_of(user: CurrentUser | None, market: str | None = None) -> access.Viewer:
     """Who is looking: a signed-in user is in their account's market."""
     if user is None:
@@ -226,7 +232,7 @@ def cards_in_order(
         return []
     shape = None if rules is None else access.listable_kind(rules)
     values = {} if rules is None else access.listable_values(rules)
-    with platform.catalog.read() as c:
+    with reads_for(platform, viewer).read() as c:
         rows = c.execute(_cards_query(shape), {"ids": list(ids), **values}).all()
     found = {v.id: (v, p, st) for v, p, st in rows}
     return _cards(platform, [found[i] for i in ids if i in found], viewer)
@@ -238,6 +244,7 @@ def _page(
     viewer: CurrentUser | None,
     cursor: str | None,
     limit: int,
+    reads: Database | None = None,
 ) -> Page:
     limit = _limit(limit)
     if cursor:
@@ -249,7 +256,7 @@ def _page(
             )
         )
     query = query.order_by(PublicVideo.published_at.desc(), PublicVideo.id.desc())
-    with platform.catalog.transaction() as c:
+    with (reads or reads_for(platform, viewer)).read() as c:
         rows = [(v, p, st) for v, p, st in c.execute(query.limit(limit + 1)).all()]
     cards = _cards(platform, rows[:limit], viewer)
     return Page(cards, _cursor(cards[-1]) if len(rows) > limit else None)
@@ -324,7 +331,8 @@ def matching_hashtags(
         .order_by(PublicVideo.published_at.desc())
         .limit(limit)
     )
-    with platform.catalog.transaction() as c:
+    reads = platform.catalog_reads(viewer.user_id if viewer else None)
+    with reads.read() as c:
         return [list(tags) for tags in c.scalars(query)]
 
 
@@ -342,12 +350,15 @@ def profile_videos(
     ones there too."""
     who = viewer_of(viewer, market)
     mine = viewer is not None and viewer.user_id == author.user_id
-    relation = access.relation(platform, who.user_id, author.user_id)
-    facts = access.profile_facts(platform, author.user_id)
+    # The owner's own grid from the primary: a video the worker (another process) has just
+    # published is in their home region's list, and must not be missing from the catalog's.
+    reads = platform.catalog if mine else reads_for(platform, viewer)
+    relation = access.relation(platform, who.user_id, author.user_id, reads=reads)
+    facts = access.profile_facts(platform, author.user_id, reads=reads)
     if not access.decide_profile(who, "view", facts, relation).allowed:
         return Page([], None)
     query = _public_query(who).where(PublicVideo.owner_id == author.user_id)
-    page = _page(platform, query, viewer, cursor, limit)
+    page = _page(platform, query, viewer, cursor, limit, reads)
     if cursor or viewer is None:
         return page
     if mine:
@@ -389,7 +400,7 @@ def _followers_only(platform: Platform, viewer: CurrentUser, author: Profile) ->
 def is_listed(platform: Platform, video_id: uuid.UUID, viewer: CurrentUser | None = None) -> bool:
     """Whether this viewer may watch this public video now (what /media/v/ serves). No
     market here: a withheld video's page answers 451, and its files follow the page."""
-    with platform.catalog.transaction() as c:
+    with reads_for(platform, viewer).read() as c:
         query = _public_query(viewer_of(viewer)).where(PublicVideo.id == video_id)
         return c.execute(query).first() is not None
 
@@ -402,11 +413,14 @@ def listed_for_anyone(platform: Platform, video_id: uuid.UUID) -> bool:
 # ---- one video -------------------------------------------------------------------------------
 
 
-def public_facts(platform: Platform, video_id: uuid.UUID) -> access.VideoFacts | None:
-    """What the authorisation function needs to know about a public video."""
+def public_facts(
+    platform: Platform, video_id: uuid.UUID, *, reads: Database | None = None
+) -> access.VideoFacts | None:
+    """What the authorisation function needs to know about a public video (from ``reads``,
+    by default the primary: a check before a write)."""
     from reelm.social.models import Suspension, VideoRestriction
 
-    with platform.catalog.transaction() as c:
+    with (reads or platform.catalog).transaction() as c:
         row = c.execute(
             select(
                 PublicVideo.owner_id,
@@ -449,13 +463,15 @@ def check(
     video_id: uuid.UUID,
     *,
     market: str | None = None,
+    reads: Database | None = None,
 ) -> access.VideoFacts:
-    """Ask the authorisation function about a public video; raise its refusal."""
-    facts = public_facts(platform, video_id)
+    """Ask the authorisation function about a public video; raise its refusal. From
+    ``reads`` (a page's: the replica), by default the primary (a check before a write)."""
+    facts = public_facts(platform, video_id, reads=reads)
     if facts is None:
         raise NotFound("no such video")
     who = viewer_of(viewer, market)
-    relation = access.relation(platform, who.user_id, facts.owner_id)
+    relation = access.relation(platform, who.user_id, facts.owner_id, reads=reads)
     access.decide(who, action, facts, relation).enforce()
     return facts
 
@@ -470,12 +486,15 @@ def get_video(
 ) -> VideoCard:
     """One video as this viewer may see it. ``by``: the author, when the link names them
     (the only way to find a followers-only video, which the catalog does not know)."""
-    facts = public_facts(platform, video_id)
+    # A video page: from the replica. One the viewer has just published and the replica
+    # does not hold yet is found below, in their home region.
+    reads = reads_for(platform, viewer)
+    facts = public_facts(platform, video_id, reads=reads)
     if facts is not None:
         who = viewer_of(viewer, market)
-        relation = access.relation(platform, who.user_id, facts.owner_id)
+        relation = access.relation(platform, who.user_id, facts.owner_id, reads=reads)
         access.decide(who, "view", facts, relation).enforce()
-        with platform.catalog.transaction() as c:
+        with reads.read() as c:
             row = c.execute(_all_public().where(PublicVideo.id == video_id)).one()
         return _cards(platform, [(row[0], row[1], row[2])], viewer)[0]
     if viewer is not None:

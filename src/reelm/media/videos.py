@@ -482,8 +482,9 @@ def _stored_publicly(entries: list[dict[str, Any]]) -> bool:
 
 def _sync_catalog(platform: Platform, cell: Cell, video: Video) -> None:
     """Make the catalog agree with a ready video: its public record while it is public, none
-    otherwise."""
-    with platform.catalog.transaction() as c:
+    otherwise. The owner's next pages see it (read-your-writes) when this runs in their
+    process; a worker's publication is seen by the owner through their home region."""
+    with platform.catalog_write(video.owner_id) as c:
         if not is_public(video):
             c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))
             return

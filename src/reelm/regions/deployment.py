@@ -10,7 +10,7 @@ operator; the shape of the files is the same.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,29 @@ def lay_out(
         {**common, "data_dir": str(root / "catalog"), "catalog_database_url": done.catalog_url},
     )
     return CellsLayout(root, catalog_config, cells, done.catalog_url)
+
+
+def upgrade_catalog(layout: CellsLayout) -> None:
+    """The catalog operator's upgrade: the catalog's migrations as its owner, then the grants
+    that let each cell's role use it."""
+    upgrade_catalog_at(
+        layout.catalog_owner_url, {c.role: region for region, c in layout.cells.items()}
+    )
+
+
+def upgrade_catalog_at(owner_url: str, cell_roles: Mapping[str, str]) -> None:
+    """The catalog's migrations as its owner, then the grants of ``cell_roles`` (catalog role
+    -> its region: what the catalog's row-level security limits each role's writes by)."""
+    from reelm.storage import migrate
+    from reelm.storage.db import Database
+
+    db = Database.connect(CATALOG, owner_url)
+    try:
+        migrate.upgrade(db.engine, CATALOG)
+    finally:
+        db.dispose()
+    if cell_roles:
+        provision.grant_catalog_tables(owner_url, cell_roles)
 
 
 def tear_down(admin_url: str, layout: CellsLayout, prefix: str = "reelm") -> None:

@@ -97,7 +97,7 @@ def _findable(viewer: CurrentUser | None) -> ColumnElement[bool]:
 def _people(
     platform: Platform, viewer: CurrentUser | None, folded: str, pattern: str
 ) -> list[Person]:
-    with platform.catalog.transaction() as c:
+    with catalog.reads_for(platform, viewer).read() as c:
         rows = c.execute(
             select(PublicProfile.handle, PublicProfile.display_name, PublicProfile.is_private)
             .join(DirectoryEntry, DirectoryEntry.user_id == PublicProfile.user_id)

@@ -48,6 +48,7 @@ from reelm.accounts.models import DirectoryEntry, PublicProfile
 from reelm.bootstrap import Platform
 from reelm.media.models import PublicVideo
 from reelm.social.models import Block, Follow, Suspension, VideoRestriction
+from reelm.storage.db import Database
 
 Action = Literal["view", "like", "comment", "share", "download", "duet", "report"]
 ACTIONS: tuple[Action, ...] = ("view", "like", "comment", "share", "download", "duet", "report")
@@ -229,11 +230,18 @@ def _invited(relation: Relation) -> bool:
 # ---- gathering the facts ---------------------------------------------------------------------
 
 
-def relation(platform: Platform, viewer: uuid.UUID | None, owner: uuid.UUID) -> Relation:
-    """One catalog round trip: follow state and blocks either way."""
+def relation(
+    platform: Platform,
+    viewer: uuid.UUID | None,
+    owner: uuid.UUID,
+    *,
+    reads: Database | None = None,
+) -> Relation:
+    """One catalog round trip: follow state and blocks either way. From ``reads`` (the
+    replica, for a page), by default the primary (a check before a write)."""
     if viewer is None or viewer == owner:
         return NOBODY
-    with platform.catalog.transaction() as c:
+    with (reads or platform.catalog).transaction() as c:
         row = c.execute(
             select(
                 select(Follow.state)
@@ -257,8 +265,10 @@ def relation(platform: Platform, viewer: uuid.UUID | None, owner: uuid.UUID) -> 
     )
 
 
-def profile_facts(platform: Platform, user_id: uuid.UUID) -> ProfileFacts:
-    with platform.catalog.transaction() as c:
+def profile_facts(
+    platform: Platform, user_id: uuid.UUID, *, reads: Database | None = None
+) -> ProfileFacts:
+    with (reads or platform.catalog).transaction() as c:
         row = c.execute(
             select(
                 PublicProfile.is_private,

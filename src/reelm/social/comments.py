@@ -106,6 +106,7 @@ def add(
         return comment, comment.created_at, parent_author, list(hashtags), float(duration)
 
     comment, created, parent_author, hashtags, duration = platform.catalog.retrying(save)
+    platform.wrote_catalog(user.user_id)
     reply_to = comment.parent_id
     scope = platform.cell(user.home_region).for_user(user.user_id, user.home_region)
     with scope.cell.db.transaction() as s:
@@ -170,6 +171,7 @@ def delete_comment(platform: Platform, user: CurrentUser, comment_id: uuid.UUID)
         engagement.count(c, comment.video_id, "comments", -(1 + int(replies)))
 
     platform.catalog.retrying(remove)
+    platform.wrote_catalog(user.user_id)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -223,7 +225,9 @@ def list_comments(
     """Top-level comments newest first, or one comment's replies oldest first."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
-    facts = catalog.check(platform, viewer, "view", video_id, market=market)
+    # A page's read: the replica's (the viewer's own comments seen: read-your-writes).
+    reads = catalog.reads_for(platform, viewer)
+    facts = catalog.check(platform, viewer, "view", video_id, market=market, reads=reads)
     query = _query(viewer).where(Comment.video_id == video_id)
     newest_first = parent is None
     if parent is None:
@@ -250,7 +254,7 @@ def list_comments(
         query = query.order_by(Comment.created_at.desc(), Comment.id.desc())
     else:
         query = query.order_by(Comment.created_at, Comment.id)
-    with platform.catalog.transaction() as c:
+    with reads.read() as c:
         rows = c.execute(query.limit(limit + 1)).all()
     me = viewer.user_id if viewer else None
     items = [

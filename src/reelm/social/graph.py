@@ -20,6 +20,7 @@ from reelm.accounts.service import CurrentUser
 from reelm.bootstrap import Platform
 from reelm.social import access, notify
 from reelm.social.models import Block, Follow
+from reelm.storage.db import Database
 
 MAX_LIST = 100
 
@@ -58,7 +59,7 @@ def follow(platform: Platform, user: CurrentUser, handle: str) -> str:
     """Follow ``handle``: 'active', or 'requested' for a private account. Idempotent."""
     target = _target(platform, user, handle)
     state = "requested" if target.is_private else "active"
-    with platform.catalog.transaction() as c:
+    with platform.catalog_write(user.user_id) as c:
         inserted = c.execute(
             insert(Follow)
             .values(follower_id=user.user_id, followee_id=target.user_id, state=state)
@@ -80,7 +81,7 @@ def follow(platform: Platform, user: CurrentUser, handle: str) -> str:
 def unfollow(platform: Platform, user: CurrentUser, handle: str) -> None:
     """Stop following ``handle``, or withdraw a request. Idempotent."""
     target = public_profile(platform, handle)
-    with platform.catalog.transaction() as c:
+    with platform.catalog_write(user.user_id) as c:
         c.execute(
             delete(Follow).where(
                 Follow.follower_id == user.user_id, Follow.followee_id == target.user_id
@@ -91,7 +92,7 @@ def unfollow(platform: Platform, user: CurrentUser, handle: str) -> None:
 def answer_request(platform: Platform, user: CurrentUser, handle: str, *, approve: bool) -> None:
     """Approve or decline ``handle``'s request to follow the user."""
     asker = public_profile(platform, handle)
-    with platform.catalog.transaction() as c:
+    with platform.catalog_write(user.user_id) as c:
         where = and_(
             Follow.follower_id == asker.user_id,
             Follow.followee_id == user.user_id,
@@ -110,7 +111,7 @@ def answer_request(platform: Platform, user: CurrentUser, handle: str, *, approv
 
 def remove_follower(platform: Platform, user: CurrentUser, handle: str) -> None:
     follower = public_profile(platform, handle)
-    with platform.catalog.transaction() as c:
+    with platform.catalog_write(user.user_id) as c:
         c.execute(
             delete(Follow).where(
                 Follow.follower_id == follower.user_id, Follow.followee_id == user.user_id
@@ -120,7 +121,7 @@ def remove_follower(platform: Platform, user: CurrentUser, handle: str) -> None:
 
 def approve_all(platform: Platform, user: CurrentUser) -> int:
     """A private account that turns public: its waiting requests become follows."""
-    with platform.catalog.transaction() as c:
+    with platform.catalog_write(user.user_id) as c:
         return len(
             c.execute(
                 update(Follow)
@@ -137,9 +138,9 @@ def state_of(platform: Platform, viewer: CurrentUser | None, target: uuid.UUID) 
     return "active" if relation.follows else "requested" if relation.requested else None
 
 
-def counts(platform: Platform, user_id: uuid.UUID) -> Counts:
+def counts(platform: Platform, user_id: uuid.UUID, *, reads: Database | None = None) -> Counts:
     """Approved follows of people who are still here."""
-    with platform.catalog.transaction() as c:
+    with (reads or platform.catalog).transaction() as c:
         followers, following = c.execute(
             select(
                 select(func.count())
@@ -226,7 +227,7 @@ def block(platform: Platform, user: CurrentUser, handle: str) -> None:
     if target.user_id == user.user_id:
         raise access.Forbidden("you cannot block yourself")
     me, them = user.user_id, target.user_id
-    with platform.catalog.transaction() as c:
+    with platform.catalog_write(user.user_id) as c:
         c.execute(insert(Block).values(blocker_id=me, blocked_id=them).on_conflict_do_nothing())
         c.execute(
             delete(Follow).where(
@@ -240,7 +241,7 @@ def block(platform: Platform, user: CurrentUser, handle: str) -> None:
 
 def unblock(platform: Platform, user: CurrentUser, handle: str) -> None:
     target = public_profile(platform, handle)
-    with platform.catalog.transaction() as c:
+    with platform.catalog_write(user.user_id) as c:
         c.execute(
             delete(Block).where(
                 Block.blocker_id == user.user_id, Block.blocked_id == target.user_id

@@ -300,14 +300,16 @@ def install(app: FastAPI, platform: Platform) -> None:
 
     @app.get("/@{handle}", response_class=HTMLResponse, include_in_schema=False)
     def profile(request: Request, handle: str) -> Response:
-        found = lifecycle.public_profile(platform, handle[:100])
         user = getattr(request.state, "user", None)
+        # A public page: from the catalog's local replica (the viewer's own writes seen).
+        reads = catalog.reads_for(platform, user)
+        found = lifecycle.public_profile(platform, handle[:100], reads=reads)
         cursor = request.query_params.get("cursor") or None
         from reelm.social import access, graph
 
         who = catalog.viewer_of(user, getattr(request.state, "market", None))
-        relation = access.relation(platform, who.user_id, found.user_id)
-        facts = access.profile_facts(platform, found.user_id)
+        relation = access.relation(platform, who.user_id, found.user_id, reads=reads)
+        facts = access.profile_facts(platform, found.user_id, reads=reads)
         access.decide_profile(who, "view", facts, relation).enforce()
         follow = access.decide_profile(who, "follow", facts, relation)
         grid = catalog.profile_videos(
@@ -316,7 +318,7 @@ def install(app: FastAPI, platform: Platform) -> None:
         return pages.render(
             request,
             "profile.html",
-            counts=graph.counts(platform, found.user_id),
+            counts=graph.counts(platform, found.user_id, reads=reads),
             reported=request.query_params.get("reported") == "1",
             relation=relation,
             # Why the follow button is not there (an under-16 asked by a stranger), if so.
