@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reelm.accounts.throttle import DeviceCookies
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems
+from reelm.api import intercell as intercell_api
 from reelm.api import migrations as migrations_api
 from reelm.api import moderation as moderation_api
 from reelm.api import openapi as openapi_doc
@@ -127,6 +128,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(social_api.router)
     app.include_router(moderation_api.router)
     app.include_router(videos_api.media)
+    app.include_router(intercell_api.router)
     openapi_doc.install(app)
 
     @app.get("/healthz", tags=["operations"])

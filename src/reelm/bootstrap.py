@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from reelm.config import BlobStoreSettings, Settings
 from reelm.ratelimit import RateLimits
@@ -17,6 +17,11 @@ from reelm.storage.db import CATALOG, Database
 from reelm.storage.keys import LocalKeyStore
 
 log = logging.getLogger("reelm")
+
+
+@runtime_checkable
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -52,6 +57,10 @@ class Platform:
         for queue in self.queues.values():
             queue.close()
         self.queues.clear()
+        # What holds connections of its own (the inter-cell HTTP client) is closed with us.
+        for kept in self.caches.values():
+            if isinstance(kept, Closable):
+                kept.close()
         self.caches.clear()
         self.catalog.dispose()
         for cell in self.cells.values():

@@ -41,6 +41,8 @@ blobs_app = typer.Typer(help="Blob stores.", no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
 social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_is_help=True)
 app.add_typer(social_app, name="social")
+cell_app = typer.Typer(help="This cell and the other cells it talks to.", no_args_is_help=True)
+app.add_typer(cell_app, name="cell")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -339,6 +341,17 @@ def social_reconcile(
             )
     finally:
         platform.close()
+
+
+@cell_app.command("identity")
+def cell_identity(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Print this cell's identity public key (made on first use, 0600), for the other cells'
+    ``peers.<region>.public_key``."""
+    from reelm.intercell import identity
+
+    settings = _settings(config, data_dir=data_dir)
+    key = identity.load_or_create(settings.identity_key_path())
+    print(identity.encode_public(key.public_key()))
 
 
 @app.command()

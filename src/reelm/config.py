@@ -121,6 +121,32 @@ class RegionSettings(BlobStoreSettings):
     )
 
 
+class PeerSettings(BaseModel):
+    """Another cell, as this one reaches it: public data only (reelm.intercell)."""
+
+    model_config = {"extra": "forbid"}
+
+    base_url: str = Field(
+        description="Where the other cell answers the inter-cell protocol, e.g. "
+        "'https://sg.cells.reelm.example' (its /cell/v1/ routes)."
+    )
+    public_key: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{43}=?$",
+        description="The other cell's Ed25519 identity public key: base64url of the 32 raw "
+        "bytes, as its 'reelm cell identity' prints it.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _peer_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("base_url must be an http:// or https:// URL")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("base_url must be a scheme, a host and a path, nothing more")
+        return value.rstrip("/")
+
+
 class BlockedMarket(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -304,6 +330,18 @@ class Settings(BaseSettings):
         description="File holding the key that signs CSRF tokens. Unset: under data_dir.",
     )
 
+    identity_key_file: Path | None = Field(
+        default=None,
+        description="This cell's Ed25519 identity key (private: 32 raw bytes, mode 0600, "
+        "created on first start when missing), which signs its inter-cell requests. Unset: "
+        "data_dir/secrets/identity.key.",
+    )
+    peers: dict[RegionName, PeerSettings] = Field(
+        default_factory=dict,
+        description="The other cells, by region: their base URL and identity public key. A "
+        "region listed here is reached over the inter-cell protocol, never in-process.",
+    )
+
     @field_validator("log_batch_seconds")
     @classmethod
     def _whole_days(cls, value: int) -> int:
@@ -386,6 +424,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"markets.{market} points to unknown region {region!r}")
             if market in self.blocked_markets:
                 raise ValueError(f"market {market} is both served and blocked")
+        for peer in self.peers:
+            if peer not in self.regions:
+                raise ValueError(f"peers.{peer} is not a region")
         return self
 
     @classmethod
@@ -425,6 +466,9 @@ class Settings(BaseSettings):
         """The Host header values answered: trusted_hosts and the public address's host."""
         public = urlsplit(self.base_url()).hostname
         return [*self.trusted_hosts, *([public] if public else [])]
+
+    def identity_key_path(self) -> Path:
+        return self.identity_key_file or self.data_dir / "secrets" / "identity.key"
 
     def csrf_key_file(self) -> Path:
         return self.secret_key_file or self.data_dir / "secret.key"
