@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from reelm.config import BlobStoreSettings, Settings
 from reelm.ratelimit import RateLimits
-from reelm.regions.cell import Cell
+from reelm.regions.cell import Cell, NotInThisCell
 from reelm.regions.policy import ResidencyPolicy
 from reelm.storage import migrate, provision
 from reelm.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
@@ -39,11 +39,34 @@ class Platform:
     # What this process keeps in memory between requests, by owner module (reelm.feed.pools).
     caches: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Every region of the deployment, whether this process holds its stores or not."""
+        return tuple(self.settings.regions)
+
+    @property
+    def local_region(self) -> str | None:
+        """The region of this cell; None in the single-machine mode (every region is local)."""
+        return self.settings.cell
+
+    def is_local(self, region: str) -> bool:
+        return region in self.cells
+
     def cell(self, region: str) -> Cell:
-        return self.cells[region]
+        try:
+            return self.cells[region]
+        except KeyError:
+            raise NotInThisCell(region, self.cells) from None
 
     def upgrade_databases(self) -> None:
-        """Run every database's migrations, then let region roles use the catalog tables."""
+        """Run every database's migrations, then let region roles use the catalog tables.
+        A cell upgrades its own region's database only: the catalog's schema belongs to the
+        catalog's operator (``reelm db upgrade --catalog``), and a cell's catalog role can
+        neither change it nor grant anything on it."""
+        if self.local_region is not None:
+            migrate.require_head(self.catalog.engine, CATALOG)
+            migrate.upgrade(self.cell(self.local_region).db.engine, "region")
+            return
         migrate.upgrade(self.catalog.engine, CATALOG)
         for cell in self.cells.values():
             migrate.upgrade(cell.db.engine, "region")
@@ -81,6 +104,12 @@ def start_embedded_postgres(settings: Settings) -> tuple[str, Any]:
 
 def database_urls(settings: Settings) -> tuple[str, dict[str, str], Any]:
     """URLs of the catalog and each region, provisioning them when we administer the server."""
+    if settings.cell is not None:
+        # Validated by Settings: the catalog's URL and this region's, and no other.
+        assert settings.catalog_database_url is not None
+        url = settings.regions[settings.cell].database_url
+        assert url is not None
+        return settings.catalog_database_url, {settings.cell: url}, None
     if not settings.uses_embedded_database and settings.admin_database_url is None:
         assert settings.catalog_database_url is not None
         urls = {r: s.database_url for r, s in settings.regions.items() if s.database_url}
@@ -137,13 +166,39 @@ class NoDeployment(RuntimeError):
     """The settings point at no reelm deployment: nothing to open, and nothing to create."""
 
 
+class ForeignSecrets(RuntimeError):
+    """A cell's data dir holds another region's secrets: it refuses to start beside them."""
+
+
+def check_cell_data_dir(settings: Settings) -> None:
+    """A cell must not start where another region's secrets lie (a data dir copied from the
+    single-machine mode holds every region's key store and every role's password)."""
+    cell = settings.cell
+    if cell is None:
+        return
+    found = [
+        settings.data_dir / "keys" / region
+        for region in settings.regions
+        if region != cell and (settings.data_dir / "keys" / region).exists()
+    ]
+    roles = settings.data_dir / "secrets" / f"{settings.database_prefix}-roles.json"
+    if roles.exists():
+        found.append(roles)
+    if found:
+        raise ForeignSecrets(
+            f"the cell of {cell!r} refuses to start: its data dir {settings.data_dir.resolve()} "
+            f"holds other regions' secrets ({', '.join(str(p) for p in found)}). Give the cell "
+            "a data dir of its own."
+        )
+
+
 def missing_parts(settings: Settings) -> list[str]:
     """What a deployment made by ``reelm demo``, ``serve`` or ``db upgrade`` would have under
     these settings and does not: the embedded cluster, each region's key store."""
     missing = []
     if settings.uses_embedded_database and not (settings.data_dir / "postgres").is_dir():
         missing.append(f"embedded database {settings.data_dir / 'postgres'}")
-    for region in settings.regions:
+    for region in settings.local_regions:
         if not (settings.key_dir(region) / "master.key").is_file():
             missing.append(f"key store of {region} ({settings.key_dir(region)})")
     return missing
@@ -153,6 +208,7 @@ def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> P
     """The platform these settings describe. ``create=False``: open an existing deployment
     only, raising NoDeployment instead of initialising a database cluster or key stores
     (a command run from the wrong folder must not make a new, empty deployment there)."""
+    check_cell_data_dir(settings)
     if not create:
         missing = missing_parts(settings)
         if missing:
@@ -172,7 +228,7 @@ def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> P
             origin=f"{settings.log_origin}/{region}",
             log_batch_seconds=settings.log_batch_seconds,
         )
-        for region in settings.regions
+        for region in settings.local_regions
     }
     platform = Platform(
         settings=settings,

@@ -43,6 +43,8 @@ social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_
 app.add_typer(social_app, name="social")
 cell_app = typer.Typer(help="This cell and the other cells it talks to.", no_args_is_help=True)
 app.add_typer(cell_app, name="cell")
+cells_app = typer.Typer(help="A deployment of one cell per region.", no_args_is_help=True)
+app.add_typer(cells_app, name="cells")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -66,22 +68,66 @@ def _platform(  # type: ignore[no-untyped-def]
 ):
     """The deployment the settings name. Only `demo`, `serve` and `db upgrade` may create one
     (``create``); any other command run where there is none says so and exits 2."""
-    from reelm.bootstrap import NoDeployment, build
+    from reelm.bootstrap import ForeignSecrets, NoDeployment, build
+    from reelm.storage.migrate import SchemaBehind
 
     try:
         with console.status("Starting databases…"):
             return build(settings, upgrade=upgrade, create=create)
-    except NoDeployment as exc:
+    except (NoDeployment, ForeignSecrets, SchemaBehind) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")
-def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
-    """Run the migrations of the catalog and every region's database."""
-    platform = _platform(_settings(config, data_dir=data_dir), create=True)
+def db_upgrade(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    catalog: Annotated[
+        bool,
+        typer.Option(
+            "--catalog",
+            help="Upgrade the catalog only, as its owner (catalog_database_url), and let the "
+            "cells' catalog roles (--cell-role) use it: the catalog operator's command.",
+        ),
+    ] = False,
+    cell_role: Annotated[
+        list[str] | None,
+        typer.Option(help="REGION=ROLE: the catalog role of a region's cell (repeatable)."),
+    ] = None,
+) -> None:
+    """Run the migrations of the catalog and every region's database (a cell: its own)."""
+    settings = _settings(config, data_dir=data_dir)
+    if catalog:
+        _upgrade_catalog(settings, cell_role or [])
+        return
+    platform = _platform(settings, create=True)
     platform.close()
     console.print("[green]databases are up to date[/green]")
+
+
+def _upgrade_catalog(settings: Settings, cell_roles: list[str]) -> None:
+    from reelm.storage import migrate, provision
+    from reelm.storage.db import CATALOG, Database
+
+    if settings.catalog_database_url is None:
+        console.print("[red]error:[/red] --catalog needs catalog_database_url (its owner's URL)")
+        raise typer.Exit(2)
+    roles: dict[str, str] = {}
+    for pair in cell_roles:
+        region, sep, role = pair.partition("=")
+        if not sep or region not in settings.regions or not role:
+            console.print(f"[red]error:[/red] --cell-role {pair!r}: expected REGION=ROLE")
+            raise typer.Exit(2)
+        roles[region] = role
+    db = Database.connect(CATALOG, settings.catalog_database_url)
+    try:
+        migrate.upgrade(db.engine, CATALOG)
+    finally:
+        db.dispose()
+    if roles:
+        provision.grant_catalog_tables(settings.catalog_database_url, list(roles.values()))
+    console.print("[green]the catalog is up to date[/green]")
 
 
 @app.command()
@@ -201,12 +247,7 @@ def blobs_check(
     from reelm.media import blobcheck
 
     settings = _settings(config, data_dir=data_dir)
-    unknown = [r for r in region or [] if r not in settings.regions]
-    if unknown:
-        console.print(
-            f"[red]no region {unknown[0]!r}[/red]; regions: {', '.join(settings.regions)}"
-        )
-        raise typer.Exit(2)
+    _chosen_regions(settings, region)
     platform = _platform(settings)
     try:
         with Progress(
@@ -277,13 +318,14 @@ def purge_due(config: ConfigOption = None, data_dir: DataDirOption = None) -> No
 
 
 def _chosen_regions(settings: Settings, wanted: list[str] | None) -> list[str]:
-    """The regions a command was asked for (every region by default); an unknown one exits 2."""
-    unknown = [r for r in wanted or [] if r not in settings.regions]
+    """The regions a command was asked for (every region this process holds by default: all of
+    them in the single-machine mode, its own in a cell); any other exits 2."""
+    held = settings.local_regions
+    unknown = [r for r in wanted or [] if r not in held]
     if unknown:
-        known = ", ".join(settings.regions)
-        console.print(f"[red]no region {unknown[0]!r}[/red]; regions: {known}")
+        console.print(f"[red]no region {unknown[0]!r} here[/red]; regions: {', '.join(held)}")
         raise typer.Exit(2)
-    return list(wanted or settings.regions)
+    return list(wanted or held)
 
 
 @accounts_app.command("rotate-index")
@@ -354,6 +396,46 @@ def cell_identity(config: ConfigOption = None, data_dir: DataDirOption = None) -
     print(identity.encode_public(key.public_key()))
 
 
+@cells_app.command("init")
+def cells_init(
+    root: Annotated[Path, typer.Argument(help="Directory to write the configurations in.")],
+    cell: Annotated[
+        list[str],
+        typer.Option(help="REGION=URL: a region's cell and where it answers (repeatable)."),
+    ],
+    admin_url: Annotated[
+        str,
+        typer.Option(
+            help="Superuser URL of the PostgreSQL server to provision (each region's database "
+            "and role, and the catalog's). Used here only: no cell is given it."
+        ),
+    ],
+    prefix: Annotated[str, typer.Option(help="Prefix of the databases and roles.")] = "reelm",
+) -> None:
+    """Provision one database and role per region and the catalog, and write the catalog
+    operator's configuration and each cell's, each holding its own region's secrets only."""
+    from reelm.regions.deployment import lay_out
+
+    urls: dict[str, str] = {}
+    for pair in cell:
+        region, sep, url = pair.partition("=")
+        if not sep or not url:
+            console.print(f"[red]error:[/red] --cell {pair!r}: expected REGION=URL")
+            raise typer.Exit(2)
+        urls[region] = url
+    layout = lay_out(admin_url, root, urls, prefix=prefix)
+    console.print(f"catalog operator: {layout.catalog_config}")
+    for c in layout.cells.values():
+        console.print(f"cell {c.region}: {c.config_file}  (answers at {c.base_url})")
+    roles = " ".join(f"--cell-role {pair}" for pair in layout.cell_roles())
+    console.print(
+        "next: [bold]reelm db upgrade --catalog -c "
+        f"{layout.catalog_config} {roles}[/bold], then per region "
+        "[bold]reelm serve --region X -c <its reelm.toml>[/bold] and "
+        "[bold]reelm worker --region X -c <its reelm.toml>[/bold]"
+    )
+
+
 @app.command()
 def worker(
     region: Annotated[str, typer.Option(help="The region whose jobs this worker runs.")],
@@ -368,9 +450,8 @@ def worker(
     from reelm.transparency.log import Integrator
 
     settings = _settings(config, data_dir=data_dir)
-    if region not in settings.regions:
-        console.print(f"[red]no region {region!r}[/red]; regions: {', '.join(settings.regions)}")
-        raise typer.Exit(2)
+    # A cell's configuration names its region; a single-machine one holds every region.
+    _chosen_regions(settings, [region])
     platform = _platform(settings)
     integrator = Integrator([platform.cell(region).log]).start()
     console.print(f"worker for region [bold]{region}[/bold] running (Ctrl-C to stop)")
@@ -900,9 +981,16 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve as this region's cell: the configuration must hold that region's "
+            "secrets and no other's (default: the configuration's `cell`, else every region)."
+        ),
+    ] = None,
 ) -> None:
     """Serve against the configured databases (migrating them first)."""
-    _serve(_settings(config), host, port, seed=False)
+    _serve(_settings(config, cell=region), host, port, seed=False)
 
 
 def main() -> None:

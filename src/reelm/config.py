@@ -37,6 +37,15 @@ _S3_URL = re.compile(
 )
 
 
+class ForeignRegion(RuntimeError):
+    """A cell was asked for a store of another region: it holds none."""
+
+    def __init__(self, region: str, cell: str) -> None:
+        super().__init__(f"the cell of {cell!r} holds no store of region {region!r}")
+        self.region = region
+        self.cell = cell
+
+
 class ConfigError(Exception):
     """A configuration file or variable is wrong; the message names the key and the source."""
 
@@ -121,19 +130,28 @@ class RegionSettings(BlobStoreSettings):
     )
 
 
+# What a region's settings may say that reaches its stores: a cell is given these for its own
+# region only (everything else about another region, its label, is public).
+REGION_SECRET_FIELDS = (
+    "database_url",
+    "key_dir",
+    "blob_dir",
+    "blob_url",
+    "s3_endpoint_url",
+    "s3_region",
+    "s3_profile",
+)
+
+
 class PeerSettings(BaseModel):
-    """Another cell, as this one reaches it: public data only (reelm.intercell)."""
+    """Another region's cell, as this cell knows it: public data only."""
 
     model_config = {"extra": "forbid"}
 
-    base_url: str = Field(
-        description="Where the other cell answers the inter-cell protocol, e.g. "
-        "'https://sg.cells.reelm.example' (its /cell/v1/ routes)."
-    )
+    base_url: str = Field(description="Where the peer cell answers (https://sg.cells.example).")
     public_key: str = Field(
-        pattern=r"^[A-Za-z0-9_-]{43}=?$",
-        description="The other cell's Ed25519 identity public key: base64url of the 32 raw "
-        "bytes, as its 'reelm cell identity' prints it.",
+        pattern=r"^[A-Za-z0-9_-]{43}$",
+        description="The peer cell's Ed25519 identity public key, base64url of its 32 bytes.",
     )
 
     @field_validator("base_url")
@@ -141,9 +159,7 @@ class PeerSettings(BaseModel):
     def _peer_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("base_url must be an http:// or https:// URL")
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise ValueError("base_url must be a scheme, a host and a path, nothing more")
+            raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
 
@@ -209,7 +225,33 @@ class Settings(BaseSettings):
         description="Prefix of the databases and roles reelm provisions.",
     )
     catalog_database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the catalog database, when configured."
+        default=None,
+        description=(
+            "SQLAlchemy URL of the catalog database (its primary: writes), when configured. "
+            "A cell reaches it with its own region's catalog role."
+        ),
+    )
+    catalog_replica_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a local replica of the catalog, for reads. Unset: none.",
+    )
+    cell: RegionName | None = Field(
+        default=None,
+        description=(
+            "Run as the cell of this region: the configuration holds that region's secrets "
+            "only. Unset: the single-machine mode, one process holding every region."
+        ),
+    )
+    identity_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "This cell's Ed25519 identity key (signs inter-cell requests). Unset: "
+            "data_dir/secrets/identity.key, made on first start."
+        ),
+    )
+    peers: dict[RegionName, PeerSettings] = Field(
+        default_factory=dict,
+        description="The other regions' cells: base URL and identity public key, by region.",
     )
     regions: dict[RegionName, RegionSettings] = Field(
         default_factory=_default_regions, description="The regions, by name."
@@ -330,18 +372,6 @@ class Settings(BaseSettings):
         description="File holding the key that signs CSRF tokens. Unset: under data_dir.",
     )
 
-    identity_key_file: Path | None = Field(
-        default=None,
-        description="This cell's Ed25519 identity key (private: 32 raw bytes, mode 0600, "
-        "created on first start when missing), which signs its inter-cell requests. Unset: "
-        "data_dir/secrets/identity.key.",
-    )
-    peers: dict[RegionName, PeerSettings] = Field(
-        default_factory=dict,
-        description="The other cells, by region: their base URL and identity public key. A "
-        "region listed here is reached over the inter-cell protocol, never in-process.",
-    )
-
     @field_validator("log_batch_seconds")
     @classmethod
     def _whole_days(cls, value: int) -> int:
@@ -424,10 +454,40 @@ class Settings(BaseSettings):
                 raise ValueError(f"markets.{market} points to unknown region {region!r}")
             if market in self.blocked_markets:
                 raise ValueError(f"market {market} is both served and blocked")
-        for peer in self.peers:
-            if peer not in self.regions:
-                raise ValueError(f"peers.{peer} is not a region")
+        for region in self.peers:
+            if region not in self.regions:
+                raise ValueError(f"peers.{region} is not a region")
+        if self.cell is not None:
+            self._check_cell(self.cell)
         return self
+
+    def _check_cell(self, cell: str) -> None:
+        """A cell is given its own region's secrets and nothing else: refuse any other."""
+        if cell not in self.regions:
+            raise ValueError(f"cell {cell!r} is not a region")
+        foreign = {
+            region: [name for name in REGION_SECRET_FIELDS if getattr(config, name) is not None]
+            for region, config in self.regions.items()
+            if region != cell
+        }
+        for region, names in foreign.items():
+            if names:
+                raise ValueError(
+                    f"the cell of {cell!r} is given region {region!r}'s "
+                    f"{', '.join(names)}: a cell holds its own region's secrets only "
+                    f"(another region may be listed with its label alone)"
+                )
+        if self.admin_database_url is not None:
+            raise ValueError(
+                "a cell is not given admin_database_url: a superuser reaches every region's "
+                "database. Give it its own region's database_url and its catalog role's URL"
+            )
+        if self.catalog_database_url is None:
+            raise ValueError("a cell needs catalog_database_url (the catalog primary)")
+        if self.regions[cell].database_url is None:
+            raise ValueError(f"a cell needs regions.{cell}.database_url")
+        if cell in self.peers:
+            raise ValueError(f"peers.{cell} is this cell itself")
 
     @classmethod
     def settings_customise_sources(
@@ -445,17 +505,25 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     # Paths derived from data_dir -----------------------------------------------------------
+    def _own(self, region: str) -> None:
+        """A cell derives no path of another region's stores (it has none)."""
+        if self.cell is not None and region != self.cell:
+            raise ForeignRegion(region, self.cell)
+
     def blob_dir(self, region: str) -> Path:
+        self._own(region)
         return self.regions[region].blob_dir or self.data_dir / "blobs" / region
 
     def public_blob_dir(self) -> Path:
         return self.public_store.blob_dir or self.data_dir / "public-blobs"
 
     def key_dir(self, region: str) -> Path:
+        self._own(region)
         return self.regions[region].key_dir or self.data_dir / "keys" / region
 
     def staging_dir(self, region: str) -> Path:
         """Where uploads in progress wait, inside the region (removed once processed)."""
+        self._own(region)
         return self.data_dir / "staging" / region
 
     def base_url(self) -> str:
@@ -467,14 +535,21 @@ class Settings(BaseSettings):
         public = urlsplit(self.base_url()).hostname
         return [*self.trusted_hosts, *([public] if public else [])]
 
-    def identity_key_path(self) -> Path:
-        return self.identity_key_file or self.data_dir / "secrets" / "identity.key"
-
     def csrf_key_file(self) -> Path:
         return self.secret_key_file or self.data_dir / "secret.key"
 
+    def identity_key_path(self) -> Path:
+        return self.identity_key_file or self.data_dir / "secrets" / "identity.key"
+
+    @property
+    def local_regions(self) -> list[str]:
+        """The regions whose stores this process holds: its cell's, or every one."""
+        return [self.cell] if self.cell is not None else list(self.regions)
+
     @property
     def uses_embedded_database(self) -> bool:
+        if self.cell is not None:
+            return False
         configured = self.catalog_database_url and all(
             r.database_url for r in self.regions.values()
         )
@@ -504,7 +579,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except ValidationError as exc:
         source = f"{path}" if path else "environment (REELM_*)"
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         )
         raise ConfigError(f"{source}: {problems}") from exc

@@ -18,9 +18,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelm.accounts.errors import NotAuthenticated
 from reelm.accounts.service import CurrentUser, authenticate
-from reelm.api.problems import MOVING_HEADER, blocked_response, problem, wants_html
+from reelm.api.problems import (
+    MOVING_HEADER,
+    blocked_response,
+    other_cell_response,
+    problem,
+    respond,
+    wants_html,
+)
 from reelm.bootstrap import Platform
 from reelm.numbers import natural_or_none
+from reelm.regions.cell import NotInThisCell
 from reelm.regions.policy import MarketBlocked, is_country
 from reelm.web.csrf import Csrf, load_or_create_secret, request_binding
 
@@ -125,6 +133,9 @@ class Gate:
                 user = await run_in_threadpool(authenticate, platform, token)
             except NotAuthenticated:
                 user = None
+            except NotInThisCell as exc:
+                # Another region's session: its cell serves this request, not this one.
+                return respond(request, other_cell_response(exc))
         request.state.user = user
         if user is not None and cookie_write_without_token(request, self.csrf):
             return problem("csrf-failed", f"send the page's CSRF token in the {CSRF_HEADER} header")

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reelm.accounts.errors import AccountError, RateLimited
 from reelm.media.errors import PROBLEM_TYPES as MEDIA_PROBLEMS
 from reelm.media.errors import MediaRejected
-from reelm.regions.cell import ResidencyViolation
+from reelm.regions.cell import NotInThisCell, ResidencyViolation
 from reelm.regions.fence import UserMoving
 from reelm.regions.policy import MarketBlocked, UnknownMarket
 from reelm.storage.db import transient
@@ -28,6 +28,11 @@ PROBLEM_JSON = "application/problem+json"
 
 # slug -> (status, title). The slug is the stable part of the type URI.
 MOVING_HEADER = "X-Reelm-Moving"
+# On a request that only another region's cell can serve: that region, for the edge (or a
+# client) to send the request there.
+HOME_CELL_HEADER = "X-Reelm-Home-Cell"
+# Set with that answer for a browser: the edge routes a visitor without a session by it.
+CELL_COOKIE = "reelm_cell"
 
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-input": (422, "Invalid input"),
@@ -50,6 +55,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "unsupported-media-type": (415, "Unsupported media type"),
     "method-not-allowed": (405, "Method not allowed"),
     "residency-guard": (421, "Request reached the wrong region"),
+    "other-cell": (421, "Served by another region's cell"),
     "moving": (503, "Your data is moving to another region"),
     "migration-refused": (409, "Migration refused"),
     "upload-offset-mismatch": (409, "Upload offset does not match"),
@@ -122,6 +128,18 @@ def blocked_response(exc: MarketBlocked) -> JSONResponse:
         market=exc.market,
         authority=exc.authority,
         headers={"Link": f'<{type_uri("unavailable-for-legal-reasons")}>; rel="blocked-by"'},
+    )
+
+
+def other_cell_response(exc: NotInThisCell) -> JSONResponse:
+    """Nothing of that region is held here, so nothing was read or written: the request must
+    be sent to that region's cell (the header tells the edge, or the client, which)."""
+    return problem(
+        "other-cell",
+        f"this is served by the cell of region {exc.region!r}: send it there (through the "
+        "edge, go back and send it again: you are now routed there)",
+        region=exc.region,
+        headers={HOME_CELL_HEADER: exc.region},
     )
 
 
@@ -245,6 +263,25 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ResidencyViolation)
     async def residency(request: Request, exc: ResidencyViolation) -> Response:
         return problem("residency-guard", "this region does not hold that account's data")
+
+    @app.exception_handler(NotInThisCell)
+    async def other_cell(request: Request, exc: NotInThisCell) -> Response:
+        response = respond(request, other_cell_response(exc))
+        if wants_html(request):
+            # A browser cannot be told to resend a form elsewhere (its CSRF token is this
+            # cell's): the page says so, and the cookie makes the edge send the visitor's
+            # next request to that region's cell (docs/operations.md, "The edge").
+            settings = request.app.state.platform.settings
+            response.set_cookie(
+                CELL_COOKIE,
+                exc.region,
+                max_age=3600,
+                path="/",
+                secure=settings.cookie_secure,
+                httponly=True,
+                samesite="lax",
+            )
+        return response
 
     @app.exception_handler(UserMoving)
     async def moving(request: Request, exc: UserMoving) -> Response:

@@ -49,8 +49,8 @@ SENT_FOR_KIND = "intercell.sent_for"
 def is_local(platform: Platform, region: str) -> bool:
     """Whether this process runs ``region``'s cell. A region listed in ``peers`` is another
     cell's, even when the process could open its database (single-machine mode with peers:
-    the tests' senders)."""
-    return region in platform.cells and region not in platform.settings.peers
+    the tests' senders; a cell never lists itself)."""
+    return platform.is_local(region) and region not in platform.settings.peers
 
 
 def home_of(platform: Platform, user_id: uuid.UUID) -> str | None:

@@ -20,8 +20,9 @@ def load_or_create(path: Path) -> Ed25519PrivateKey:
 
 
 def encode_public(key: Ed25519PublicKey) -> str:
-    """base64url of the 32 raw bytes (with its one '=' of padding)."""
-    return base64.urlsafe_b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    """base64url of the 32 raw bytes, unpadded (43 characters)."""
+    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_public(text: str) -> Ed25519PublicKey:

@@ -169,7 +169,8 @@ def _log_refusal(platform: Platform, refusal: Refused, envelope: dict[str, Any] 
     )
     to = envelope.get("to") if envelope else None
     own = [r for r in platform.cells if is_local(platform, r)]
-    region = to if isinstance(to, str) and to in own else (own[0] if own else None)
+    fallback = platform.local_region or (own[0] if own else None)
+    region = to if isinstance(to, str) and to in own else fallback
     if region is None:
         return
     platform.cell(region).log.append_now(

@@ -35,6 +35,16 @@ class ResidencyViolation(RuntimeError):
         self.asked_region = asked_region
 
 
+class NotInThisCell(RuntimeError):
+    """A region's stores were asked of a process that does not hold them (a cell holds its own
+    region's only): whatever must happen there goes through the inter-cell protocol."""
+
+    def __init__(self, region: str, local: Iterable[str]) -> None:
+        held = ", ".join(sorted(local)) or "none"
+        super().__init__(f"region {region!r} is not held by this process (it holds: {held})")
+        self.region = region
+
+
 @dataclass(frozen=True)
 class UserScope:
     """Access to one user's protected data in their home cell."""

@@ -41,6 +41,6 @@ def home_region(platform: Platform, market: str, session: Session | None = None)
         # A read only: nothing to commit.
         with platform.catalog.engine.connect() as conn:
             routed = conn.scalar(query)
-    if routed is not None and routed in platform.cells:
+    if routed is not None and routed in platform.regions:
         return routed
     return platform.policy.home_region(code)

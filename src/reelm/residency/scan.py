@@ -300,14 +300,26 @@ def _unreadable(where: str, relation: Relation, why: str, region: str | None) ->
     return Finding("unreadable", "", where, relation.label, why, region)
 
 
+# Catalog tables no cell's role may read, by design (storage/provision.py): the catalog
+# operator's own scan covers them (residency-scan with the catalog owner's configuration).
+OWNER_ONLY = frozenset({"staff_members"})
+
+
 def _scan_database(
-    db: Database, automaton: Any, directory: dict[str, str], report: ScanReport
+    db: Database,
+    automaton: Any,
+    directory: dict[str, str],
+    report: ScanReport,
+    *,
+    skip: frozenset[str] = frozenset(),
 ) -> Iterator[Finding]:
     region = _database_region(db.name)
     where = f"database:{db.name}"
     with psycopg.connect(_conninfo(db), autocommit=True) as conn:
         for relation in _tables(conn):
             if relation.name == "alembic_version" and relation.schema == "public":
+                continue
+            if relation.schema == "public" and relation.name in skip and not relation.readable:
                 continue
             report.tables += 1
             if not relation.readable:
@@ -633,8 +645,11 @@ def scan(platform: Platform) -> ScanReport:
                 seen.add(finding)
                 (report.findings if finding.leak else report.notices).append(finding)
 
-    for db in [platform.catalog] + [c.db for c in platform.cells.values()]:
-        add(_scan_database(db, automaton, directory, report))
+    # A cell's catalog role is refused the owner's tables; the single-machine mode reads all.
+    skip = OWNER_ONLY if platform.local_region is not None else frozenset()
+    add(_scan_database(platform.catalog, automaton, directory, report, skip=skip))
+    for cell in platform.cells.values():
+        add(_scan_database(cell.db, automaton, directory, report))
     add(_scan_blobs(platform, automaton, directory, report))
     add(_scan_public(platform, directory, report))
     add(_scan_jobs(platform, directory, report))

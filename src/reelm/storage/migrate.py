@@ -39,5 +39,25 @@ def upgrade(engine: Engine, kind: str, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+class SchemaBehind(RuntimeError):
+    """A database's schema is not at this release's head, and this process may not upgrade it."""
+
+
+def require_head(engine: Engine, kind: str) -> None:
+    """Refuse to run against a database whose schema is not this release's (a cell's catalog
+    role cannot migrate the catalog: its operator does)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(kind)).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise SchemaBehind(
+            f"the {kind} database is at revision {current or 'none'}, this release needs {head}: "
+            f"its operator runs `reelm db upgrade --catalog` first"
+        )
+
+
 def kind_of(database_name: str) -> str:
     return CATALOG if database_name == CATALOG else "region"
