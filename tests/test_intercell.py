@@ -434,3 +434,44 @@ def test_delivery_latency_over_http(cells: Cells) -> None:
         s.execute(
             text("DELETE FROM procrastinate_jobs WHERE task_name = :t"), {"t": delivery.SEND_TASK}
         )
+
+
+def test_a_moderators_decision_about_another_cells_user_is_applied_there(cells: Cells) -> None:
+    from reelm.social import moderation
+    from reelm.transparency import gateway
+
+    from .conftest import signed_in
+
+    c = cells
+    _, moderator = signed_in(c.sender, "mod", market="US")
+    gateway.grant(c.sender, moderator.user_id, "moderator")
+    decision = moderation.Decision(
+        target="user", id=c.sg_user.handle, action="suspend", reason="spam"
+    )
+    done = moderation.act(c.sender, moderator, decision)
+    assert "sg cell" in done
+    # Nothing is done by the moderator's cell: the sg cell applies it, once it is delivered.
+    assert not moderation.is_suspended(c.sender, c.sg_user.user_id)
+    with serving(c.receiver, c.port):
+        run_jobs(c.sender, "us")
+    assert moderation.is_suspended(c.sender, c.sg_user.user_id)
+    with c.sender.cell("sg").db.transaction() as s:
+        logged = s.scalar(select(func.count()).where(LogQueue.kind == "moderation.suspended"))
+    assert logged == 1
+    # A user of us who is not a moderator cannot have the us cell suspend anyone in sg.
+    ident = uuid.uuid4()
+    forged = transport.envelope(
+        ident,
+        "us",
+        "sg",
+        "moderation",
+        c.us_user.user_id,
+        {
+            "decision": decision.model_dump() | {"action": "reinstate"},
+            "target_id": str(c.sg_user.user_id),
+        },
+    )
+    with serving(c.receiver, c.port):
+        answer = _put(c, ident, forged)
+    assert answer.status_code == 403, answer.text
+    assert moderation.is_suspended(c.sender, c.sg_user.user_id)

@@ -4,8 +4,9 @@ A handler runs in the cell of the region it is delivered to, whether the deliver
 in-process (single-machine mode, or a region of this cell) or over HTTP (``/cell/v1/``): one
 code path. It is called as ``handler(platform, region, acting_for, delivery_id, body)``, must be
 idempotent for a delivery id (a delivery is applied once, but a crash between the handler's
-commit and the receipt's may run it again), raises ``BadBody`` for a body it does not accept,
-and ``reelm.regions.fence.UserMoving`` to be retried later.
+commit and the receipt's may run it again), and raises ``BadBody`` for a body it does not
+accept (400), ``NotAllowed`` for an acting user it refuses (403), and
+``reelm.regions.fence.UserMoving`` to be retried later.
 
 Handlers are named by dotted path and imported when first used: the services that send a kind
 (reelm.social) sit above this package, which must not import them at import time."""
@@ -29,11 +30,19 @@ KINDS: dict[str, str] = {
     # accepted, like, comment, reply, mention. Body: recipient id, the event's kind and the
     # video and comment ids it is about; the actor is the acting user.
     "notification": "reelm.social.notify:receive",
+    # A moderator's decision about a user of the receiving region (their video, comment or
+    # account): the decision as the moderation API takes it (target, id, action, reason code,
+    # market) and the target's id; the moderator is the acting user, checked staff again.
+    "moderation": "reelm.social.moderation:receive",
 }
 
 
 class BadBody(ValueError):
     """A delivery whose body its kind does not accept (answered 400, nothing written)."""
+
+
+class NotAllowed(PermissionError):
+    """A delivery its kind refuses for who it acts for (answered 403, nothing written)."""
 
 
 def handler_of(kind: str) -> Handler:

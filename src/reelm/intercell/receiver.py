@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert
 from reelm.bootstrap import Platform
 from reelm.intercell import identity, signing
 from reelm.intercell.delivery import home_of, is_local
-from reelm.intercell.kinds import KINDS, BadBody, handler_of
+from reelm.intercell.kinds import KINDS, BadBody, NotAllowed, handler_of
 from reelm.intercell.models import Receipt, SeenNonce
 from reelm.intercell.signing import Refused
 
@@ -154,6 +154,8 @@ def _apply(
             result = handler_of(kind)(platform, region, acting_for, ident, envelope["body"])
         except BadBody as exc:
             raise Refused(400, "bad-body", str(exc), sender) from None
+        except NotAllowed as exc:
+            raise Refused(403, "not-allowed", str(exc), sender) from None
     return Answer(applied=True, result=result)
 
 
