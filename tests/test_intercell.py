@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text, update
 
 from reelm.accounts.service import SignedUp
@@ -32,7 +33,7 @@ from reelm.social import notify
 from reelm.social.models import Notification
 from reelm.transparency.models import LogQueue
 
-from .conftest import free_port, serving
+from .conftest import free_port, serving, signed_in
 from .tus import run_jobs
 
 URL = "http://127.0.0.1:1/cell/v1/deliveries/"
@@ -388,11 +389,12 @@ def test_a_refused_delivery_stays_for_the_operator_and_is_not_retried(cells: Cel
 
 
 def test_the_same_handler_runs_in_process_for_a_local_region(
-    platform: Platform, new_user: Callable[..., SignedUp]
+    platform: Platform, new_user: Callable[..., SignedUp], client: TestClient
 ) -> None:
     """Single-machine mode: no peers, every region local; the delivery is applied at once,
     and still counted and logged for the actor when it crosses regions."""
-    actor, recipient = new_user("US"), new_user("FR")
+    token, actor = signed_in(platform, "actor", market="US")
+    recipient = new_user("FR")
     with platform.cell("us").db.transaction() as s:
         s.execute(update(SentCount).values(count=0))
     assert notify.send(platform, recipient.user_id, "follow", actor.user_id)
@@ -405,6 +407,9 @@ def test_the_same_handler_runs_in_process_for_a_local_region(
     from reelm.transparency.views import pending_about
 
     assert delivery.SENT_FOR_KIND in [e.kind for e in pending_about(platform, actor.user_id)]
+    page = client.get("/settings/transparency", headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    assert "Sent on your behalf to region sg: a notification" in page.text
     # Within one region nothing crosses: not counted.
     neighbour = new_user("US")
     with platform.cell("us").db.transaction() as s:
@@ -439,8 +444,6 @@ def test_delivery_latency_over_http(cells: Cells) -> None:
 def test_a_moderators_decision_about_another_cells_user_is_applied_there(cells: Cells) -> None:
     from reelm.social import moderation
     from reelm.transparency import gateway
-
-    from .conftest import signed_in
 
     c = cells
     _, moderator = signed_in(c.sender, "mod", market="US")

@@ -102,6 +102,11 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    if platform.settings.cell is not None or platform.settings.peers:
+        # A cell's identity key exists from its first start (0600), before anything is sent.
+        from reelm.intercell.transport import identity_key
+
+        identity_key(platform)
     app.state.devices = DeviceCookies(load_or_create_secret(platform.settings.csrf_key_file()))
     problems.install(app)
     gate.install(app, platform)
