@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
 
 import httpx2 as httpx
 import pytest
@@ -15,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from reelm.intercell import signing, transport
 from tests.cells import Cells, running_cells
-
-PASSWORD = "correct horse battery"
+from tests.test_cells import log_in, sign_up
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +25,8 @@ def cells(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _user(cells: Cells, region: str, handle: str, market: str) -> tuple[str, str]:
     """A new account at its home cell: its id and a bearer token."""
-    with cells.client(region) as client:
-        made = client.post(
-            "/api/v1/accounts",
-            json={
-                "handle": handle,
-                "display_name": handle.title(),
-                "email": f"{handle}@example.com",
-                "password": PASSWORD,
-                "birth_date": str(date(1990, 5, 17)),
-                "market": market,
-            },
-        )
-        assert made.status_code == 201, made.text
-        session = client.post("/api/v1/session", json={"identifier": handle, "password": PASSWORD})
-        assert session.status_code == 201, session.text
-    return str(made.json()["id"]), str(session.json()["token"])
+    made = sign_up(cells, region, handle, market)
+    return str(made["id"]), log_in(cells, region, handle)
 
 
 def _unread(cells: Cells, region: str, token: str) -> int:
