@@ -248,3 +248,18 @@ def build(settings: Settings, *, upgrade: bool = True, create: bool = True) -> P
     if upgrade:
         platform.upgrade_databases()
     return platform
+
+
+def start(settings: Settings, process: str, *, create: bool = True) -> Platform:
+    """The platform of a long-running process (``reelm serve``, ``worker``, ``demo``): built,
+    then its release (version, package and configuration digests) appended to the log of each
+    region it serves, so the logs say which code served a region when (docs/transparency.md)."""
+    from reelm.transparency import release
+
+    platform = build(settings, create=create)
+    try:
+        release.record(platform, process)
+    except BaseException:
+        platform.close()
+        raise
+    return platform

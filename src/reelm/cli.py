@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from reelm.config import ConfigError, Settings, load_settings
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from reelm.bootstrap import Platform
     from reelm.media.blobcheck import BlobReport
     from reelm.migration.engine import Outcome
+    from reelm.transparency.auditor import RegionAudit
 
 app = typer.Typer(
     help="reelm: short videos, with each user's private data kept at home.", no_args_is_help=True
@@ -64,15 +66,18 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _platform(  # type: ignore[no-untyped-def]
-    settings: Settings, *, upgrade: bool = True, create: bool = False
+    settings: Settings, *, upgrade: bool = True, create: bool = False, process: str | None = None
 ):
     """The deployment the settings name. Only `demo`, `serve` and `db upgrade` may create one
-    (``create``); any other command run where there is none says so and exits 2."""
-    from reelm.bootstrap import ForeignSecrets, NoDeployment, build
+    (``create``); any other command run where there is none says so and exits 2. A
+    long-running ``process`` (serve, worker, demo) records its release in the logs."""
+    from reelm.bootstrap import ForeignSecrets, NoDeployment, build, start
     from reelm.storage.migrate import SchemaBehind
 
     try:
         with console.status("Starting databases…"):
+            if process is not None:
+                return start(settings, process, create=create)
             return build(settings, upgrade=upgrade, create=create)
     except (NoDeployment, ForeignSecrets, SchemaBehind) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -452,7 +457,7 @@ def worker(
     settings = _settings(config, data_dir=data_dir)
     # A cell's configuration names its region; a single-machine one holds every region.
     _chosen_regions(settings, [region])
-    platform = _platform(settings)
+    platform = _platform(settings, process="worker")
     integrator = Integrator([platform.cell(region).log]).start()
     console.print(f"worker for region [bold]{region}[/bold] running (Ctrl-C to stop)")
     try:
@@ -518,7 +523,70 @@ def audit_verify(
     and the inclusion of given entries. Fails loudly on a fork, a rollback or a bad proof."""
     from reelm.transparency.auditor import run
 
-    raise typer.Exit(run(base_url, state, entry or [], key or []))
+    raise typer.Exit(run(base_url, state, entry or [], key or [], show=_print_audit))
+
+
+def _print_audit(results: list[RegionAudit]) -> None:
+    """A line per region, then a table of the releases that served it."""
+    out = Console()
+    for result in results:
+        out.print(f"[green]ok[/green]  {result.describe()}", highlight=False, soft_wrap=True)
+    # Wide enough for whole digests: an auditor compares them character by character.
+    wide = Console(width=max(out.width, 160))
+    for result in results:
+        if not result.releases:
+            continue
+        title = f"Releases that served {result.region}"
+        table = Table("#", "time", "version", "process", "regions", title=title)
+        table.add_column("digests (package, config)", no_wrap=True)
+        for r in result.releases:
+            # Text, not markup: the values come from the deployment under audit.
+            cells = [
+                r["index"],
+                r["time"],
+                r["version"],
+                r["process"],
+                " ".join(r["regions"] or []),
+                f"{r['package_digest']}\n{r['config_digest']}",
+            ]
+            table.add_row(*(Text(str(c)) for c in cells))
+        wide.print(table)
+
+
+@audit_app.command("release-digest")
+def audit_release_digest(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A reelm package directory: a checkout's src/reelm, or site-packages/reelm of "
+            "an installed wheel. Default: the package running this command."
+        ),
+    ] = None,
+    show_config: Annotated[
+        bool,
+        typer.Option(
+            "--show-config",
+            help="Also print the configuration digest of these settings and the canonical JSON "
+            "it is taken over (secrets withheld).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print the package digest a release entry states, to compare with `reelm audit verify`."""
+    from reelm.transparency import release
+
+    root = path if path is not None else release.package_dir()
+    if (root / "reelm" / "__init__.py").is_file():  # given the folder above the package
+        root = root / "reelm"
+    if not (root / "__init__.py").is_file():
+        console.print(f"[red]{root} is not a Python package directory (no __init__.py)[/red]")
+        raise typer.Exit(2)
+    print(f"package {release.tree_digest(root)}  {root.resolve()}")
+    if show_config:
+        settings = _settings(config, data_dir=data_dir)
+        print(f"config  {release.config_digest(settings)}")
+        print(release.config_dump(settings).decode())
 
 
 @audit_app.command("verify-migration")
@@ -915,7 +983,7 @@ def _serve(settings: Settings, host: str, port: int, *, seed: bool) -> None:
                 f"[yellow]public_base_url is not set: links will point to "
                 f"{settings.public_base_url}[/yellow]"
             )
-    platform = _platform(settings, create=True)
+    platform = _platform(settings, create=True, process="demo" if seed else "serve")
     try:
         if seed:
             from reelm.demo import seed_demo

@@ -15,6 +15,7 @@ from reelm.api.deps import PlatformDep
 from reelm.api.problems import problem_responses
 from reelm.bootstrap import Platform
 from reelm.transparency.log import TransparencyLog
+from reelm.transparency.report import MAX_RELEASES, releases
 from reelm.transparency.verify import EMPTY_ROOT, Checkpoint
 
 router = APIRouter(tags=["transparency"])
@@ -55,6 +56,24 @@ class EntryOut(BaseModel):
 
 class EntriesOut(BaseModel):
     entries: list[EntryOut]
+
+
+class ReleaseOut(BaseModel):
+    """What one release entry states: the code and configuration a process started with."""
+
+    index: int
+    time: str | None
+    version: str | None
+    package_digest: str | None
+    config_digest: str | None
+    regions: list[str] | None
+    process: str | None
+
+
+class ReleasesOut(BaseModel):
+    region: str
+    tree_size: int
+    releases: list[ReleaseOut]
 
 
 class ProofOut(BaseModel):
@@ -160,3 +179,22 @@ def consistency(
     except ValueError as exc:
         raise NotFound(str(exc)) from None
     return ProofOut(first=first, second=second, proof=[_b64(p) for p in proof])
+
+
+@router.get("/api/v1/transparency/{region}/releases", responses=ERRORS)
+def region_releases(
+    region: str,
+    platform: PlatformDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_RELEASES)] = MAX_RELEASES,
+) -> ReleasesOut:
+    """The newest release entries in the region's log up to its newest checkpoint, newest
+    first: which reelm version, package digest and configuration digest served the region.
+    Each is an ordinary entry (prove it with /proof/inclusion?index=...)."""
+    tlog = region_log(platform, region)
+    latest = tlog.latest()
+    size = latest.size if latest else 0
+    return ReleasesOut(
+        region=region,
+        tree_size=size,
+        releases=[ReleaseOut(**r) for r in releases(tlog, size, limit)],
+    )

@@ -18,6 +18,7 @@ import os
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ from reelm.transparency.verify import (
 )
 
 TIMEOUT = 20
+# The kind of the entry a process appends at start (reelm.transparency.release).
+RELEASE_KIND = "release.started"
+RELEASE_FIELDS = ("version", "package_digest", "config_digest", "regions", "process")
 # The most entries the API gives in one answer (api/transparency.py MAX_ENTRIES).
 ENTRIES_PAGE = 1000
 
@@ -50,6 +54,8 @@ class RegionAudit:
     previous_size: int | None
     entries_checked: list[int] = field(default_factory=list)
     entries_hashed: int = 0
+    # Every release entry this auditor has hashed into a signed root, this run or before.
+    releases: list[dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
         root = base64.b64encode(self.checkpoint.root).decode()
@@ -136,9 +142,11 @@ def audit(
             if previous is not None:
                 _check_extends(client, region, int(previous), trusted["root"], checkpoint)
             start, frontier = _hashed_so_far(trusted)
-            frontier = _hash_new_entries(client, region, start, frontier, checkpoint)
+            frontier, releases = _hash_new_entries(client, region, start, frontier, checkpoint)
             result = RegionAudit(region, checkpoint, previous)
             result.entries_hashed = checkpoint.size - start
+            # Releases seen by earlier runs count only while their entries are vouched for.
+            result.releases = [*(trusted.get("releases", []) if start else []), *releases]
             for index in (entries or {}).get(region, []):
                 _check_entry(client, region, index, checkpoint)
                 result.entries_checked.append(index)
@@ -151,6 +159,7 @@ def audit(
             "checkpoint": note.decode(),
             # The compact range of every entry hashed so far (see verify.extend_range).
             "frontier": [base64.b64encode(h).decode() for h in frontier],
+            "releases": result.releases,
         }
         results.append(result)
     save_state(state_path, state)
@@ -199,11 +208,40 @@ def _hashed_so_far(trusted: dict[str, Any]) -> tuple[int, list[bytes]]:
     return 0, []
 
 
+def _shown(value: Any) -> str | None:
+    """A value of the log as text fit for a terminal or a page: whatever the log holds, no
+    control characters (an escape sequence would rewrite the auditor's screen), 100 at most."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value)
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:100])
+
+
+def release_of(index: int, entry: bytes) -> dict[str, Any] | None:
+    """What a release entry states (None for any other entry), as text whatever it holds."""
+    try:
+        event = json.loads(entry)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("kind") != RELEASE_KIND:
+        return None
+    details = event.get("details")
+    details = details if isinstance(details, dict) else {}
+    regions = details.get("regions")
+    return {
+        "index": index,
+        "time": _shown(event.get("time")),
+        **{name: _shown(details.get(name)) for name in RELEASE_FIELDS if name != "regions"},
+        "regions": [_shown(r) or "" for r in regions[:64]] if isinstance(regions, list) else None,
+    }
+
+
 def _hash_new_entries(
     client: Client, region: str, start: int, frontier: list[bytes], checkpoint: Checkpoint
-) -> list[bytes]:
+) -> tuple[list[bytes], list[dict[str, Any]]]:
     """Fetch entries [start, size), hash each one here, and check that with the ones before
-    they give the signed root. Returns the new compact range."""
+    they give the signed root. Returns the new compact range and the release entries found."""
+    releases: list[dict[str, Any]] = []
     index = start
     while index < checkpoint.size:
         end = min(checkpoint.size, index + ENTRIES_PAGE)
@@ -215,12 +253,16 @@ def _hash_new_entries(
         for item in page:
             if item["index"] != index + len(leaves) or item["index"] >= checkpoint.size:
                 raise AuditFailure(f"{region}: entries out of order at {index + len(leaves)}")
-            leaf = leaf_hash(base64.b64decode(item["entry"], validate=True))
+            raw = base64.b64decode(item["entry"], validate=True)
+            leaf = leaf_hash(raw)
             if base64.b64decode(item["leaf_hash"], validate=True) != leaf:
                 raise AuditFailure(
                     f"{region}: TAMPERED: entry {item['index']}'s bytes do not hash to the "
                     "leaf hash the log gives for it"
                 )
+            found = release_of(item["index"], raw)
+            if found is not None:
+                releases.append(found)
             leaves.append(leaf)
         frontier = extend_range(frontier, index, leaves)
         index += len(leaves)
@@ -229,7 +271,7 @@ def _hash_new_entries(
             f"{region}: TAMPERED: entries {start} to {checkpoint.size - 1} do not hash to the "
             "signed root (an entry was rewritten)"
         )
-    return frontier
+    return frontier, releases
 
 
 def _check_entry(client: Client, region: str, index: int, checkpoint: Checkpoint) -> None:
@@ -263,8 +305,30 @@ def _parse_keys(specs: list[str]) -> dict[str, str]:
     return keys
 
 
-def run(base_url: str, state: Path, entry_specs: list[str], key_specs: list[str]) -> int:
-    """Print one line per region; return 0 when every check passed, 1 otherwise."""
+def print_results(results: list[RegionAudit]) -> None:
+    """One line per region, then the releases that served it (plain text)."""
+    for result in results:
+        print(f"ok  {result.describe()}")
+    for result in results:
+        if not result.releases:
+            continue
+        print(f"Releases that served {result.region} ({len(result.releases)} verified):")
+        for r in result.releases:
+            regions = " ".join(r["regions"] or [])
+            print(
+                f"  #{r['index']} {r['time']} reelm {r['version']} {r['process']} [{regions}]"
+                f"\n    package {r['package_digest']}\n    config  {r['config_digest']}"
+            )
+
+
+def run(
+    base_url: str,
+    state: Path,
+    entry_specs: list[str],
+    key_specs: list[str],
+    show: Callable[[list[RegionAudit]], None] = print_results,
+) -> int:
+    """Check, then ``show`` the results; return 0 when every check passed, 1 otherwise."""
     import sys
 
     try:
@@ -280,8 +344,7 @@ def run(base_url: str, state: Path, entry_specs: list[str], key_specs: list[str]
     except (OSError, ValueError, KeyError) as exc:
         print(f"AUDIT FAILED: could not read the logs at {base_url}: {exc}", file=sys.stderr)
         return 1
-    for result in results:
-        print(f"ok  {result.describe()}")
+    show(results)
     return 0
 
 

@@ -300,6 +300,18 @@ class TransparencyLog:
                 )
             )
 
+    def entries_of_kind(self, kind: str, size: int, limit: int) -> list[LogEntry]:
+        """The newest ``limit`` entries of this kind among the first ``size``, newest first."""
+        with self.db.sessions() as session:
+            return list(
+                session.scalars(
+                    select(LogEntry)
+                    .where(LogEntry.kind == kind, LogEntry.idx < size)
+                    .order_by(LogEntry.idx.desc())
+                    .limit(limit)
+                )
+            )
+
     def counts(self, size: int) -> dict[str, int]:
         with self.db.engine.connect() as conn:
             rows = conn.execute(

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from reelm.transparency.auditor import RELEASE_KIND, release_of
 from reelm.transparency.log import TransparencyLog
+
+# The most release entries a report lists (the newest ones).
+MAX_RELEASES = 100
 
 # What each kind of entry means, in the order the report shows them.
 KINDS: dict[str, str] = {
@@ -27,6 +32,7 @@ KINDS: dict[str, str] = {
     "migration.arrived": "Users moved into this region",
     "migration.departed": "Users moved out of this region (their data purged here)",
     "migration.completed": "Region migrations completed (signed report anchored)",
+    RELEASE_KIND: "Process starts, each stating its code and configuration digests",
 }
 
 
@@ -39,6 +45,8 @@ class Report:
     note: str
     counts: dict[str, int]
     staff_reads_by_reason: dict[str, int]
+    # The newest release entries, newest first (auditor.release_of's fields).
+    releases: list[dict[str, Any]]
 
     def rows(self) -> list[tuple[str, str, int]]:
         known = [(k, label, self.counts.get(k, 0)) for k, label in KINDS.items()]
@@ -60,4 +68,11 @@ def region_report(tlog: TransparencyLog) -> Report:
         note=latest.note if latest else "",
         counts=tlog.counts(size),
         staff_reads_by_reason=tlog.staff_reads_by_reason(size),
+        releases=releases(tlog, size),
     )
+
+
+def releases(tlog: TransparencyLog, size: int, limit: int = MAX_RELEASES) -> list[dict[str, Any]]:
+    """What the release entries among the first ``size`` state, newest first."""
+    found = (release_of(e.idx, e.entry) for e in tlog.entries_of_kind(RELEASE_KIND, size, limit))
+    return [r for r in found if r is not None]
