@@ -28,7 +28,7 @@ from reelm.bootstrap import Platform, build
 from reelm.config import PeerSettings
 from reelm.intercell import delivery, identity, signing, transport
 from reelm.intercell.models import Outbox, Receipt, SentCount
-from reelm.intercell.receiver import REFUSED_KIND
+from reelm.intercell.receiver import REFUSED_KIND, forget_receipts
 from reelm.social import notify
 from reelm.social.models import Notification
 from reelm.transparency.models import LogQueue
@@ -258,6 +258,10 @@ def test_a_notification_crosses_to_the_other_cell_once(cells: Cells) -> None:
         assert [a.status_code for a in answers] == [200, 200, 200]
         assert [a.json()["applied"] for a in answers] == [True, False, False]
         assert _notes(c.sender, c.sg_user) == 2
+    # Receipts are kept as long as a sender may retry, then forgotten.
+    month = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=29)
+    assert forget_receipts(c.receiver, "sg", now=month) == 0
+    assert forget_receipts(c.receiver, "sg", now=month + datetime.timedelta(days=2)) == 2
     names = c.sender.cell("us")
     with names.db.transaction() as s:
         counted = s.scalar(select(SentCount.count).where(SentCount.to_region == "sg"))

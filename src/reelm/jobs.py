@@ -112,10 +112,13 @@ def intercell_send_task(context: procrastinate.JobContext, delivery: str) -> str
 
 
 def intercell_count_task(context: procrastinate.JobContext, timestamp: int) -> int:
-    """Hourly, per region: the transparency log's counts of the deliveries sent last hour."""
+    """Hourly, per region: the transparency log's counts of the deliveries sent last hour, and
+    the receipts no sender can retry any more forgotten."""
     from reelm.intercell.delivery import log_counts
+    from reelm.intercell.receiver import forget_receipts
 
     platform, region = _context(context)
+    forget_receipts(platform, region)
     return log_counts(platform, region)
 
 

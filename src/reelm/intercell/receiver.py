@@ -159,6 +159,19 @@ def _apply(
     return Answer(applied=True, result=result)
 
 
+# Longer than a sender retries (2 + 4 + ... + 2**20 s, about 24 days): a receipt is kept while
+# a retry of its delivery may still come.
+RECEIPT_DAYS = 30
+
+
+def forget_receipts(platform: Platform, region: str, now: datetime | None = None) -> int:
+    """Receipts older than any retry (hourly, by the region's worker); how many went."""
+    before = (now or datetime.now(UTC)) - timedelta(days=RECEIPT_DAYS)
+    with platform.cell(region).db.transaction() as s:
+        gone = s.execute(delete(Receipt).where(Receipt.received_at < before).returning(Receipt.id))
+        return len(gone.all())
+
+
 def _log_refusal(platform: Platform, refusal: Refused, envelope: dict[str, Any] | None) -> None:
     """Application log and the receiving region's transparency log: the reason code and the
     region the request claimed to come from (a region code, or nothing)."""
