@@ -9,11 +9,14 @@ import uuid
 from collections.abc import Iterator
 
 import httpx2 as httpx
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import make_url
 
 from reelm.intercell import signing, transport
-from tests.cells import Cells, running_cells
+from reelm.regions.deployment import read_config
+from tests.cells import Cells, running_cells, start_cell, stop_cell
 from tests.test_cells import log_in, sign_up
 
 
@@ -131,3 +134,32 @@ def test_delivery_latency_between_cell_processes(cells: Cells) -> None:
     p50, p99 = times[len(times) // 2], times[-1]
     print(f"cell to cell follow notification: p50 {p50 * 1000:.0f} ms, max {p99 * 1000:.0f} ms")
     assert p50 < 2.0
+
+
+def test_a_cell_that_is_down_gets_its_deliveries_when_it_is_back(cells: Cells) -> None:
+    _, sam = _user(cells, "us", "icdown", "US")
+    _, mei = _user(cells, "sg", "icdownsg", "SG")
+    stop_cell(cells, "sg")
+    try:
+        with cells.client("us") as us:
+            followed = us.post(
+                "/api/v1/users/icdownsg/follow", headers={"Authorization": f"Bearer {sam}"}
+            )
+            assert followed.status_code == 200, followed.text
+        # The us worker tries, fails, and keeps the delivery for its next try.
+        url = make_url(
+            read_config(cells.layout.cells["us"].config_file)["regions"]["us"]["database_url"]
+        )
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        deadline = time.monotonic() + 30
+        attempts = 0
+        while attempts < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with psycopg.connect(conninfo) as conn:
+                row = conn.execute("SELECT max(attempts) FROM intercell_outbox").fetchone()
+            attempts = (row[0] if row else None) or 0
+        assert attempts >= 1
+    finally:
+        start_cell(cells, "sg")
+    waited = _wait_unread(cells, "sg", mei, 1)
+    print(f"delivered {waited:.1f} s after the sg cell came back")
