@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reelm.accounts.throttle import DeviceCookies
 from reelm.api import accounts as accounts_api
 from reelm.api import gate, problems, proxies
+from reelm.api import intercell as intercell_api
 from reelm.api import migrations as migrations_api
 from reelm.api import moderation as moderation_api
 from reelm.api import openapi as openapi_doc
@@ -101,6 +102,11 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    if platform.settings.cell is not None or platform.settings.peers:
+        # A cell's identity key exists from its first start (0600), before anything is sent.
+        from reelm.intercell.transport import identity_key
+
+        identity_key(platform)
     app.state.devices = DeviceCookies(load_or_create_secret(platform.settings.csrf_key_file()))
     problems.install(app)
     gate.install(app, platform)
@@ -130,6 +136,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(social_api.router)
     app.include_router(moderation_api.router)
     app.include_router(videos_api.media)
+    app.include_router(intercell_api.router)
     openapi_doc.install(app)
 
     @app.get("/healthz", tags=["operations"])

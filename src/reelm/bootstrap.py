@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,11 @@ from reelm.storage.keys import LocalKeyStore
 from reelm.storage.replica import ReadYourWrites
 
 log = logging.getLogger("reelm")
+
+
+@runtime_checkable
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -105,6 +110,10 @@ class Platform:
         for queue in self.queues.values():
             queue.close()
         self.queues.clear()
+        # What holds connections of its own (the inter-cell HTTP client) is closed with us.
+        for kept in self.caches.values():
+            if isinstance(kept, Closable):
+                kept.close()
         self.caches.clear()
         self.catalog.dispose()
         if self.catalog_replica is not self.catalog:

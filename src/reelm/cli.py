@@ -46,6 +46,8 @@ app.add_typer(blobs_app, name="blobs")
 social_app = typer.Typer(help="Likes, shares and their public counts.", no_args_is_help=True)
 app.add_typer(social_app, name="social")
 app.add_typer(edge_app, name="edge")
+cell_app = typer.Typer(help="This cell and the other cells it talks to.", no_args_is_help=True)
+app.add_typer(cell_app, name="cell")
 cells_app = typer.Typer(help="A deployment of one cell per region.", no_args_is_help=True)
 app.add_typer(cells_app, name="cells")
 app.add_typer(catalog_app, name="catalog")
@@ -385,6 +387,17 @@ def social_reconcile(
             )
     finally:
         platform.close()
+
+
+@cell_app.command("identity")
+def cell_identity(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Print this cell's identity public key (made on first use, 0600), for the other cells'
+    ``peers.<region>.public_key``."""
+    from reelm.intercell import identity
+
+    settings = _settings(config, data_dir=data_dir)
+    key = identity.load_or_create(settings.identity_key_path())
+    print(identity.encode_public(key.public_key()))
 
 
 @cells_app.command("init")

@@ -102,6 +102,26 @@ def deliver_task(context: procrastinate.JobContext, actor: str, sealed: str) -> 
     return deliver_held(platform, region, uuid.UUID(actor), base64.b64decode(sealed))
 
 
+def intercell_send_task(context: procrastinate.JobContext, delivery: str) -> str:
+    """An inter-cell delivery PUT to its peer until acknowledged (reelm.intercell.transport):
+    NotAcknowledged until then, which procrastinate retries later."""
+    from reelm.intercell.transport import send
+
+    platform, region = _context(context)
+    return send(platform, region, uuid.UUID(delivery))
+
+
+def intercell_count_task(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Hourly, per region: the transparency log's counts of the deliveries sent last hour, and
+    the receipts no sender can retry any more forgotten."""
+    from reelm.intercell.delivery import log_counts
+    from reelm.intercell.receiver import forget_receipts
+
+    platform, region = _context(context)
+    forget_receipts(platform, region)
+    return log_counts(platform, region)
+
+
 def rotate_index_task(context: procrastinate.JobContext, timestamp: int) -> int:
     """Daily, per region: a new blind-index key epoch, the old key destroyed (purges and
     migrations rotate too, as they finish; this bounds the window when neither ran)."""
@@ -172,6 +192,16 @@ def _new_app(connector: procrastinate.BaseConnector) -> procrastinate.App:
             max_attempts=DELIVER_ATTEMPTS, exponential_wait=DELIVER_BACKOFF
         ),
     )(deliver_task)
+    from reelm.intercell.delivery import QUEUE, SEND_ATTEMPTS, SEND_BACKOFF, SEND_TASK
+
+    app.task(
+        name=SEND_TASK,
+        queue=QUEUE,
+        pass_context=True,
+        retry=procrastinate.RetryStrategy(
+            max_attempts=SEND_ATTEMPTS, exponential_wait=SEND_BACKOFF
+        ),
+    )(intercell_send_task)
     return app
 
 
@@ -182,6 +212,7 @@ MAINTENANCE_TASKS: tuple[tuple[str, str, str, Callable[..., int]], ...] = (
     ("engagement.sweep", "* * * * *", "engagement-sweep", engagement_sweep_task),
     ("engagement.recount", "23 * * * *", "likes-recount", likes_recount_task),
     ("accounts.rotate_index", "37 3 * * *", "rotate-index", rotate_index_task),
+    ("intercell.count", "3 * * * *", "intercell-count", intercell_count_task),
 )
 
 

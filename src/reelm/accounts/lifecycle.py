@@ -240,6 +240,7 @@ def purge_due(
     Order: destroy the data key first (every copy becomes unreadable at once), then delete
     the region rows, then the catalog rows; a rerun finishes whatever a crash left.
     """
+    from reelm.intercell.delivery import drop_from
     from reelm.media.videos import remove_all_videos
     from reelm.social.likes import remove_user
     from reelm.social.notify import drop_held_from
@@ -273,6 +274,7 @@ def purge_due(
             with cell.db.transaction() as s:
                 # Logged with the deletion of the rows, so a rerun after a crash logs it once.
                 drop_held_from(s, user_id)
+                drop_from(s, user_id)
                 s.execute(delete(Account).where(Account.user_id == user_id))
                 cell.log.append(s, "key.destroyed", named, {})
                 cell.log.append(s, "account.purged", named, {})

@@ -36,7 +36,8 @@ from reelm.web.csrf import Csrf, load_or_create_secret, request_binding
 SESSION_COOKIE = "reelm_session"
 MARKET_COOKIE = "reelm_market"
 # Operators' health checks and the assets of the 451 page itself stay reachable.
-UNGATED_PREFIXES = ("/healthz", "/static/", "/problems/")
+# Cells talk to each other under /cell/: no market, no session (reelm.api.intercell).
+UNGATED_PREFIXES = ("/healthz", "/static/", "/problems/", "/cell/")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # tus PATCH requests stream video bytes to disk: they have their own limit (the upload's
 # declared length, itself capped by max_upload_bytes) and their own content type.

@@ -9,32 +9,20 @@ operator; the shape of the files is the same.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import make_url
 
+from reelm.intercell import identity
 from reelm.storage import provision
 from reelm.storage.db import CATALOG
 from reelm.storage.keys import read_or_create_secret
 
 CONFIG_NAME = "reelm.toml"
-
-
-def identity_public_key(seed: bytes) -> str:
-    """The Ed25519 public key of an identity seed, as peers are told it (base64url, 43 chars)."""
-    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
-    return base64.urlsafe_b64encode(public).decode().rstrip("=")
-
-
-def identity_seed(path: Path) -> bytes:
-    """A cell's Ed25519 identity: a 32-byte seed in a 0600 file, made on first use."""
-    return read_or_create_secret(path)
 
 
 @dataclass(frozen=True)
@@ -95,8 +83,8 @@ def lay_out(
     identities: dict[str, str] = {}
     for region in regions:
         data_dir = root / "cells" / region
-        seed = identity_seed(data_dir / "secrets" / "identity.key")
-        identities[region] = identity_public_key(seed)
+        key = identity.load_or_create(data_dir / "secrets" / "identity.key")
+        identities[region] = identity.encode_public(key.public_key())
         key_copy = data_dir / "secrets" / "public-blob-url.key"
         if not key_copy.exists():
             key_copy.write_bytes(public_url_key)

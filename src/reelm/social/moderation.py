@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select, update
@@ -268,11 +268,73 @@ def _home(platform: Platform, user_id: uuid.UUID) -> str:
 
 def act(platform: Platform, moderator: CurrentUser, decision: Decision) -> str:
     """Carry out a moderation decision; returns what was done, in words. Logged publicly
-    (except a dismissal) in the affected user's home region."""
+    (except a dismissal) in the affected user's home region, by that region's cell: a decision
+    about another cell's user is delivered there (the ``moderation`` inter-cell kind), which
+    checks the moderator again and applies it."""
+    from reelm import intercell
+
     _moderator(platform, moderator)
     target_id = _resolve(platform, None, decision.target, decision.id)
+    if decision.action != "dismiss":
+        home = _affected_home(platform, decision.target, target_id)
+        if not intercell.is_local(platform, home):
+            body = {"decision": decision.model_dump(), "target_id": target_id}
+            intercell.deliver(platform, home, MODERATION_KIND, body, acting_for=moderator.user_id)
+            return f"sent to the {home} cell, which applies it"
+    return _apply(platform, moderator.user_id, decision, target_id)
+
+
+MODERATION_KIND = "moderation"
+
+
+def receive(
+    platform: Platform,
+    region: str,
+    acting_for: uuid.UUID,
+    delivery_id: uuid.UUID,
+    body: dict[str, Any],
+) -> str:
+    """The ``moderation`` kind's handler, in the affected user's home cell: the decision of a
+    moderator of another cell (still staff with a moderator's role, per the catalog)."""
+    from pydantic import ValidationError
+
+    from reelm.intercell.kinds import BadBody, NotAllowed
+
+    try:
+        decision = Decision.model_validate(body.get("decision"))
+    except ValidationError:
+        raise BadBody("not a moderation decision") from None
+    if staff_role(platform, acting_for) not in MODERATORS:
+        raise NotAllowed("the acting user is not a moderator")
+    target_id = str(body.get("target_id"))
+    try:
+        home = _affected_home(platform, decision.target, target_id)
+    except (NotFound, ValueError):
+        return "gone"  # removed meanwhile: nothing left to act on
+    if home != region:
+        raise NotAllowed("the decision is about a user of another region")
+    return _apply(platform, acting_for, decision, target_id)
+
+
+def _affected_home(platform: Platform, target: str, target_id: str) -> str:
+    """The home region of the user a decision affects: the video's owner, the comment's
+    author, or the account itself."""
+    ident = uuid.UUID(target_id)
+    if target == "user":
+        return _home(platform, ident)
+    with platform.catalog.transaction() as c:
+        if target == "video":
+            owner = c.scalar(select(PublicVideo.owner_id).where(PublicVideo.id == ident))
+        else:
+            owner = c.scalar(select(Comment.author_id).where(Comment.id == ident))
+    if owner is None:
+        raise NotFound(f"no such {target}")
+    return _home(platform, owner)
+
+
+def _apply(platform: Platform, moderator_id: uuid.UUID, decision: Decision, target_id: str) -> str:
     details = {
-        "staff": str(moderator.user_id),
+        "staff": str(moderator_id),
         "reason": decision.reason,
         "target": decision.target,
     }

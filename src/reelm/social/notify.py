@@ -87,12 +87,92 @@ def send(
         event["comment"] = str(comment_id)
     note_id = uuid.uuid4()
     try:
-        return _write(platform, note_id, recipient, actor, event, once)
+        return _deliver(platform, note_id, recipient, actor, event, once)
     except UserMoving:
         _hold(platform, note_id, recipient, actor, event, once)
         return True
     except KeyDestroyed:
         return False  # the recipient is being purged: there is no one to tell
+
+
+def _deliver(
+    platform: Platform,
+    note_id: uuid.UUID,
+    recipient: uuid.UUID,
+    actor: uuid.UUID,
+    event: dict[str, str],
+    once: str | None,
+) -> bool:
+    """To the recipient's home cell, through the inter-cell protocol (in-process when that
+    region is this cell's: reelm.intercell.deliver). Only ids cross: the recipient, the event's
+    kind, video and comment; the actor is the user the delivery acts for. True when written
+    (or queued for another cell)."""
+    from reelm import intercell
+
+    home = _recipient_home(platform, recipient, actor)
+    if home is None:
+        return False
+    body: dict[str, Any] = {"recipient": str(recipient), "event": event, "once": once}
+    done = intercell.deliver(
+        platform, home, NOTIFY_KIND, body, acting_for=actor, delivery_id=note_id
+    )
+    return True if done is None else bool(done)
+
+
+def _recipient_home(platform: Platform, recipient: uuid.UUID, actor: uuid.UUID) -> str | None:
+    """The recipient's home region, None when there is no one to notify (gone, or blocking
+    the actor: the public catalog says both, in every region)."""
+    with platform.catalog.transaction() as c:
+        home = c.scalar(
+            select(DirectoryEntry.home_region).where(
+                DirectoryEntry.user_id == recipient, DirectoryEntry.state == "active"
+            )
+        )
+        blocked = c.scalar(
+            select(func.count()).where(Block.blocker_id == recipient, Block.blocked_id == actor)
+        )
+    return None if home is None or blocked else home
+
+
+NOTIFY_KIND = "notification"
+EVENT_KINDS = frozenset(
+    {"follow", "follow_request", "follow_accepted", "like", "comment", "reply", "mention"}
+)
+
+
+def receive(
+    platform: Platform,
+    region: str,
+    acting_for: uuid.UUID,
+    delivery_id: uuid.UUID,
+    body: dict[str, Any],
+) -> bool:
+    """The ``notification`` kind's handler, in the recipient's home cell (in-process or behind
+    ``/cell/v1/``). The notification's id is the delivery's: applying it twice writes once."""
+    from reelm.intercell.kinds import BadBody, uuid_field
+
+    event = body.get("event")
+    once = body.get("once")
+    if not isinstance(event, dict) or event.get("kind") not in EVENT_KINDS:
+        raise BadBody("event must be an object with a known kind")
+    if once is not None and (not isinstance(once, str) or len(once) > 200):
+        raise BadBody("once must be a short string")
+    # The actor is the user the sending cell acts for (checked homed there): a cell cannot
+    # send a notification in the name of someone else.
+    if event.get("actor") != str(acting_for):
+        raise BadBody("the event's actor must be the user the delivery acts for")
+    clean = {"kind": str(event["kind"]), "actor": str(acting_for)}
+    for name, member in (("video", "video"), ("comment", "comment")):
+        if member in event:
+            clean[name] = str(uuid_field(event, member))
+    if set(event) - {"kind", "actor", "video", "comment"}:
+        raise BadBody("the event carries members no notification has")
+    recipient = uuid_field(body, "recipient")
+    assert recipient is not None
+    try:
+        return _write(platform, region, delivery_id, recipient, acting_for, clean, once)
+    except KeyDestroyed:
+        return False
 
 
 def drop_held_from(s: Session, user_id: uuid.UUID) -> None:
@@ -110,26 +190,19 @@ def drop_held_from(s: Session, user_id: uuid.UUID) -> None:
 
 def _write(
     platform: Platform,
+    region: str,
     note_id: uuid.UUID,
     recipient: uuid.UUID,
     actor: uuid.UUID,
     event: dict[str, str],
     once: str | None = None,
 ) -> bool:
-    """Write the notification in the recipient's home region (raises UserMoving behind a
-    fence). False when there is no one to notify, or ``once`` was told already."""
-    with platform.catalog.transaction() as c:
-        home = c.scalar(
-            select(DirectoryEntry.home_region).where(
-                DirectoryEntry.user_id == recipient, DirectoryEntry.state == "active"
-            )
-        )
-        blocked = c.scalar(
-            select(func.count()).where(Block.blocker_id == recipient, Block.blocked_id == actor)
-        )
-    if home is None or blocked or home not in platform.cells:
+    """Write the notification in ``region``, the recipient's home (raises UserMoving behind a
+    fence). False when there is no one to notify there, or ``once`` was told already."""
+    home = _recipient_home(platform, recipient, actor)
+    if home != region:
         return False
-    scope = platform.cell(home).for_user(recipient, home)
+    scope = platform.cell(region).for_user(recipient, region)
     cipher = scope.cipher()
     ident = note_id
     if once is not None:
@@ -186,7 +259,7 @@ def deliver_held(platform: Platform, region: str, actor: uuid.UUID, sealed: byte
     except (KeyDestroyed, DecryptionFailed):
         log.info("a held notification of %s dropped: its sender's key is gone", actor)
         return False
-    return _write(
+    return _deliver(
         platform,
         uuid.UUID(held["id"]),
         uuid.UUID(held["recipient"]),

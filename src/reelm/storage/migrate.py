@@ -16,6 +16,7 @@ _HERE = Path(__file__).parent / "migrations"
 def target_metadata(kind: str) -> MetaData:
     # Importing the model modules registers their tables on the bases.
     import reelm.accounts.models
+    import reelm.intercell.models
     import reelm.media.models
     import reelm.migration.models
     import reelm.regions.models

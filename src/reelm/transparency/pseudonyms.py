@@ -54,6 +54,7 @@ USER_KINDS: tuple[str, ...] = (
     "migration.departed",
     "moderation.suspended",
     "moderation.reinstated",
+    "intercell.sent_for",
 )
 # Kinds logged about a user by a region that does not hold their key.
 REGION_KINDS: tuple[str, ...] = ("residency.refused",)
