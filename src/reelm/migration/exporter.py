@@ -44,7 +44,7 @@ from reelm.migration.side import (
     staged_files,
     user_blob_keys,
 )
-from reelm.migration.tables import MOVED_TABLES
+from reelm.migration.tables import MOVED_TABLES, MovedTable
 from reelm.social.notify import DELIVER_TASK
 from reelm.storage.crypto import DecryptionFailed, UserCipher
 from reelm.storage.keys import KeyDestroyed
@@ -155,7 +155,7 @@ class Exporter:
             try:
                 old = UserCipher(user_id, self.cell.keys.data_key(user_id))
                 plain = {
-                    moved.name: [self._decrypt(moved.name, row, old) for row in tables[moved.name]]
+                    moved.name: [_decrypt(moved, row, old) for row in tables[moved.name]]
                     for moved in MOVED_TABLES
                 }
             except (KeyDestroyed, DecryptionFailed) as exc:
@@ -173,14 +173,6 @@ class Exporter:
                 for moved in MOVED_TABLES
             }
         return batch
-
-    @staticmethod
-    def _decrypt(table: str, row: dict[str, Any], old: UserCipher) -> dict[str, Any]:
-        moved = next(m for m in MOVED_TABLES if m.name == table)
-        out = {c: v for c, v in row.items() if c not in moved.indexes and c not in moved.lookups}
-        for column, name in moved.encrypted.items():
-            out[column] = old.decrypt_optional(name, row[column])
-        return out
 
     def blob_inventory(
         self, migration_id: uuid.UUID, user_ids: list[uuid.UUID]
@@ -420,6 +412,15 @@ class _Hashed:
         self.sha.update(piece)
         self.size += len(piece)
         return piece
+
+
+def _decrypt(moved: MovedTable, row: dict[str, Any], old: UserCipher) -> dict[str, Any]:
+    """A row as it travels: protected columns in the clear, blind indexes and lookups left
+    out (the destination computes its own)."""
+    out = {c: v for c, v in row.items() if c not in moved.indexes and c not in moved.lookups}
+    for column, name in moved.encrypted.items():
+        out[column] = old.decrypt_optional(name, row[column])
+    return out
 
 
 def _file_chunks(path: Path, length: int) -> Iterable[bytes]:

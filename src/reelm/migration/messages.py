@@ -79,6 +79,10 @@ def decode(value: Any) -> Any:
     return kind.from_dict(payload)
 
 
+class MessageError(ValueError):
+    """A message that is not one this side sends (malformed, or of another version)."""
+
+
 class Message:
     """A dataclass that travels: its fields encoded by ``encode``."""
 
@@ -103,7 +107,10 @@ class Message:
 
     @classmethod
     def from_json(cls, text: bytes | str) -> Self:
-        return cls.from_dict(json.loads(text))
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise MessageError(f"malformed {cls.__name__}: {exc}"[:200]) from exc
 
 
 @dataclasses.dataclass
