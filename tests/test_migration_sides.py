@@ -146,10 +146,10 @@ def test_each_side_holds_its_own_region_only(
 ) -> None:
     platform = platform_factory(markets=MARKETS)
     token, user = _person(platform, phone="+1 202 555 0148")
-    video = ingest(platform, user, clip, UploadMeta(caption="mine 🌊", visibility="private"))
-    ingest(platform, user, clip, UploadMeta(caption="public #sea", visibility="public"))
+    ingest(platform, user, clip, UploadMeta(caption="mine 🌊", visibility="private"))
+    public = ingest(platform, user, clip, UploadMeta(caption="public #sea", visibility="public"))
     _run_jobs(platform, "sg")
-    likes.like(platform, user, video)
+    likes.like(platform, user, public)
     data = clip.read_bytes()
     with TestClient(create_app(platform), base_url="https://testserver") as http:
         created = tus.create(http, token, len(data), caption="half", visibility="private")
@@ -168,8 +168,9 @@ def test_each_side_holds_its_own_region_only(
     sides = LocalTransport(Exporter(source, "sg"), Importer(destination, "us"))
 
     def transports(src: str, dst: str) -> LocalTransport:
-        assert (src, dst) == ("sg", "us")
-        return sides
+        # The plan asks every other region who of them would move; only sg has anyone.
+        assert dst == "us"
+        return sides if src == "sg" else LocalTransport.between(platform, src, dst)
 
     plan = engine.make_plan(platform, "us", user_ids=[user.user_id], transports=transports)
     assert plan.users == {"sg": [user.user_id]}

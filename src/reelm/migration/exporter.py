@@ -23,22 +23,19 @@ from reelm.accounts import indexes
 from reelm.accounts.models import Account
 from reelm.bootstrap import Platform
 from reelm.media.models import Upload, Video
-from reelm.migration import digest as digests
 from reelm.migration.common import Fault, among, batches, log, no_fault
 from reelm.migration.messages import (
     BlobCheck,
     Digests,
     ExportBatch,
-    Fingerprint,
     Receiver,
     Stamp,
     Survey,
 )
 from reelm.migration.side import (
     Tables,
-    document,
+    fingerprint,
     log_started,
-    outline,
     plain_chunks,
     read_rows,
     staged_files,
@@ -240,14 +237,7 @@ class Exporter:
             if tables is None and not side[user_id]["accounts"]:
                 out.failed[user_id] = "the account is gone from the source"
                 continue
-            try:
-                doc = document(
-                    self.cell, self.staging, user_id, side.get(user_id), hashed, tables=tables
-                )
-            except Exception as exc:  # a blob that does not open, a key missing...
-                out.failed[user_id] = f"could not read the copy: {type(exc).__name__}"
-                continue
-            out.users[user_id] = Fingerprint.of(digests.digest(doc), outline(doc))
+            fingerprint(out, self.cell, self.staging, user_id, side.get(user_id), hashed, tables)
         return out
 
     # -- after the switch, or when a user stays --------------------------------------------

@@ -25,15 +25,13 @@ from reelm.accounts.logsubject import subject_if_readable
 from reelm.accounts.models import Account
 from reelm.bootstrap import Platform
 from reelm.media.models import Upload, Video
-from reelm.migration import digest as digests
 from reelm.migration.common import Fault, among, batches, log, no_fault
-from reelm.migration.messages import Digests, ExportBatch, Fingerprint, ImportReceipt
+from reelm.migration.messages import Digests, ExportBatch, ImportReceipt
 from reelm.migration.side import (
     blob_digest,
     blob_name,
-    document,
+    fingerprint,
     log_started,
-    outline,
     read_rows,
     staged_files,
     user_blob_keys,
@@ -246,12 +244,7 @@ class Importer:
         side = read_rows(self.cell, user_ids)
         out = Digests(migration_id)
         for user_id in user_ids:
-            try:
-                doc = document(self.cell, self.staging, user_id, side[user_id], hashed)
-            except Exception as exc:  # a blob that does not open, a key missing...
-                out.failed[user_id] = f"could not read the copy: {type(exc).__name__}"
-                continue
-            out.users[user_id] = Fingerprint.of(digests.digest(doc), outline(doc))
+            fingerprint(out, self.cell, self.staging, user_id, side[user_id], hashed)
         return out
 
     def remove_copy(self, migration_id: uuid.UUID, user_id: uuid.UUID) -> None:

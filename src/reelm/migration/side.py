@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 from reelm.media.serving import BlobFile
 from reelm.migration import digest as digests
 from reelm.migration.common import among
+from reelm.migration.messages import Digests, Fingerprint
 from reelm.migration.tables import MOVED_TABLES, MovedTable
 from reelm.regions.cell import Cell
 from reelm.residency.readable import blob_name
@@ -176,3 +177,21 @@ def log_started(cell: Cell, details: dict[str, Any]) -> None:
         )
         if not done:
             cell.log.append(s, "migration.started", None, details)
+
+
+def fingerprint(
+    out: Digests,
+    cell: Cell,
+    staging: Path,
+    user_id: uuid.UUID,
+    rows: Tables | None,
+    hashed: dict[str, tuple[str, int]],
+    tables: Tables | None = None,
+) -> None:
+    """This side's fingerprint of a user into ``out`` (or why it cannot be read)."""
+    try:
+        doc = document(cell, staging, user_id, rows, hashed, tables=tables)
+    except Exception as exc:  # a blob that does not open, a key missing...
+        out.failed[user_id] = f"could not read the copy: {type(exc).__name__}"
+        return
+    out.users[user_id] = Fingerprint.of(digests.digest(doc), outline(doc))
