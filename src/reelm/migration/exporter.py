@@ -33,9 +33,9 @@ from reelm.migration.messages import (
     Survey,
 )
 from reelm.migration.side import (
+    CellSide,
     Tables,
     fingerprint,
-    log_started,
     plain_chunks,
     read_rows,
     staged_files,
@@ -52,19 +52,12 @@ from reelm.transparency.pseudonyms import Pseudonym
 RUNNING_JOB_WAIT = 30.0
 
 
-class Exporter:
+class Exporter(CellSide):
     def __init__(self, platform: Platform, region: str, fault: Fault = no_fault) -> None:
-        self.platform = platform
-        self.cell = platform.cell(region)
-        self.region = region
-        self.fault = fault
+        super().__init__(platform, region, fault)
         # The users' rows as decrypted for the copy (the frozen rows): the source's side of
         # the verification that follows, instead of reading and decrypting them again.
         self._docs: dict[uuid.UUID, Tables] = {}
-
-    @property
-    def staging(self) -> Path:
-        return self.platform.settings.staging_dir(self.region)
 
     # -- plan ------------------------------------------------------------------------------
     def survey(
@@ -114,9 +107,6 @@ class Exporter:
                         survey.bytes += sum(int(r.get("bytes") or 0) for r in renditions or [])
 
     # -- before the copy -------------------------------------------------------------------
-    def log_started(self, migration_id: uuid.UUID, details: dict[str, Any]) -> None:
-        log_started(self.cell, details)
-
     def present(self, migration_id: uuid.UUID, user_ids: list[uuid.UUID]) -> list[uuid.UUID]:
         """The users whose account is still here (one whose deletion came due is not)."""
         with self.cell.db.transaction() as s:
@@ -377,9 +367,6 @@ class Exporter:
                 )
 
     # -- attest ----------------------------------------------------------------------------
-    def integrate_log(self, migration_id: uuid.UUID) -> None:
-        self.cell.log.integrate_all()
-
     def rotate_index(self, migration_id: uuid.UUID) -> None:
         """The moved users' blind indexes are in this region's backups: retire the key that
         computed them (idempotent: a resumed run rotates again, harmlessly)."""

@@ -28,10 +28,10 @@ from reelm.media.models import Upload, Video
 from reelm.migration.common import Fault, among, batches, log, no_fault
 from reelm.migration.messages import Digests, ExportBatch, ImportReceipt
 from reelm.migration.side import (
+    CellSide,
     blob_digest,
     blob_name,
     fingerprint,
-    log_started,
     read_rows,
     staged_files,
     user_blob_keys,
@@ -42,22 +42,12 @@ from reelm.storage.crypto import DecryptionFailed, UserCipher, encrypt_blob
 from reelm.storage.keys import KeyDestroyed
 
 
-class Importer:
+class Importer(CellSide):
     def __init__(self, platform: Platform, region: str, fault: Fault = no_fault) -> None:
-        self.platform = platform
-        self.cell = platform.cell(region)
-        self.region = region
-        self.fault = fault
+        super().__init__(platform, region, fault)
         self._epoch = 0  # this region's index epoch for the batch being imported
 
-    @property
-    def staging(self) -> Path:
-        return self.platform.settings.staging_dir(self.region)
-
     # -- before the copy -------------------------------------------------------------------
-    def log_started(self, migration_id: uuid.UUID, details: dict[str, Any]) -> None:
-        log_started(self.cell, details)
-
     def sweep_scratch(self, migration_id: uuid.UUID) -> None:
         """Temporary files an interrupted run left in the staging area."""
         if self.staging.exists():
@@ -363,9 +353,6 @@ class Importer:
         self, migration_id: uuid.UUID, user_ids: list[uuid.UUID]
     ) -> dict[uuid.UUID, list[str]]:
         return dict(readable.unreadable(self.cell, user_ids))
-
-    def integrate_log(self, migration_id: uuid.UUID) -> None:
-        self.cell.log.integrate_all()
 
 
 class _Plain:

@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import select, text
 
+from reelm.bootstrap import Platform
 from reelm.media.serving import BlobFile
 from reelm.migration import digest as digests
-from reelm.migration.common import among
+from reelm.migration.common import Fault, among, no_fault
 from reelm.migration.messages import Digests, Fingerprint
 from reelm.migration.tables import MOVED_TABLES, MovedTable
 from reelm.regions.cell import Cell
@@ -160,6 +161,26 @@ def outline(doc: dict[str, Any]) -> dict[str, Any]:
             name: digests.digest({"rows": rows}).hex() for name, rows in doc["tables"].items()
         },
     }
+
+
+class CellSide:
+    """One side of a migration: given a platform that holds its own region's cell only."""
+
+    def __init__(self, platform: Platform, region: str, fault: Fault = no_fault) -> None:
+        self.platform = platform
+        self.cell = platform.cell(region)
+        self.region = region
+        self.fault = fault
+
+    @property
+    def staging(self) -> Path:
+        return self.platform.settings.staging_dir(self.region)
+
+    def log_started(self, migration_id: uuid.UUID, details: dict[str, Any]) -> None:
+        log_started(self.cell, details)
+
+    def integrate_log(self, migration_id: uuid.UUID) -> None:
+        self.cell.log.integrate_all()
 
 
 def log_started(cell: Cell, details: dict[str, Any]) -> None:
