@@ -34,6 +34,7 @@ from reelm.media.models import Upload, Video
 from reelm.media.uploads import UploadMeta
 from reelm.media.videos import ingest
 from reelm.migration import engine
+from reelm.migration.importer import Importer
 from reelm.migration.models import MigrationUser
 from reelm.migration.report import platform_fetcher, platform_keys, verify_report
 from reelm.migration.tables import MOVED_TABLES, STAYING_PREFIXES, STAYING_TABLES
@@ -384,15 +385,15 @@ def _corrupt_copies(
     monkeypatch: pytest.MonkeyPatch, table: str, column: str, field: str, value: str
 ) -> None:
     """Make the copy write ``value`` into ``column`` of ``table`` (a copy that goes wrong)."""
-    original = engine.Runner._reencrypt
+    original = Importer._seal
 
-    def corrupt(self: engine.Runner, moved: Any, row: dict[str, Any], old: Any, new: Any):  # type: ignore[no-untyped-def]
-        out, doc = original(self, moved, row, old, new)
+    def corrupt(self: Importer, moved: Any, row: dict[str, Any], new: Any):  # type: ignore[no-untyped-def]
+        out = original(self, moved, row, new)
         if moved.name == table:
             out[column] = new.encrypt(field, value)
-        return out, doc
+        return out
 
-    monkeypatch.setattr(engine.Runner, "_reencrypt", corrupt)
+    monkeypatch.setattr(Importer, "_seal", corrupt)
 
 
 def test_a_digest_mismatch_leaves_the_user_where_they_are(
@@ -400,7 +401,7 @@ def test_a_digest_mismatch_leaves_the_user_where_they_are(
 ) -> None:
     platform = platform_factory(markets=MARKETS)
     _, user = _person(platform)
-    original = engine.Runner._reencrypt
+    original = Importer._seal
     _corrupt_copies(monkeypatch, "accounts", "email_ct", "email", "someone-else@example.com")
     plan = engine.make_plan(platform, "us", market="US")
     outcome = engine.Runner(platform, engine.start(platform, plan)).run()
@@ -418,7 +419,7 @@ def test_a_digest_mismatch_leaves_the_user_where_they_are(
         ("market-elsewhere", str(user.user_id))
     ]
     # Fixed, a resume retries the user.
-    monkeypatch.setattr(engine.Runner, "_reencrypt", original)
+    monkeypatch.setattr(Importer, "_seal", original)
     migration_id = engine.running_migration(platform)
     assert migration_id is not None
     outcome = engine.Runner(platform, migration_id).run(retry_failed=True)
@@ -493,7 +494,7 @@ def test_killed_at_a_step_boundary_then_resumed(
     )  # fmt: skip
     _, err = killed.communicate(timeout=120)
     assert killed.returncode == -9, err.decode()[-2000:]
-    if point == "after-copy":
+    if point in ("after-import", "after-copy"):
         # Frozen and copied, not switched: copies in both regions are in transit, not leaks.
         report = scan(platform)
         assert report.clean, [f.describe() for f in report.findings]
@@ -964,11 +965,11 @@ def test_resuming_never_touches_a_user_who_moved_since(
     platform = platform_factory(markets=MARKETS)
     _, user = _person(platform)
     ingest(platform, user, clip, UploadMeta(caption="mine", visibility="private"))
-    original = engine.Runner._reencrypt
+    original = Importer._seal
     _corrupt_copies(monkeypatch, "videos", "caption_ct", "caption", "not mine")
     first = engine.start(platform, engine.make_plan(platform, "us", market="US"))
     assert list(engine.Runner(platform, first).run().failed) == [str(user.user_id)]
-    monkeypatch.setattr(engine.Runner, "_reencrypt", original)
+    monkeypatch.setattr(Importer, "_seal", original)
     second = engine.start(platform, engine.make_plan(platform, "us", user_ids=[user.user_id]))
     assert engine.Runner(platform, second).run().moved == 1
     moved = _state_of(platform, user.user_id)
@@ -990,7 +991,7 @@ def test_a_notification_sent_behind_the_fence_arrives_after_the_move(
     _, fan = _person(platform, market="FR")  # lives in sg and stays there
     plan = engine.make_plan(platform, "us", user_ids=[star.user_id])
     runner = engine.Runner(platform, engine.start(platform, plan))
-    runner._freeze(platform.cell("sg"), [star.user_id])  # the fence a batch puts up
+    runner._freeze(runner._to("sg"), [star.user_id])  # the fence a batch puts up
     graph.follow(platform, fan, star.handle)
     _run_jobs(platform, "sg")  # the delivery meets the fence: it is put back for later
     assert runner.run().moved == 1

@@ -71,6 +71,12 @@ STAYING_TABLES: dict[str, str] = {
     "index_epochs": "the region's blind-index key epochs: numbers and dates, no user's data",
     "engagement_outbox": "counts owed to the catalog (video, market, numbers; no user id), "
     "drained by the region where they were written",
+    "intercell_outbox": "deliveries this region owes other cells, sent from here; a user's "
+    "unsent ones are sealed under the user's key and go with the source's purge (a known gap: "
+    "a delivery still unsent when its sender moves is lost)",
+    "intercell_counts": "numbers of deliveries per hour, destination and kind: no user id",
+    "intercell_receipts": "ids and digests of deliveries this region applied: no user data",
+    "intercell_nonces": "signature nonces seen recently: random strings",
 }
 # procrastinate's tables stay too: a moving user's jobs are deleted from the source at the
 # purge and made again in the destination from the videos' state at the switch.
