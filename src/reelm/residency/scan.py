@@ -537,6 +537,22 @@ def _public_problem(
     return (owners.pop() if len(owners) == 1 else ""), "public file of an unpublished video"
 
 
+def _judged_here(
+    platform: Platform,
+    published_by: uuid.UUID | None,
+    states: dict[str, tuple[uuid.UUID, str, str]],
+    directory: dict[str, str],
+) -> bool:
+    """Whether this process can tell if a public file belongs: every process in the
+    single-machine mode; a cell, for the videos of its own region's users only (the public
+    store is shared, and another region's video is its home cell's to judge)."""
+    if platform.local_region is None:
+        return True
+    if published_by is not None:
+        return platform.is_local(directory.get(str(published_by), ""))
+    return bool(states)
+
+
 def _scan_public(
     platform: Platform, directory: dict[str, str], report: ScanReport
 ) -> Iterator[Finding]:
@@ -553,6 +569,8 @@ def _scan_public(
                 yield Finding("public-exposure", "", where, key, "public file of no video", None)
                 continue
             vid = place.video_id
+            if not _judged_here(platform, published.get(vid), states.get(vid, {}), directory):
+                continue
             problem = _public_problem(vid, published.get(vid), states.get(vid, {}), directory)
             if problem is not None:
                 uid, value = problem
