@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -421,30 +420,6 @@ def test_the_same_handler_runs_in_process_for_a_local_region(
     assert notify.send(platform, neighbour.user_id, "follow", actor.user_id)
     with platform.cell("us").db.transaction() as s:
         assert s.scalar(select(func.coalesce(func.sum(SentCount.count), 0))) == before
-
-
-def test_delivery_latency_over_http(cells: Cells) -> None:
-    """From the sender's transport to applied in the other cell and acknowledged, on loopback
-    (the figures are printed)."""
-    c = cells
-    times = []
-    with serving(c.receiver, c.port):
-        for _ in range(60):
-            started = time.perf_counter()
-            notify.send(c.sender, c.sg_user.user_id, "like", c.us_user.user_id)
-            [row] = _outbox(c.sender, "us")
-            assert transport.send(c.sender, "us", row.id) == "acknowledged"
-            times.append(time.perf_counter() - started)
-    times.sort()
-    p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99)]
-    print(f"inter-cell notification: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-    # The issue's bound is p99 under a second (met here, docs/performance.md); asserted on the
-    # median so that a full suite on a crowded machine does not fail on a scheduling stall.
-    assert p50 < 1.0
-    with c.sender.cell("us").db.transaction() as s:
-        s.execute(
-            text("DELETE FROM procrastinate_jobs WHERE task_name = :t"), {"t": delivery.SEND_TASK}
-        )
 
 
 def test_a_moderators_decision_about_another_cells_user_is_applied_there(cells: Cells) -> None:

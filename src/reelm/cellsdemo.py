@@ -139,28 +139,43 @@ def running(
     upgrade_catalog(layout)
     processes = Processes(logs=root / "logs")
     try:
-        for c in layout.cells.values():
-            cell_port = c.base_url.rsplit(":", 1)[1]
-            say(f"starting cell {c.region} on {c.base_url}")
-            config = ["--config", str(c.config_file)]
-            processes.start(
-                f"cell-{c.region}",
-                [*REELM, "serve", "--region", c.region, *config, "--port", cell_port],
-            )
-        for c in layout.cells.values():
-            wait_until_up(c.base_url, processes)
-            # Once its cell has made the region's stores (a worker creates nothing).
-            config = ["--config", str(c.config_file)]
-            processes.start(f"worker-{c.region}", [*REELM, "worker", "--region", c.region, *config])
-        edge_file = root / "edge" / "haproxy.cfg"
-        edge_file.parent.mkdir(parents=True, exist_ok=True)
-        edge_file.write_text(edge_config(layout, f"{host}:{port}", settings))
-        processes.start("edge", [haproxy, "-f", str(edge_file), "-db"])
-        wait_until_up(edge_url, processes)
+        serve_layout(layout, processes, f"{host}:{port}", edge_url, settings, say)
         seed(layout, say)
         yield layout, processes
     finally:
         processes.stop()
+
+
+def serve_layout(
+    layout: CellsLayout,
+    processes: Processes,
+    bind: str,
+    edge_url: str,
+    settings: Settings,
+    say: Callable[[str], None],
+) -> None:
+    """Start each cell, then (once it has made its region's stores) its worker, then the
+    edge in front of them; return when the edge answers."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        raise DemoError("the edge is HAProxy: apt-get install haproxy")
+    for c in layout.cells.values():
+        cell_port = c.base_url.rsplit(":", 1)[1]
+        say(f"starting cell {c.region} on {c.base_url}")
+        config = ["--config", str(c.config_file)]
+        processes.start(
+            f"cell-{c.region}",
+            [*REELM, "serve", "--region", c.region, *config, "--port", cell_port],
+        )
+    for c in layout.cells.values():
+        wait_until_up(c.base_url, processes)
+        config = ["--config", str(c.config_file)]
+        processes.start(f"worker-{c.region}", [*REELM, "worker", "--region", c.region, *config])
+    edge_file = layout.root / "edge" / "haproxy.cfg"
+    edge_file.parent.mkdir(parents=True, exist_ok=True)
+    edge_file.write_text(edge_config(layout, bind, settings))
+    processes.start("edge", [haproxy, "-f", str(edge_file), "-db"])
+    wait_until_up(edge_url, processes)
 
 
 def seed(layout: CellsLayout, say: Callable[[str], None]) -> None:

@@ -60,11 +60,13 @@ def lay_out(
     *,
     prefix: str = "reelm",
     shared: dict[str, Any] | None = None,
+    per_cell: Mapping[str, dict[str, Any]] | None = None,
 ) -> CellsLayout:
     """Provision one database and role per region plus the catalog on ``admin_url``'s server,
     and write under ``root``: ``catalog/reelm.toml`` (the catalog owner's URL) and
     ``cells/<region>/reelm.toml`` for each region of ``base_urls`` (where that cell answers).
-    ``shared``: settings every file gets (markets, limits, public_base_url of the edge...).
+    ``shared``: settings every file gets (markets, limits, public_base_url of the edge...);
+    ``per_cell``: settings of one cell's file only (its catalog replica's URL...).
     The role passwords are kept in ``root/operator/`` only, outside every cell's directory."""
     regions = list(base_urls)
     root.mkdir(parents=True, exist_ok=True)
@@ -112,6 +114,7 @@ def lay_out(
                     for other in cells
                     if other != region
                 },
+                **(per_cell or {}).get(region, {}),
             },
         )
     catalog_config = root / "catalog" / CONFIG_NAME
