@@ -75,6 +75,8 @@ def test_each_cell_signs_up_its_own_markets_and_sends_others_away(cells: Cells) 
         assert answer.status_code == 421, answer.text
         assert answer.headers["x-reelm-home-cell"] == "sg"
         assert answer.json()["region"] == "sg"
+        # Sent again with the cookie it set, through the edge, it reaches the sg cell.
+        assert answer.cookies.get("reelm_cell") == "sg"
         assert client.get("/api/v1/users/cellstray").status_code == 404
 
     token = log_in(cells, "us", "cellsam")

@@ -110,6 +110,13 @@ def test_a_user_of_each_region_follows_likes_comments_and_mentions_the_other(
         "Alice heard that Kai accepted",
         30,
     )
+    with cells.client("us") as us:
+        # A follower served by another region's cell gets the creators' profile grids (their
+        # followers-only videos are their home cell's alone).
+        for handle in ("mei.sg", "kai.sg"):
+            grid = us.get(f"/api/v1/users/{handle}/videos", headers=auth(alice))
+            assert grid.status_code == 200, grid.text
+        assert video in us.get("/api/v1/users/mei.sg/videos", headers=auth(alice)).text
     for region in ("us", "sg"):
         said = cells.run(region, "residency-scan")
         assert "clean" in said.lower(), said

@@ -291,6 +291,10 @@ def test_a_notification_crosses_to_the_other_cell_once(cells: Cells) -> None:
         ("from_mismatch", 403),  # the body says it comes from another region than its signer
         ("other_body", 409),  # a delivery id reused with another body
         ("bad_body", 400),
+        # Well signed, but of the wrong JSON types (each was a 500, retried for weeks):
+        ("kind_not_a_string", 400),
+        ("acting_for_an_integer", 400),
+        ("event_kind_not_a_string", 400),
         ("forged_actor", 400),  # an event naming another actor than the acting user
     ],
 )
@@ -339,6 +343,15 @@ def test_refused_requests_write_nothing_and_are_logged(
             answer = _put(c, ident, other)
         elif attack == "bad_body":
             answer = _put(c, ident, b"not json")
+        elif attack in ("kind_not_a_string", "acting_for_an_integer", "event_kind_not_a_string"):
+            envelope = json.loads(raw)
+            if attack == "kind_not_a_string":
+                envelope["kind"] = ["notification"]
+            elif attack == "acting_for_an_integer":
+                envelope["acting_for"] = c.us_user.user_id.int
+            else:
+                envelope["body"]["event"]["kind"] = {"follow": 1}
+            answer = _put(c, ident, json.dumps(envelope).encode())
         else:
             forged = _follow_envelope(
                 c,

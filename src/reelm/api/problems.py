@@ -136,31 +136,29 @@ def other_cell_response(exc: NotInThisCell) -> JSONResponse:
     be sent to that region's cell (the header tells the edge, or the client, which)."""
     return problem(
         "other-cell",
-        f"this is served by the cell of region {exc.region!r}: send it there (through the "
-        "edge, go back and send it again: you are now routed there)",
+        f"this is served by the cell of region {exc.region!r}: send it again through the edge "
+        f"with the cookie {CELL_COOKIE}={exc.region} (set by this answer), and it goes there",
         region=exc.region,
         headers={HOME_CELL_HEADER: exc.region},
     )
 
 
 def other_cell_answer(request: Request, exc: NotInThisCell) -> Response:
-    """421 other-cell, as the client wants it; a browser also gets the cookie the edge routes
-    a visitor without a session by."""
+    """421 other-cell, as the client wants it, with the cookie the edge routes a visitor
+    without a session by: a browser (or an API client keeping cookies) that sends the request
+    again reaches that region's cell. A form is not forwarded (its CSRF token is this cell's):
+    the page says so (docs/operations.md, "The edge")."""
     response = respond(request, other_cell_response(exc))
-    if wants_html(request):
-        # A browser cannot be told to resend a form elsewhere (its CSRF token is this
-        # cell's): the page says so, and the cookie makes the edge send the visitor's
-        # next request to that region's cell (docs/operations.md, "The edge").
-        settings = request.app.state.platform.settings
-        response.set_cookie(
-            CELL_COOKIE,
-            exc.region,
-            max_age=3600,
-            path="/",
-            secure=settings.cookie_secure,
-            httponly=True,
-            samesite="lax",
-        )
+    settings = request.app.state.platform.settings
+    response.set_cookie(
+        CELL_COOKIE,
+        exc.region,
+        max_age=3600,
+        path="/",
+        secure=settings.cookie_secure,
+        httponly=True,
+        samesite="lax",
+    )
     return response
 
 

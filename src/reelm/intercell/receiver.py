@@ -98,12 +98,16 @@ def _envelope(delivery_id: str, raw: bytes) -> dict[str, Any]:
         raise Refused(400, "bad-body", "the body is not a version 1 delivery")
     if envelope.get("id") != delivery_id:
         raise Refused(400, "bad-body", "the body's id is not the URL's")
+    acting_for = envelope.get("acting_for")
     try:
         uuid.UUID(delivery_id)
-        uuid.UUID(str(envelope.get("acting_for")))
+        if not isinstance(acting_for, str):
+            raise ValueError(acting_for)
+        uuid.UUID(acting_for)
     except ValueError:
         raise Refused(400, "bad-body", "id and acting_for must be UUIDs") from None
-    if envelope.get("kind") not in KINDS or not isinstance(envelope.get("body"), dict):
+    kind = envelope.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS or not isinstance(envelope.get("body"), dict):
         raise Refused(400, "bad-body", "unknown kind, or a body that is not an object")
     return envelope
 

@@ -368,7 +368,9 @@ def profile_videos(
             if c.visibility != "public" or c.status != "ready"
         ]
         return Page(unlisted + page.items, page.next_cursor)
-    if relation.follows and not facts.suspended:
+    if relation.follows and not facts.suspended and platform.is_local(author.home_region):
+        # Only the author's home cell holds their followers-only videos: a follower served by
+        # another region's cell sees the public grid (docs/architecture.md, known limits).
         return Page(_followers_only(platform, viewer, author) + page.items, page.next_cursor)
     return page
 

@@ -685,6 +685,8 @@ def remove_video(platform: Platform, cell: Cell, video: Video) -> None:
         s.get(Video, video.id, with_for_update=True)
         with platform.catalog.transaction() as c:
             c.execute(delete(PublicVideo).where(PublicVideo.id == video.id))
+        # The owner's next pages must not show it (they may read the catalog's replica).
+        platform.wrote_catalog(video.owner_id)
         _remove_blobs(platform, cell, video.owner_id, video.id)
         source_path(platform, cell.region, video.id).unlink(missing_ok=True)
         shutil.rmtree(work_dir(platform, cell.region, video.id), ignore_errors=True)

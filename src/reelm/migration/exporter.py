@@ -238,14 +238,15 @@ class Exporter(CellSide):
     # -- after the switch, or when a user stays --------------------------------------------
     def thaw(self, migration_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """The user stays here: writable again, and a job the fence stopped is made again."""
+        # Taken back before the user may write again, so no writable user stays released.
+        with self.platform.catalog.transaction() as c:
+            switch.unrelease(c, migration_id, [user_id])
         with self.cell.db.transaction() as s:
             s.execute(
                 update(Account)
                 .where(Account.user_id == user_id, Account.migration == "frozen")
                 .values(migration=None)
             )
-        with self.platform.catalog.transaction() as c:
-            switch.unrelease(c, migration_id, [user_id])
         # A job the fence stopped left its video waiting: it is made here after all.
         with self.cell.db.transaction() as s:
             waiting = list(

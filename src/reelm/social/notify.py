@@ -153,7 +153,8 @@ def receive(
 
     event = body.get("event")
     once = body.get("once")
-    if not isinstance(event, dict) or event.get("kind") not in EVENT_KINDS:
+    kind = event.get("kind") if isinstance(event, dict) else None
+    if not isinstance(event, dict) or not isinstance(kind, str) or kind not in EVENT_KINDS:
         raise BadBody("event must be an object with a known kind")
     if once is not None and (not isinstance(once, str) or len(once) > 200):
         raise BadBody("once must be a short string")
